@@ -1,0 +1,63 @@
+# Everything runs from a project-local virtualenv built from constraints.txt (exact, tested versions).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export V6_HOME ?= $(CURDIR)/.v6
+export DAGSTER_HOME ?= $(V6_HOME)/dagster_home
+
+.PHONY: help install lint format test test-fast demo run sim bench bench-quick chaos clean
+
+help:
+	@echo "make demo   - simulator + seeded history + dagster dev on http://127.0.0.1:3000"
+	@echo "make test   - lint + the whole test suite (unit, integration, end-to-end)"
+	@echo "make run    - dagster dev against a real IB Gateway/TWS (V6_IB_* env vars)"
+	@echo "make lint | format | bench | bench-quick | chaos | clean"
+
+# Rebuilt when missing or when pyproject.toml / constraints.txt change (stale).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy v6_assets
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not slow"
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+sim: $(STAMP)
+	$(BIN)/v6-gateway-sim --scenario demo
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m v6_assets.demo
+
+run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run_all --quick
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos
+
+clean:
+	rm -rf $(VENV) .v6 .mypy_cache .ruff_cache .pytest_cache
