@@ -1,0 +1,67 @@
+"""Delta Lake layer: table contracts, the exactly-once micro-batch writer, session overwrites, maintenance.
+
+No Dagster, no IB imports. Typical use::
+
+    lake = Lake.from_env()                                   # V6_LAKE_URI, default ./.v6/lake
+    writer = MicroBatchWriter(lake, "position_updates")
+    writer.append(df, app_id=stream_id, version=last_offset, offset_column="spool_offset")
+    lake.overwrite_sessions("daily_pnl", df, [session])      # daily outputs: replace exactly those partitions
+    lake.read_sessions("eod_positions", [session]); lake.scan("position_updates")
+"""
+
+from v6_assets.lake.maintenance import (
+    CheckpointResult,
+    CleanupLogsResult,
+    CompactResult,
+    VacuumResult,
+    checkpoint,
+    cleanup_logs,
+    compact,
+    vacuum,
+)
+from v6_assets.lake.store import DEFAULT_LAKE_URI, Lake, OverwriteResult, check_compatible
+from v6_assets.lake.tables import (
+    DAILY_PNL,
+    EOD_POSITIONS,
+    EXPOSURE,
+    GREEKS_UPDATES,
+    IB_UNSET_DOUBLE,
+    POSITION_UPDATES,
+    TABLES,
+    TRADE_DATE,
+    ColumnDef,
+    LakeSchemaError,
+    TableDef,
+    conform,
+)
+from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
+
+__all__ = [
+    "DAILY_PNL",
+    "DEFAULT_LAKE_URI",
+    "EOD_POSITIONS",
+    "EXPOSURE",
+    "GREEKS_UPDATES",
+    "IB_UNSET_DOUBLE",
+    "POSITION_UPDATES",
+    "TABLES",
+    "TRADE_DATE",
+    "AppendResult",
+    "CheckpointResult",
+    "CleanupLogsResult",
+    "ColumnDef",
+    "CompactResult",
+    "Lake",
+    "LakeCommitError",
+    "LakeSchemaError",
+    "MicroBatchWriter",
+    "OverwriteResult",
+    "TableDef",
+    "VacuumResult",
+    "check_compatible",
+    "checkpoint",
+    "cleanup_logs",
+    "compact",
+    "conform",
+    "vacuum",
+]
