@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export V6_HOME ?= $(CURDIR)/.v6
 export DAGSTER_HOME ?= $(V6_HOME)/dagster_home
 
-.PHONY: help install lint format test test-fast demo run sim bench bench-quick chaos clean
+.PHONY: help system-deps install lint format test test-fast demo run sim bench bench-quick chaos clean
 
 help:
 	@echo "make demo   - simulator + seeded history + dagster dev on http://127.0.0.1:3000"
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+# Debian packages for the e2e and scale-out tests (chromium, postgresql); needs root.
+system-deps:
+	bash .ci/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
