@@ -1,0 +1,384 @@
+"""The one place where ib_async objects become our events. Every IB sentinel becomes ``None`` here.
+
+Sentinels handled: UNSET_DOUBLE (1.7976931348623157e308) and NaN/inf -> None; greeks "not computed" -1 (implied vol,
+option price, underlying price) and -2 (delta, gamma, vega, theta; ib_async 2.1 leaks -2 for vega/theta) -> None;
+multiplier '' / '0' / unparsable -> None; expiry 'YYYYMMDD', 'YYYYMMDD HH:MM[:SS] [Zone]' (zone-aware: the expiry
+date is the New York date of that instant) or month-only 'YYYYMM' (-> None); strike <= 0 -> None; right 'CALL'/'PUT'
+normalised to 'C'/'P'. Rows of sec types not configured (default OPT, FOP) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from v6_assets.ib.models import GreeksUpdate, PositionSource, PositionUpdate
+
+UNSET_DOUBLE = sys.float_info.max
+UNSET_INTEGER = 2**31 - 1
+NEW_YORK = ZoneInfo("America/New_York")
+MODEL_GREEKS_TICK = 13
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def clean_float(value: Any) -> float | None:
+    """A number IB sent, or None for its sentinels (UNSET_DOUBLE, NaN, inf) and for None/empty."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if number != number or number in (math.inf, -math.inf) or number == UNSET_DOUBLE or number == -UNSET_DOUBLE:
+        return None
+    return number
+
+
+def clean_greek(value: Any, not_computed: float) -> float | None:
+    """Like ``clean_float`` and also maps IB's "not computed" marker (-1 or -2) to None."""
+    number = clean_float(value)
+    if number is None or number == not_computed:
+        return None
+    return number
+
+
+def parse_multiplier(raw: Any) -> float | None:
+    """'100' -> 100.0, '0.5' -> 0.5; '' / '0' / garbage / sentinel -> None."""
+    if isinstance(raw, int | float):
+        number = clean_float(raw)
+    else:
+        text = str(raw or "").strip()
+        if not text:
+            return None
+        number = clean_float(text)
+    if number is None or number <= 0:
+        return None
+    return number
+
+
+_EXPIRY_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:[ -]+(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\s+(\S+))?)?$")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_expiry(raw: str) -> date | None:
+    """IB ``lastTradeDateOrContractMonth`` -> expiry date, or None when only a month or nothing usable is given."""
+    text = (raw or "").strip()
+    match = _EXPIRY_RE.match(text)
+    if not match:
+        return None
+    year, month, day, hour, minute, second, zone = match.groups()
+    try:
+        expiry = date(int(year), int(month), int(day))
+        if hour is None or zone is None:
+            return expiry
+        instant = datetime(expiry.year, expiry.month, expiry.day, int(hour), int(minute), int(second or 0))
+        # A time with a zone pins an instant; the expiry is the US trading date of it
+        # ('20230624 04:00:00 Asia/Shanghai' is the 2023-06-23 expiry).
+        return instant.replace(tzinfo=ZoneInfo(zone)).astimezone(NEW_YORK).date()
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+def normalise_right(raw: Any) -> str | None:
+    text = str(raw or "").strip().upper()
+    if text in ("C", "CALL"):
+        return "C"
+    if text in ("P", "PUT"):
+        return "P"
+    return None
+
+
+class ContractFields(NamedTuple):
+    con_id: int
+    symbol: str
+    sec_type: str
+    expiry: date | None
+    strike: float | None
+    right: str | None
+    multiplier: float | None
+    currency: str
+    exchange: str
+    trading_class: str
+    local_symbol: str
+
+
+def contract_fields(contract: Any) -> ContractFields:
+    """Contract columns from an ib_async ``Contract`` (any sec type; filtering is the caller's)."""
+    strike = clean_float(contract.strike)
+    return ContractFields(
+        con_id=int(contract.conId),
+        symbol=str(contract.symbol or ""),
+        sec_type=str(contract.secType or ""),
+        expiry=parse_expiry(str(contract.lastTradeDateOrContractMonth or "")),
+        strike=strike if strike is not None and strike > 0 else None,
+        right=normalise_right(contract.right),
+        multiplier=parse_multiplier(contract.multiplier),
+        currency=str(contract.currency or ""),
+        exchange=str(contract.exchange or contract.primaryExchange or ""),
+        trading_class=str(contract.tradingClass or ""),
+        local_symbol=str(contract.localSymbol or ""),
+    )
+
+
+@dataclass(slots=True)
+class ConversionCounters:
+    non_option_dropped: int = 0
+    foreign_account_dropped: int = 0
+    pnl_for_unknown_position: int = 0
+
+
+# Indexes into a position's merged values (same order as the PositionUpdate fields after the contract).
+_POSITION, _AVG_COST, _MKT_PRICE, _MKT_VALUE, _UNREAL, _REAL, _IB_DAILY, _IB_UNREAL, _IB_REAL, _IB_VALUE = range(10)
+
+
+class _PositionState:
+    __slots__ = ("contract", "emitted", "values")
+
+    def __init__(self, contract: ContractFields) -> None:
+        self.contract = contract
+        self.values: list[float | None] = [None] * 10
+        # A new position whose first message carried only sentinels still gets one row (the contract exists).
+        self.emitted = False
+
+
+class PositionMerger:
+    """Merges the portfolio, position and PnL-single streams into one state per (account, con_id).
+
+    Each ``on_*`` returns a ``PositionUpdate`` when the merged state changed, else None (repeats are not emitted).
+    ``seq`` counts emitted position updates of this merger, starting at 1.
+    """
+
+    def __init__(
+        self,
+        sec_types: Iterable[str] = ("OPT", "FOP"),
+        accounts: Iterable[str] = (),
+        clock: Clock = utc_now,
+    ) -> None:
+        self.sec_types = frozenset(sec_types)
+        self.accounts: frozenset[str] = frozenset(accounts)
+        self.clock = clock
+        self.counters = ConversionCounters()
+        self._states: dict[tuple[str, int], _PositionState] = {}
+        self._seq = 0
+
+    # -- queries -----------------------------------------------------------------------------------------------
+    def open_positions(self) -> dict[tuple[str, int], tuple[ContractFields, float]]:
+        """(account, con_id) -> (contract, position) for every position with a known non-zero quantity."""
+        result = {}
+        for key, state in self._states.items():
+            qty = state.values[_POSITION]
+            if qty:
+                result[key] = (state.contract, qty)
+        return result
+
+    def known_keys(self) -> set[tuple[str, int]]:
+        return set(self._states)
+
+    def account_allowed(self, account: str) -> bool:
+        return not self.accounts or account in self.accounts
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+    def _state_for(self, account: str, contract: Any) -> _PositionState | None:
+        if contract.secType not in self.sec_types:
+            self.counters.non_option_dropped += 1
+            return None
+        if self.accounts and account not in self.accounts:
+            self.counters.foreign_account_dropped += 1
+            return None
+        key = (account, int(contract.conId))
+        state = self._states.get(key)
+        fields = contract_fields(contract)
+        if state is None:
+            state = self._states[key] = _PositionState(fields)
+        elif fields != state.contract:
+            # Portfolio rows carry primaryExchange, position rows exchange: keep the first non-empty one.
+            if not fields.exchange and state.contract.exchange:
+                fields = fields._replace(exchange=state.contract.exchange)
+            state.contract = fields
+        return state
+
+    def on_portfolio(self, item: Any) -> PositionUpdate | None:
+        """An ib_async ``PortfolioItem`` (updatePortfolio)."""
+        state = self._state_for(item.account, item.contract)
+        if state is None:
+            return None
+        v = state.values
+        before = list(v)
+        v[_POSITION] = clean_float(item.position)
+        v[_MKT_PRICE] = clean_float(item.marketPrice)
+        v[_MKT_VALUE] = clean_float(item.marketValue)
+        v[_AVG_COST] = clean_float(item.averageCost)
+        v[_UNREAL] = clean_float(item.unrealizedPNL)
+        v[_REAL] = clean_float(item.realizedPNL)
+        return self._emit(item.account, state, before, "portfolio")
+
+    def on_position(self, position: Any) -> PositionUpdate | None:
+        """An ib_async ``Position`` (reqPositions)."""
+        state = self._state_for(position.account, position.contract)
+        if state is None:
+            return None
+        v = state.values
+        before = list(v)
+        v[_POSITION] = clean_float(position.position)
+        v[_AVG_COST] = clean_float(position.avgCost)
+        return self._emit(position.account, state, before, "position")
+
+    def on_pnl_single(self, pnl: Any) -> PositionUpdate | None:
+        """An ib_async ``PnLSingle``. Only for positions already known from the position/portfolio streams."""
+        state = self._states.get((pnl.account, pnl.conId))
+        if state is None:
+            self.counters.pnl_for_unknown_position += 1
+            return None
+        v = state.values
+        before = list(v)
+        position = clean_float(pnl.position)
+        if position is not None:
+            v[_POSITION] = position
+        v[_IB_DAILY] = clean_float(pnl.dailyPnL)
+        v[_IB_UNREAL] = clean_float(pnl.unrealizedPnL)
+        v[_IB_REAL] = clean_float(pnl.realizedPnL)
+        v[_IB_VALUE] = clean_float(pnl.value)
+        return self._emit(pnl.account, state, before, "pnl_single")
+
+    def close_missing(self, seen: set[tuple[str, int]]) -> list[PositionUpdate]:
+        """After a full positions snapshot: positions we hold open that the snapshot lacks are closed (qty 0)."""
+        updates = []
+        for key, state in self._states.items():
+            if key in seen or not state.values[_POSITION]:
+                continue
+            before = list(state.values)
+            state.values[_POSITION] = 0.0
+            update = self._emit(key[0], state, before, "position")
+            if update is not None:
+                updates.append(update)
+        return updates
+
+    def _emit(
+        self, account: str, state: _PositionState, before: list[float | None], source: PositionSource
+    ) -> PositionUpdate | None:
+        values = state.values
+        if values == before and state.emitted:
+            return None
+        state.emitted = True
+        self._seq += 1
+        c = state.contract
+        return PositionUpdate(
+            account,
+            c.con_id,
+            c.symbol,
+            c.sec_type,
+            c.expiry,
+            c.strike,
+            c.right,
+            c.multiplier,
+            c.currency,
+            c.exchange,
+            c.trading_class,
+            c.local_symbol,
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            values[4],
+            values[5],
+            values[6],
+            values[7],
+            values[8],
+            values[9],
+            source,
+            self._seq,
+            self.clock(),
+        )
+
+
+def greeks_from_computation(con_id: int, tick_type: int, comp: Any, seq: int, received_at: datetime) -> GreeksUpdate:
+    """An ib_async ``OptionComputation`` -> ``GreeksUpdate`` (-1/-2 markers, UNSET_DOUBLE and NaN -> None)."""
+    return GreeksUpdate(
+        con_id=con_id,
+        tick_type=tick_type,
+        delta=clean_greek(comp.delta, -2.0),
+        gamma=clean_greek(comp.gamma, -2.0),
+        vega=clean_greek(comp.vega, -2.0),
+        theta=clean_greek(comp.theta, -2.0),
+        implied_vol=clean_greek(comp.impliedVol, -1.0),
+        und_price=clean_greek(comp.undPrice, -1.0),
+        opt_price=clean_greek(comp.optPrice, -1.0),
+        seq=seq,
+        received_at=received_at,
+    )
+
+
+class GreeksThrottle:
+    """At most one greeks update per contract per ``interval_s``; the latest value in a window is emitted at the
+    window's end (trailing edge), so the final state is never lost. ``now`` is a monotonic time in seconds."""
+
+    def __init__(self, interval_s: float = 1.0, clock: Clock = utc_now) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last_emit: dict[int, float] = {}
+        self._pending: dict[int, tuple[int, Any]] = {}
+        self._seq = 0
+        self.suppressed = 0
+
+    def offer(self, con_id: int, tick_type: int, comp: Any, now: float) -> GreeksUpdate | None:
+        last = self._last_emit.get(con_id)
+        if last is None or now - last >= self.interval_s:
+            self._last_emit[con_id] = now
+            self._pending.pop(con_id, None)
+            return self._make(con_id, tick_type, comp)
+        if con_id in self._pending:
+            self.suppressed += 1
+        self._pending[con_id] = (tick_type, comp)
+        return None
+
+    def flush_due(self, now: float) -> list[GreeksUpdate]:
+        due = [con_id for con_id in self._pending if now - self._last_emit.get(con_id, -math.inf) >= self.interval_s]
+        out = []
+        for con_id in due:
+            tick_type, comp = self._pending.pop(con_id)
+            self._last_emit[con_id] = now
+            out.append(self._make(con_id, tick_type, comp))
+        return out
+
+    def forget(self, con_id: int) -> None:
+        self._pending.pop(con_id, None)
+        self._last_emit.pop(con_id, None)
+
+    def _make(self, con_id: int, tick_type: int, comp: Any) -> GreeksUpdate:
+        self._seq += 1
+        return greeks_from_computation(con_id, tick_type, comp, self._seq, self.clock())
+
+
+def plan_greeks_lines(
+    priorities: dict[int, float], budget: int, rotation_index: int, rotation_slots: int | None = None
+) -> set[int]:
+    """Which contracts get a market-data line for model greeks.
+
+    All of them if they fit the budget. Otherwise the highest |position x multiplier| contracts are pinned and
+    ``rotation_slots`` lines (default a tenth of the budget, at least 1) cycle through the rest; ``rotation_index``
+    advances the cycle. Ties are broken by con_id so the plan is deterministic.
+    """
+    if budget <= 0:
+        return set()
+    ranked = sorted(priorities, key=lambda cid: (-abs(priorities[cid]), cid))
+    if len(ranked) <= budget:
+        return set(ranked)
+    slots = rotation_slots if rotation_slots is not None else max(1, budget // 10)
+    slots = min(max(slots, 1), budget)
+    pinned = ranked[: budget - slots]
+    rest = ranked[budget - slots :]
+    start = (rotation_index * slots) % len(rest)
+    rotating = [rest[(start + i) % len(rest)] for i in range(slots)]
+    return set(pinned) | set(rotating)
