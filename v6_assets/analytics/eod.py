@@ -1,0 +1,308 @@
+"""End-of-day positions: the last known state of every (account, con_id) at each session's EOD cut.
+
+Definitions (``/work/shared/notes/pnl-exposure.md``, README "Definitions"):
+
+- Trading day D = an NYSE session (America/New_York). Its EOD cut = close + 15 min: 16:15 ET, 13:15 ET on an
+  early-close day (``v6_assets.sessions.eod_cut``). EOD state of D = the last update at or before the cut, ordered
+  by (received_at, spool_offset). A position_updates row is the FULL merged state of (account, con_id).
+- Positions without an update during D are carried forward (``carried_forward``) from the previous state.
+- A closed position (position 0) stays in the EOD of the session it closed in (``is_closed``) and is not carried
+  further.
+- Expiry: an option still open (position != 0) in a session after its expiry date is closed by the expiry at its last
+  mark: the row shows position 0, market value and unrealized PnL 0, ``is_closed`` and ``is_expired`` true (its
+  realized PnL is booked by ``daily_pnl``). From the second session after the expiry, the contract is dropped (also
+  lingering zero-quantity rows IB may keep sending).
+- Marks: ``mark_age_s`` = cut - the last report of either valuation stream (updatePortfolio or reqPnLSingle);
+  ``is_stale_mark`` when older than ``stale_mark_after`` or never marked.
+- Greeks (by con_id): the last greeks_updates row with a known delta at or before the cut, whatever its tick type;
+  ``greeks_age_s`` = cut - its received_at. ``missing_greeks`` (open positions only): delta, gamma, vega, theta or the
+  underlying price unknown. Stocks and futures get delta 1, gamma/vega/theta 0 and their own mark as underlying price.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from v6_assets.analytics._common import (
+    EOD_POSITIONS_SCHEMA,
+    GREEKS_UPDATES_REQUIRED,
+    GREEKS_UPDATES_SCHEMA,
+    POSITION_KEY,
+    POSITION_SOURCES,
+    POSITION_UPDATES_REQUIRED,
+    POSITION_UPDATES_SCHEMA,
+    AnalyticsInputError,
+    Frame,
+    check_no_nulls,
+    check_no_sentinels,
+    check_rule,
+    conform,
+    require_columns,
+    seconds_between,
+    session_window,
+    validate_sessions,
+)
+
+DEFAULT_STALE_MARK_AFTER = timedelta(minutes=30)
+
+# Fields of the merged position state carried from the last update.
+STATE_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "sec_type",
+    "expiry",
+    "strike",
+    "right",
+    "multiplier",
+    "currency",
+    "position",
+    "average_cost",
+    "market_price",
+    "market_value",
+    "unrealized_pnl",
+    "realized_pnl",
+    "ib_daily_pnl",
+    "ib_unrealized_pnl",
+    "ib_realized_pnl",
+    "ib_value",
+)
+GREEK_COLUMNS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "implied_vol", "und_price")
+POSITION_NUMBERS: tuple[str, ...] = (
+    "strike",
+    "multiplier",
+    "position",
+    "average_cost",
+    "market_price",
+    "market_value",
+    "unrealized_pnl",
+    "realized_pnl",
+    "ib_daily_pnl",
+    "ib_unrealized_pnl",
+    "ib_realized_pnl",
+    "ib_value",
+)
+LINEAR_SEC_TYPES: tuple[str, ...] = ("STK", "FUT")  # delta 1 per unit by definition, no model greeks
+
+
+def _bucket(cuts: pl.Series) -> pl.Expr:
+    """Index of the first cut at or after received_at: 0 = at/before the previous session's cut, n+1 = after."""
+    return pl.lit(cuts.dt.epoch("us")).search_sorted(pl.col("received_at").dt.epoch("us"), side="left").cast(pl.Int32)
+
+
+def _window_frame(frame: Frame, cuts: pl.Series, keep_before: bool) -> pl.DataFrame:
+    lazy = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+    # Only the needed time range is collected; earlier history only when no previous EOD is given.
+    last_cut = cuts[-1]
+    lazy = lazy.filter(pl.col("received_at") <= last_cut)
+    if not keep_before:
+        lazy = lazy.filter(pl.col("received_at") > cuts[0])
+    return lazy.collect()
+
+
+def _validate_updates(updates: Frame, cuts: pl.Series, keep_before: bool) -> pl.DataFrame:
+    what = "position_updates"
+    require_columns(updates, POSITION_UPDATES_REQUIRED, what)
+    lazy = updates.lazy() if isinstance(updates, pl.DataFrame) else updates
+    lazy = lazy.select(POSITION_UPDATES_REQUIRED)
+    schema = lazy.collect_schema()
+    ts = schema["received_at"]
+    if not isinstance(ts, pl.Datetime) or ts.time_zone is None:
+        raise AnalyticsInputError(f"{what}: received_at must be a time-zone aware Datetime, got {ts}")
+    lazy = lazy.with_columns(pl.col("received_at").dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")))
+    df = conform(_window_frame(lazy, cuts, keep_before), POSITION_UPDATES_SCHEMA, what)
+    check_no_nulls(df, ["account", "con_id", "received_at", "spool_offset", "source"], what)
+    check_rule(df, pl.col("account") == "", "have an empty account", what)
+    check_rule(df, ~pl.col("source").is_in(POSITION_SOURCES), f"have a source outside {POSITION_SOURCES}", what)
+    check_no_sentinels(df, POSITION_NUMBERS, what)
+    check_rule(df, pl.col("multiplier") <= 0, "have a multiplier <= 0 (unknown must be null)", what)
+    check_rule(df, pl.col("market_price") < 0, "have a negative market price (IB sentinel -1?)", what)
+    return df
+
+
+def _validate_greeks(greeks: Frame, cuts: pl.Series, keep_before: bool) -> pl.DataFrame:
+    what = "greeks_updates"
+    require_columns(greeks, GREEKS_UPDATES_REQUIRED, what)
+    lazy = greeks.lazy() if isinstance(greeks, pl.DataFrame) else greeks
+    lazy = lazy.select(GREEKS_UPDATES_REQUIRED)
+    ts = lazy.collect_schema()["received_at"]
+    if not isinstance(ts, pl.Datetime) or ts.time_zone is None:
+        raise AnalyticsInputError(f"{what}: received_at must be a time-zone aware Datetime, got {ts}")
+    lazy = lazy.with_columns(pl.col("received_at").dt.convert_time_zone("UTC").cast(pl.Datetime("us", "UTC")))
+    df = conform(_window_frame(lazy, cuts, keep_before), GREEKS_UPDATES_SCHEMA, what)
+    check_no_nulls(df, ["con_id", "received_at", "spool_offset"], what)
+    check_no_sentinels(df, GREEK_COLUMNS, what)
+    # IB's "not computed" sentinels are -1 (implied vol, underlying price) and -2 (delta, gamma, vega, theta).
+    check_rule(df, pl.col("delta").abs() > 1.0 + 1e-9, "have |delta| > 1 (IB sentinel -2?)", what)
+    check_rule(df, pl.col("gamma") < 0, "have a negative gamma (IB sentinel -2?)", what)
+    check_rule(df, pl.col("vega") < 0, "have a negative vega (IB sentinel -2?)", what)
+    check_rule(df, pl.col("implied_vol") < 0, "have a negative implied vol (IB sentinel -1?)", what)
+    check_rule(df, pl.col("und_price") <= 0, "have an underlying price <= 0 (IB sentinel -1?)", what)
+    return df
+
+
+def _last_per_bucket(df: pl.DataFrame, keys: list[str], values: list[str], extra: list[pl.Expr]) -> pl.LazyFrame:
+    """Per (keys, _idx): the values of the last row by (received_at, spool_offset), plus ``extra`` aggregations."""
+    order = ["received_at", "spool_offset"]
+    return df.lazy().group_by([*keys, "_idx"]).agg(pl.col([*values, "received_at"]).sort_by(order).last(), *extra)
+
+
+def _previous_state(previous_eod: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Open positions and greeks of the previous EOD, shaped like the bucket-0 state."""
+    what = "previous_eod"
+    required = ["trade_date", *POSITION_KEY, *STATE_COLUMNS[:-1], "last_update_at", *GREEK_COLUMNS, "greeks_at"]
+    require_columns(previous_eod, required, what)
+    prev = previous_eod
+    for extra in ("ib_value", "portfolio_at", "pnl_single_at"):
+        if extra not in prev.columns:  # an EOD written before these columns existed: freshness unknown
+            prev = prev.with_columns(pl.lit(None, dtype=EOD_POSITIONS_SCHEMA[extra]).alias(extra))
+    prev = conform(prev, EOD_POSITIONS_SCHEMA, what)
+    check_no_nulls(prev, [*POSITION_KEY], what)
+    if prev.select(POSITION_KEY).is_duplicated().any():
+        raise AnalyticsInputError(f"{what}: duplicate (account, con_id) rows")
+    check_no_sentinels(prev, [*POSITION_NUMBERS, *GREEK_COLUMNS], what)
+    still_open = ~(pl.col("position") == 0).fill_null(False)
+    state = prev.filter(still_open).select(
+        *POSITION_KEY,
+        pl.lit(0, dtype=pl.Int32).alias("_idx"),
+        *STATE_COLUMNS,
+        pl.col("last_update_at").alias("received_at"),
+        "portfolio_at",
+        "pnl_single_at",
+    )
+    greeks = (
+        prev.filter(pl.col("greeks_at").is_not_null() & pl.col("delta").is_not_null())
+        .sort("greeks_at")
+        .group_by("con_id", maintain_order=True)
+        .agg(pl.col([*GREEK_COLUMNS, "greeks_at"]).last())
+        .select("con_id", pl.lit(0, dtype=pl.Int32).alias("_idx"), *GREEK_COLUMNS, pl.col("greeks_at"))
+    )
+    return state, greeks
+
+
+def _forward_state(state: pl.LazyFrame, keys: list[str], window: pl.DataFrame, carry: list[str]) -> pl.LazyFrame:
+    """Grid keys x sessions (idx 1..n): the idx of the bucket holding the latest state, ``carry`` forward-filled."""
+    grid = state.select(keys).unique().join(window.lazy().select("idx"), how="cross")
+    marks = state.select(*keys, pl.col("_idx").alias("idx"), *carry, pl.lit(True).alias("_has"))
+    return (
+        grid.join(marks, on=[*keys, "idx"], how="left")
+        .with_columns(
+            pl.when(pl.col("_has"))
+            .then(pl.col("idx"))
+            .otherwise(None)
+            .forward_fill()
+            .over(keys, order_by="idx")
+            .alias("_state"),
+            *[pl.col(c).forward_fill().over(keys, order_by="idx") for c in carry],
+        )
+        .filter((pl.col("idx") >= 1) & pl.col("_state").is_not_null())
+        .drop("_has")
+    )
+
+
+def eod_positions(
+    updates: Frame,
+    greeks: Frame,
+    sessions: list[date],
+    previous_eod: pl.DataFrame | None = None,
+    *,
+    stale_mark_after: timedelta = DEFAULT_STALE_MARK_AFTER,
+) -> pl.DataFrame:
+    """EOD state of every (account, con_id) for each session in ``sessions`` (a contiguous range).
+
+    ``previous_eod``: the EOD of the session before the first one (as returned by this function). When given, updates
+    at or before that session's cut are ignored (the previous EOD is authoritative); when ``None``, all updates before
+    the first session's cut form the starting state (the first session ever: pass no history at all).
+    Rows sorted by trade_date, account, con_id; columns exactly :data:`EOD_POSITIONS_SCHEMA`. See the module
+    docstring for the definitions.
+    """
+    days = validate_sessions(sessions)
+    if stale_mark_after <= timedelta(0):
+        raise AnalyticsInputError(f"stale_mark_after must be positive, got {stale_mark_after}")
+    window = session_window(days)
+    cuts = window["cut"]
+    keep_before = previous_eod is None
+    upd = _validate_updates(updates, cuts, keep_before).with_columns(_bucket(cuts).alias("_idx"))
+    grk = _validate_greeks(greeks, cuts, keep_before).filter(pl.col("delta").is_not_null())
+    grk = grk.with_columns(_bucket(cuts).alias("_idx"))
+    keys = list(POSITION_KEY)
+
+    state = _last_per_bucket(
+        upd,
+        keys,
+        list(STATE_COLUMNS),
+        [
+            pl.col("received_at").filter(pl.col("source") == "portfolio").max().alias("portfolio_at"),
+            pl.col("received_at").filter(pl.col("source") == "pnl_single").max().alias("pnl_single_at"),
+        ],
+    )
+    greek_state = _last_per_bucket(grk, ["con_id"], list(GREEK_COLUMNS), []).rename({"received_at": "greeks_at"})
+    if previous_eod is not None:
+        prev_state, prev_greeks = _previous_state(previous_eod)
+        wrong = previous_eod.filter(pl.col("trade_date") != window["trade_date"][0])
+        if wrong.height:
+            raise AnalyticsInputError(
+                f"previous_eod: holds trade_date(s) {sorted(set(wrong['trade_date'].to_list()))}, "
+                f"expected only {window['trade_date'][0]} (the session before {days[0]})"
+            )
+        state = pl.concat([state, prev_state.lazy()], how="diagonal_relaxed")
+        greek_state = pl.concat([greek_state, prev_greeks.lazy()], how="diagonal_relaxed")
+    state = state.collect().lazy()  # computed once, read twice below
+
+    grid = _forward_state(state, keys, window, ["portfolio_at", "pnl_single_at"])
+    rows = grid.join(
+        state.drop("portfolio_at", "pnl_single_at"),
+        left_on=[*keys, "_state"],
+        right_on=[*keys, "_idx"],
+        how="inner",
+    ).join(window.lazy().select("idx", "trade_date", "cut", "prev_date"), on="idx", how="inner")
+
+    is_zero = (pl.col("position") == 0).fill_null(False)
+    expired_before = pl.col("expiry").is_not_null() & (pl.col("expiry") < pl.col("prev_date"))
+    expires_now = pl.col("expiry").is_not_null() & (pl.col("expiry") < pl.col("trade_date")) & ~is_zero
+    rows = (
+        rows.with_columns((pl.col("_state") != pl.col("idx")).alias("carried_forward"))
+        # closed in an earlier session, or a contract that expired before the previous session: not carried
+        .filter(~((is_zero & pl.col("carried_forward")) | expired_before))
+        .with_columns(expires_now.alias("is_expired"))
+    )
+    zero_when_expired = ["position", "market_value", "unrealized_pnl", "ib_unrealized_pnl", "ib_value"]
+    unknown_when_expired = ["realized_pnl", "ib_daily_pnl", "ib_realized_pnl"]
+    rows = rows.with_columns(
+        *[pl.when(pl.col("is_expired")).then(0.0).otherwise(pl.col(c)).alias(c) for c in zero_when_expired],
+        *[pl.when(pl.col("is_expired")).then(None).otherwise(pl.col(c)).alias(c) for c in unknown_when_expired],
+    )
+
+    # Greeks: the same forward-fill over con_id x sessions.
+    greek_state = greek_state.collect().lazy()
+    greek_grid = _forward_state(greek_state, ["con_id"], window, [])
+    greek_rows = greek_grid.join(
+        greek_state, left_on=["con_id", "_state"], right_on=["con_id", "_idx"], how="inner"
+    ).select("con_id", "idx", *GREEK_COLUMNS, "greeks_at")
+    rows = rows.join(greek_rows, on=["con_id", "idx"], how="left")
+
+    linear = pl.col("sec_type").is_in(LINEAR_SEC_TYPES)
+    rows = rows.with_columns(
+        pl.when(linear).then(pl.lit(1.0)).otherwise(pl.col("delta")).alias("delta"),
+        *[pl.when(linear).then(pl.lit(0.0)).otherwise(pl.col(c)).alias(c) for c in ("gamma", "vega", "theta")],
+        pl.when(linear).then(None).otherwise(pl.col("implied_vol")).alias("implied_vol"),
+        pl.when(linear).then(pl.col("market_price")).otherwise(pl.col("und_price")).alias("und_price"),
+        pl.when(linear).then(None).otherwise(pl.col("greeks_at")).alias("greeks_at"),
+    )
+    mark_at = pl.max_horizontal("portfolio_at", "pnl_single_at")
+    mark_age = seconds_between(pl.col("cut"), mark_at)
+    stale_s = stale_mark_after.total_seconds()
+    incomplete = pl.any_horizontal([pl.col(c).is_null() for c in ("delta", "gamma", "vega", "theta", "und_price")])
+    out = rows.with_columns(
+        pl.col("received_at").alias("last_update_at"),
+        mark_age.alias("mark_age_s"),
+        (mark_age.is_null() | (mark_age > stale_s)).alias("is_stale_mark"),
+        (pl.col("position") == 0).fill_null(False).alias("is_closed"),
+        seconds_between(pl.col("cut"), pl.col("greeks_at")).alias("greeks_age_s"),
+        (incomplete & ~(pl.col("position") == 0).fill_null(False)).alias("missing_greeks"),
+    )
+    return (
+        out.select([pl.col(c).cast(t) for c, t in EOD_POSITIONS_SCHEMA.items()])
+        .collect()
+        .sort(["trade_date", "account", "con_id"])
+    )
