@@ -196,7 +196,9 @@ class Spool:
                     last = int(self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0])
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLite rolls back by itself on SQLITE_FULL; roll back only what is still open.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise self._error(exc, f"append of {len(rows)} events") from exc
@@ -257,7 +259,9 @@ class Spool:
                     deleted = self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (up_to_offset,)).rowcount
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLite rolls back by itself on SQLITE_FULL; roll back only what is still open.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise self._error(exc, f"ack up to {up_to_offset}") from exc
