@@ -39,7 +39,6 @@ _S3_ENV_OPTIONS = {
     "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
     "V6_LAKE_S3_CONDITIONAL_PUT": "aws_conditional_put",
 }
-_RETRYABLE_CREATE_MESSAGES = ("already exists", "version 0")
 
 
 def zstd_writer_properties() -> WriterProperties:
@@ -165,6 +164,38 @@ class Lake:
     def table_configuration(self) -> dict[str, str | None]:
         return {"delta.checkpointInterval": str(self.checkpoint_interval)}
 
+    def ensure_table(self, table: str | TableDef) -> DeltaTable:
+        """Open the table, creating it empty from its contract when absent (safe when processes race to create).
+
+        Data is never written by URI: a URI write to a table that appeared meanwhile would bypass the txn fence.
+        """
+        tdef = self.table_def(table)
+        existing = self.open(tdef)
+        if existing is not None:
+            return existing
+        try:
+            return DeltaTable.create(
+                self.table_uri(tdef),
+                tdef.schema,
+                mode="ignore",
+                partition_by=list(tdef.partition_by),
+                name=tdef.name,
+                description=tdef.description,
+                configuration=self.table_configuration(),
+                storage_options=dict(self.storage_options),
+                post_commithook_properties=hot_path_hooks(),
+            )
+        except Exception:
+            # Another process committed version 0 first: its table is as good as ours.
+            created = self.open(tdef)
+            if created is None:
+                raise
+            return created
+
+    def ensure_tables(self) -> dict[str, int]:
+        """Create every registered table that does not exist yet; returns {name: version}."""
+        return {name: self.ensure_table(name).version() for name in self.tables}
+
     # -- reads ----------------------------------------------------------------------------------------------------
 
     def scan(self, table: str | TableDef) -> pl.LazyFrame:
@@ -209,45 +240,25 @@ class Lake:
         predicate = f"{TRADE_DATE} IN ({', '.join(repr(d.isoformat()) for d in wanted)})"
         data = frame.to_arrow()
         for attempt in range(1, max_attempts + 1):
-            dt = self.open(tdef)
-            version_before = dt.version() if dt is not None else None
+            dt = self.ensure_table(tdef)
+            version_before = dt.version()
             try:
-                if dt is None:
-                    write_deltalake(
-                        self.table_uri(tdef),
-                        data,
-                        mode="append",
-                        partition_by=list(tdef.partition_by),
-                        name=tdef.name,
-                        description=tdef.description,
-                        configuration=self.table_configuration(),
-                        storage_options=dict(self.storage_options),
-                        writer_properties=zstd_writer_properties(),
-                        post_commithook_properties=hot_path_hooks(),
-                    )
-                    dt = self.open(tdef)
-                    assert dt is not None
-                else:
-                    merge = check_compatible(tdef, dt)
-                    write_deltalake(
-                        dt,
-                        data,
-                        mode="overwrite",
-                        predicate=predicate,
-                        schema_mode="merge" if merge else None,
-                        writer_properties=zstd_writer_properties(),
-                        commit_properties=CommitProperties(custom_metadata={"v6.sessions": predicate}),
-                        post_commithook_properties=hot_path_hooks(),
-                    )
+                merge = check_compatible(tdef, dt)
+                write_deltalake(
+                    dt,
+                    data,
+                    mode="overwrite",
+                    predicate=predicate,
+                    schema_mode="merge" if merge else None,
+                    writer_properties=zstd_writer_properties(),
+                    commit_properties=CommitProperties(custom_metadata={"v6.sessions": predicate}),
+                    post_commithook_properties=hot_path_hooks(),
+                )
             except CommitFailedError:
                 if attempt == max_attempts:
                     raise
                 time.sleep(0.05 * attempt)
                 continue
-            except Exception as e:  # concurrent creation of the same table: the loser sees "version 0 exists"
-                if dt is None and attempt < max_attempts and any(m in str(e) for m in _RETRYABLE_CREATE_MESSAGES):
-                    continue
-                raise
             metrics = _last_operation_metrics(dt)
             return OverwriteResult(
                 table=tdef.name,

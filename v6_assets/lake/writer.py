@@ -22,13 +22,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from v6_assets.lake.store import (
-    _RETRYABLE_CREATE_MESSAGES,
-    Lake,
-    check_compatible,
-    hot_path_hooks,
-    zstd_writer_properties,
-)
+from v6_assets.lake.store import Lake, check_compatible, hot_path_hooks, zstd_writer_properties
 from v6_assets.lake.tables import TRADE_DATE, TableDef, conform
 
 log = logging.getLogger(__name__)
@@ -102,12 +96,12 @@ class MicroBatchWriter:
         self._commits_on_handle = 0
         self._needs_merge = None
 
-    def _latest(self) -> DeltaTable | None:
-        """The handle, brought up to the latest version (opened if needed; None if the table does not exist)."""
+    def _latest(self, create: bool = False) -> DeltaTable | None:
+        """The handle, brought up to the latest version (None if the table does not exist and not ``create``)."""
         if self._dt is None or self._commits_on_handle >= self.reopen_every:
             # A long-lived handle grows its in-memory log state and slows commits down; reopen periodically.
             self._reset()
-            self._dt = self.lake.open(self.table)
+            self._dt = self.lake.ensure_table(self.table) if create else self.lake.open(self.table)
         else:
             self._dt.update_incremental()
         return self._dt
@@ -136,15 +130,16 @@ class MicroBatchWriter:
             self._check_offsets(frame, offset_column, version)
 
         for attempt in range(1, self.max_attempts + 1):
-            dt = self._latest()
-            previous = None if dt is None else dt.transaction_version(app_id)
+            dt = self._latest(create=True)
+            assert dt is not None
+            previous = dt.transaction_version(app_id)
             if previous is not None and version <= previous:
                 return self._result(app_id, "skipped", 0, frame.height, previous, previous, dt, (), attempt, started)
             to_write = frame
             if offset_column is not None and previous is not None:
                 to_write = frame.filter(pl.col(offset_column) > previous)
             try:
-                dt = self._commit(dt, to_write, app_id, version)
+                self._commit(dt, to_write, app_id, version)
             except CommitFailedError as e:
                 # Another writer committed meanwhile (maybe this very app id): re-read and decide again.
                 log.info(
@@ -153,10 +148,7 @@ class MicroBatchWriter:
                 self._reset()
                 time.sleep(min(0.2, 0.01 * attempt))
                 continue
-            except Exception as e:
-                if dt is None and any(m in str(e) for m in _RETRYABLE_CREATE_MESSAGES):
-                    self._reset()  # lost the race to create the table
-                    continue
+            except Exception:
                 self._reset()
                 raise
             self._commits_on_handle += 1
@@ -177,41 +169,20 @@ class MicroBatchWriter:
             f"{self.table.name}: batch {app_id} v{version} not committed after {self.max_attempts} attempts"
         )
 
-    def _commit(self, dt: DeltaTable | None, frame: pl.DataFrame, app_id: str, version: int) -> DeltaTable:
-        commit = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=version)])
-        data = frame.to_arrow()
-        if dt is None:
-            write_deltalake(
-                self.lake.table_uri(self.table),
-                data,
-                mode="append",
-                partition_by=list(self.table.partition_by),
-                name=self.table.name,
-                description=self.table.description,
-                configuration=self.lake.table_configuration(),
-                storage_options=dict(self.lake.storage_options),
-                writer_properties=zstd_writer_properties(),
-                commit_properties=commit,
-                post_commithook_properties=hot_path_hooks(),
-            )
-            created = self.lake.open(self.table)
-            assert created is not None
-            self._dt = created
-            return created
+    def _commit(self, dt: DeltaTable, frame: pl.DataFrame, app_id: str, version: int) -> None:
         if self._needs_merge is None:
             self._needs_merge = check_compatible(self.table, dt)
         # The SAME handle that read the txn version writes: this is what makes the concurrent-txn check fence us.
         write_deltalake(
             dt,
-            data,
+            frame.to_arrow(),
             mode="append",
             schema_mode="merge" if self._needs_merge else None,
             writer_properties=zstd_writer_properties(),
-            commit_properties=commit,
+            commit_properties=CommitProperties(app_transactions=[Transaction(app_id=app_id, version=version)]),
             post_commithook_properties=hot_path_hooks(),
         )
         self._needs_merge = False  # after a merge the table has the columns
-        return dt
 
     def _check_offsets(self, frame: pl.DataFrame, offset_column: str, version: int) -> None:
         name = self.table.name
