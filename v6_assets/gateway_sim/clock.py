@@ -1,0 +1,71 @@
+"""The simulated clock: ``speed`` simulated seconds per real second from the scenario start, thread-safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class SimClock:
+    """``now()`` is UTC simulated time. The simulator may jump it forward (skipping nights) or change its speed.
+
+    With ``live_cap`` the clock never runs ahead of the real wall clock: once simulated time catches up with
+    reality it continues at speed 1 (the demo seeds history quickly, then goes live).
+    """
+
+    def __init__(self, start: datetime, speed: float, *, live_cap: bool = True) -> None:
+        if start.tzinfo is None:
+            raise ValueError("clock start must carry a time zone")
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        self._lock = threading.Lock()
+        self._base_sim = start.astimezone(UTC)
+        self._base_wall = time.monotonic()
+        self._speed = float(speed)
+        self._live_cap = live_cap
+        self._frozen_at: datetime | None = start.astimezone(UTC)  # frozen until start()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._frozen_at is not None:
+                self._base_sim = self._frozen_at
+                self._base_wall = time.monotonic()
+                self._frozen_at = None
+
+    def _now_locked(self) -> datetime:
+        if self._frozen_at is not None:
+            return self._frozen_at
+        sim = self._base_sim + timedelta(seconds=(time.monotonic() - self._base_wall) * self._speed)
+        if self._live_cap and self._speed != 1.0:
+            wall = datetime.now(UTC)
+            if sim >= wall:
+                # caught up with reality: continue in real time from here on
+                self._base_sim, self._base_wall, self._speed = wall, time.monotonic(), 1.0
+                return wall
+        return sim
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now_locked()
+
+    @property
+    def speed(self) -> float:
+        with self._lock:
+            return self._speed
+
+    def set_speed(self, speed: float) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        with self._lock:
+            now = self._now_locked()
+            self._base_sim, self._base_wall, self._speed = now, time.monotonic(), float(speed)
+
+    def jump_to(self, target: datetime) -> None:
+        """Move simulated time forward to ``target`` (never backwards)."""
+        with self._lock:
+            now = self._now_locked()
+            if target > now:
+                self._base_sim, self._base_wall = target, time.monotonic()
+                if self._frozen_at is not None:
+                    self._frozen_at = target
