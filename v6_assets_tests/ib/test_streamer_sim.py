@@ -1,0 +1,198 @@
+"""IBPositionStreamer against the gateway simulator: real loopback sockets, the unmodified ib_async client."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ib_async import IB
+
+from v6_assets.gateway_sim import GatewaySimulator
+from v6_assets.ib import IBPositionStreamer, PositionUpdate, Spool, StreamerSettings
+from v6_assets.ib.models import GreeksUpdate
+from v6_assets_tests.ib.simhelpers import missing_from_spool, option_con_ids, spooled_positions, wait_for
+
+CLIENT_ID = 61
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest) -> Iterator[GatewaySimulator]:
+    # Connections allowed at once for our client id (a test that squats the id on purpose allows 2).
+    allowed = getattr(request, "param", 1)
+    with GatewaySimulator("demo", port=0, speed=600).running() as simulator:
+        yield simulator
+        # The whole suite must never send an order-placing request.
+        assert simulator.order_violations() == 0
+        assert simulator.max_concurrent_connections(CLIENT_ID) <= allowed
+
+
+def settings_for(sim: GatewaySimulator, home: Path, **overrides: object) -> StreamerSettings:
+    base = {
+        "port": sim.port,
+        "client_id": CLIENT_ID,
+        "home": home,
+        "portfolio_rotation_s": 0.5,
+        "backoff_initial_s": 0.1,
+        "backoff_max_s": 0.5,
+        "connect_timeout_s": 2.0,
+    }
+    base.update(overrides)
+    return StreamerSettings(**base)  # type: ignore[arg-type]
+
+
+class Collector:
+    name = "collector"
+
+    def __init__(self) -> None:
+        self.positions: list[PositionUpdate] = []
+        self.greeks: list[GreeksUpdate] = []
+
+    async def on_position_update(self, update: PositionUpdate) -> None:
+        self.positions.append(update)
+
+    async def on_greeks_update(self, update: GreeksUpdate) -> None:
+        self.greeks.append(update)
+
+
+def test_singleton_is_one_object_across_threads_and_connects_nothing_at_import() -> None:
+    seen: list[IBPositionStreamer] = []
+    threads = [threading.Thread(target=lambda: seen.append(IBPositionStreamer())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(s is seen[0] for s in seen) and seen[0] is IBPositionStreamer()
+    assert not seen[0].running and not seen[0].status().running
+
+
+def test_values_equal_ground_truth_no_sentinels_no_stock(sim: GatewaySimulator, tmp_path: Path) -> None:
+    settings = settings_for(sim, tmp_path)
+    streamer = IBPositionStreamer()
+    collector = Collector()
+    streamer.add_handler(collector)
+    status = streamer.ensure_started(settings, clock=sim.clock.now)
+    assert status.running
+    streamer.ensure_started(settings)  # idempotent
+    with pytest.raises(ValueError, match="other settings"):
+        streamer.ensure_started(settings_for(sim, tmp_path, client_id=99))
+    wait_for(lambda: streamer.status().connected, 10, "connection")
+    # Run through the open (speed 600: ~3 s real to 09:30 ET) so marks, PnL and greeks move.
+    time.sleep(7)
+    status = streamer.status()
+    stop_wall = time.time()
+    streamer.stop()
+    streamer.stop()  # idempotent
+    assert not streamer.status().running
+
+    rows = spooled_positions(settings.spool_path)
+    option_ids = option_con_ids(sim)
+    sent = list(sim.truth["sent"])
+    # Every (account, option) the simulator reported arrives; the stock position never does.
+    sent_keys = {(e["account"], e["con_id"]) for e in sent if e["kind"] == "position" and e["con_id"] in option_ids}
+    assert {(r.account, r.con_id) for r in rows} == sent_keys
+    assert all(r.sec_type in ("OPT", "FOP") for r in rows)
+    assert status.non_option_dropped > 0
+    # Every value sent while connected is in the spool, equal (sentinels as None).
+    missing = missing_from_spool(sent, rows, option_ids, CLIENT_ID, keep=lambda e: e["wall_time"] < stop_wall - 1.0)
+    assert missing == []
+    assert {r.source for r in rows} == {"position", "portfolio", "pnl_single"}
+    assert any(r.ib_daily_pnl not in (None, 0.0) for r in rows)
+    # Sentinels never reach an event as numbers.
+    for row in rows:
+        for name in ("position", "market_price", "market_value", "realized_pnl", "ib_realized_pnl", "multiplier"):
+            value = getattr(row, name)
+            assert value is None or (math.isfinite(value) and abs(value) < 1e300), (name, row)
+    assert any(r.realized_pnl is None for r in rows)  # the simulator sends UNSET_DOUBLE for untraded positions
+    by_con = {r.con_id: r for r in rows}
+    assert by_con[720000003].multiplier == 103.0
+    assert by_con[740000001].sec_type == "FOP" and by_con[740000001].multiplier == 50.0
+    assert by_con[730000001].expiry is not None
+    # Repeats are not emitted: consecutive rows of one key always differ.
+    last: dict[tuple[str, int], tuple[object, ...]] = {}
+    for row in rows:
+        values = tuple(getattr(row, f) for f in PositionUpdate.__slots__[12:22])
+        assert last.get((row.account, row.con_id)) != values
+        last[(row.account, row.con_id)] = values
+    # Greeks: throttled to <= 1 per contract per second (plus one trailing), no -2 leak, stamped on the sim clock.
+    with Spool(settings.spool_path) as spool:
+        greeks = [r.event for r in spool.read(0, 1_000_000) if isinstance(r.event, GreeksUpdate)]
+    assert greeks and {g.con_id for g in greeks} <= option_ids
+    assert all(g.vega != -2.0 and g.theta != -2.0 for g in greeks)
+    assert all(g.received_at < sim.clock.now() for g in greeks)
+    per_con: dict[int, int] = {}
+    for g in greeks:
+        per_con[g.con_id] = per_con.get(g.con_id, 0) + 1
+    assert max(per_con.values()) <= 7 + 3
+    # The registered handler saw the same stream as the spool.
+    assert [u.seq for u in collector.positions] == [r.seq for r in rows]
+    assert status.pnl_subscriptions == len(sent_keys) and status.greeks_lines == len({k[1] for k in sent_keys})
+    assert len(set(status.accounts)) == 3 and status.portfolio_account in status.accounts
+
+
+def test_accounts_allowlist_and_line_budget(sim: GatewaySimulator, tmp_path: Path) -> None:
+    settings = settings_for(sim, tmp_path, accounts=("DU1000001", "DU1000002"), line_budget=3, greeks_rotation_s=0.5)
+    streamer = IBPositionStreamer()
+    streamer.ensure_started(settings, clock=sim.clock.now)
+    wait_for(lambda: streamer.status().connected, 10, "connection")
+    portfolio_accounts = set()
+    lines_seen = set()
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        status = streamer.status()
+        portfolio_accounts.add(status.portfolio_account)
+        lines_seen.add(status.greeks_lines)
+        assert sim.lines_in_use() <= 3 + 1  # a rotation cancels before it subscribes; allow one in flight
+        time.sleep(0.1)
+    status = streamer.status()
+    streamer.stop()
+    assert portfolio_accounts == {"DU1000001", "DU1000002"}
+    assert lines_seen == {3}
+    assert status.foreign_account_dropped > 0
+    rows = spooled_positions(settings.spool_path)
+    assert {r.account for r in rows} == {"DU1000001", "DU1000002"}
+    with Spool(settings.spool_path) as spool:
+        greeks_ids = {r.event.con_id for r in spool.read(0, 1_000_000) if isinstance(r.event, GreeksUpdate)}
+    # Rotation reaches more contracts than the budget pins.
+    assert len(greeks_ids) > 3
+    pnl_requests = [r for r in sim.requests() if r.get("name") == "reqPnLSingle" or r.get("msg_id") == 94]
+    assert all("DU1000003" not in str(r) for r in pnl_requests)
+
+
+def test_lease_holder_reported_and_other_streamer_does_not_connect(sim: GatewaySimulator, tmp_path: Path) -> None:
+    from v6_assets.ib.lease import ConnectionLease
+
+    settings = settings_for(sim, tmp_path)
+    other = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
+    assert other.try_acquire()
+    streamer = IBPositionStreamer()
+    streamer.ensure_started(settings, clock=sim.clock.now)
+    time.sleep(1.0)
+    status = streamer.status()
+    assert not status.connected and not status.lease_held
+    assert status.lease_holder is not None and "pid" in status.describe()
+    assert sim.active_client_ids() == []
+    other.release()
+    wait_for(lambda: streamer.status().connected, 10, "takeover after the lease is released")
+    streamer.stop()
+
+
+@pytest.mark.parametrize("sim", [2], indirect=True)
+def test_client_id_in_use_waits_and_retries_the_same_id(sim: GatewaySimulator, tmp_path: Path) -> None:
+    squatter = IB()
+    squatter.connect("127.0.0.1", sim.port, clientId=CLIENT_ID, readonly=True, timeout=5)
+    try:
+        settings = settings_for(sim, tmp_path, client_id_in_use_wait_s=0.3, connect_timeout_s=1.0)
+        streamer = IBPositionStreamer()
+        streamer.ensure_started(settings, clock=sim.clock.now)
+        wait_for(lambda: "326" in str(streamer.status().last_error), 10, "error 326 reported")
+        assert not streamer.status().connected
+    finally:
+        squatter.disconnect()
+    wait_for(lambda: streamer.status().connected, 15, "connect once the id is free")
+    streamer.stop()
+    start_api_ids = {r.get("client_id") for r in sim.requests()}
+    assert start_api_ids <= {CLIENT_ID, None}
