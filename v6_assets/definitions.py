@@ -1,5 +1,23 @@
-"""Top of the Dagster wiring: everything the code location exposes."""
+"""Top of the Dagster wiring: everything the code location exposes.
+
+Importing this module never opens an IB connection (run workers, the CLI and tests import it too): the streamer is
+started lazily by the ``ib_position_stream`` sensor only.
+"""
 
 from dagster import Definitions
 
-defs = Definitions()
+from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.checks import all_checks
+from v6_assets.defs.jobs import daily_assets_job, table_maintenance
+from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.schedules import ALL_SCHEDULES
+from v6_assets.defs.sensors import ib_position_stream
+
+defs = Definitions(
+    assets=[*STREAM_SPECS, *DAILY_ASSETS],
+    asset_checks=all_checks(),
+    jobs=[daily_assets_job, table_maintenance],
+    sensors=[ib_position_stream],
+    schedules=ALL_SCHEDULES,
+    resources={"ib_stream": IBStreamResource.from_env(), "lake": LakeResource.from_env()},
+)

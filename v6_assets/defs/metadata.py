@@ -1,0 +1,124 @@
+"""Materialization metadata: column schema from the lake registry, column lineage, markdown previews, charts.
+
+Charts are small matplotlib PNGs embedded as base64 ``data:`` URIs in ``MetadataValue.md``: the Dagster UI's markdown
+sanitizer (dagster-webserver bundle) allows the ``data`` protocol for ``img src``, so they render inline in the
+asset catalog without any file server.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import polars as pl
+from dagster import (
+    AssetKey,
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+)
+from matplotlib.figure import Figure
+
+from v6_assets.lake import TableDef
+
+PREVIEW_ROWS = 10
+
+
+def _type_name(arrow_type: Any) -> str:
+    return str(arrow_type)
+
+
+def table_schema(table: TableDef) -> TableSchema:
+    """``dagster/column_schema`` from the lake's table contract (every column carries its description)."""
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=c.name,
+                type=_type_name(c.arrow_type),
+                description=c.description,
+                constraints=TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in table.columns
+        ]
+    )
+
+
+def column_lineage(deps: Mapping[str, Sequence[tuple[str, str]]]) -> TableColumnLineage:
+    """``{"out_col": [("asset", "in_col"), ...]}`` -> ``dagster/column_lineage``."""
+    return TableColumnLineage(
+        deps_by_column={
+            column: [TableColumnDep(asset_key=AssetKey(asset), column_name=source) for asset, source in sources]
+            for column, sources in deps.items()
+        }
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(frame: pl.DataFrame, columns: Sequence[str]) -> str:
+    cols = [c for c in columns if c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.select(cols).iter_rows():
+        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def largest_rows_preview(
+    frame: pl.DataFrame, by: str, columns: Sequence[str], *, title: str, rows: int = PREVIEW_ROWS
+) -> MetadataValue:
+    """Markdown table of the ``rows`` rows with the largest ``|by|`` (nulls last)."""
+    if frame.height == 0:
+        return MetadataValue.md(f"**{title}**\n\n_no rows_")
+    top = frame.sort(pl.col(by).abs(), descending=True, nulls_last=True).head(rows)
+    return MetadataValue.md(
+        f"**{title}** (top {top.height} of {frame.height} by \\|{by}\\|)\n\n" + markdown_table(top, columns)
+    )
+
+
+def bar_chart_markdown(
+    labels: Sequence[str], values: Sequence[float | None], *, title: str, unit: str, simulated: bool
+) -> MetadataValue:
+    """A horizontal bar chart PNG embedded as a data URI, plus the numbers as a table (the chart's text fallback)."""
+    heading = f"**{title}**" + (" (SIMULATED data)" if simulated else "")
+    if not labels:
+        return MetadataValue.md(f"{heading}\n\n_no data_")
+    known = [(label, v) for label, v in zip(labels, values, strict=True) if v is not None and math.isfinite(v)]
+    height = max(1.6, 0.32 * len(known) + 0.9)
+    fig = Figure(figsize=(6.0, height), dpi=80)
+    ax = fig.subplots()
+    names = [k for k, _ in known]
+    numbers = [v for _, v in known]
+    ax.barh(names, numbers, color=["#2e7d32" if v >= 0 else "#c62828" for v in numbers])
+    ax.axvline(0, color="#555555", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
+    ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    table = "\n".join(
+        ["| | " + unit + " |", "|---|---:|"]
+        + [f"| {label} | {_cell(v) if v is not None else 'unknown'} |" for label, v in zip(labels, values, strict=True)]
+    )
+    return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n{table}")

@@ -1,0 +1,101 @@
+"""Dagster resources: thin, per-tick handles on the process-wide streamer, the spool and the Delta lake.
+
+Dagster builds and tears down resources on EVERY sensor tick and in every run worker, so nothing here holds a
+connection: the IB connection belongs to the process-wide streamer (``v6_assets.ib``), started only by the
+streaming sensor. Config comes from environment variables through ``EnvVar`` (the UI shows the variable name, never
+the value) with safe local defaults when a variable is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
+
+from v6_assets.ib.settings import StreamerSettings
+from v6_assets.ib.spool import Spool
+from v6_assets.lake import DEFAULT_LAKE_URI, Lake
+
+_DEFAULTS = StreamerSettings()
+SIMULATED_LABEL = "SIMULATED"
+
+
+def is_simulated(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the data comes from the gateway simulator (``V6_DEMO=1``): metadata and descriptions say so."""
+    env = os.environ if environ is None else environ
+    return env.get("V6_DEMO", "").strip().lower() in ("1", "true", "yes")
+
+
+def _env_or(name: str, default: Any, environ: Mapping[str, str], *, integer: bool = False) -> Any:
+    """``EnvVar(name)`` when the variable is set (resolved by Dagster at use), else the literal default."""
+    if environ.get(name, "").strip() == "":
+        return default
+    return EnvVar.int(name) if integer else EnvVar(name)
+
+
+class IBStreamResource(ConfigurableResource):
+    """Where the one read-only IB connection goes and where its local state lives.
+
+    A handle, not a connection: ``settings()`` gives the streamer settings (tuning knobs still come from their
+    ``V6_IB_*`` variables), ``open_spool()`` the durable spool the streamer writes and the sensor drains.
+    """
+
+    host: str = Field(default=_DEFAULTS.host, description="IB Gateway / TWS host (V6_IB_HOST).")
+    port: int = Field(default=_DEFAULTS.port, description="IB API port (V6_IB_PORT): 4002 Gateway paper, 4001 live.")
+    client_id: int = Field(default=_DEFAULTS.client_id, description="API client id of the streaming connection.")
+    accounts: str = Field(default="", description="Comma-separated account allowlist (V6_IB_ACCOUNTS); empty = all.")
+    home: str = Field(default=str(_DEFAULTS.home), description="Local state directory: spool, lease (V6_HOME).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> IBStreamResource:
+        env = os.environ if environ is None else environ
+        return cls(
+            host=_env_or("V6_IB_HOST", _DEFAULTS.host, env),
+            port=_env_or("V6_IB_PORT", _DEFAULTS.port, env, integer=True),
+            client_id=_env_or("V6_IB_CLIENT_ID", _DEFAULTS.client_id, env, integer=True),
+            accounts=_env_or("V6_IB_ACCOUNTS", "", env),
+            home=_env_or("V6_HOME", str(_DEFAULTS.home), env),
+        )
+
+    def settings(self, environ: Mapping[str, str] | None = None) -> StreamerSettings:
+        """Streamer settings: this resource's fields over the tuning variables of the environment.
+
+        Raises ``SettingsError`` naming the variable for a bad value (a port out of range, a bad account id...).
+        """
+        env = dict(os.environ if environ is None else environ)
+        env.update(
+            V6_IB_HOST=self.host,
+            V6_IB_PORT=str(self.port),
+            V6_IB_CLIENT_ID=str(self.client_id),
+            V6_IB_ACCOUNTS=self.accounts,
+            V6_HOME=self.home,
+        )
+        return StreamerSettings.from_env(env)
+
+    @property
+    def stream_id(self) -> str:
+        return self.settings().stream_id
+
+    def open_spool(self) -> Spool:
+        """The spool of this stream (close it after use; any process may open it)."""
+        settings = self.settings()
+        return Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
+
+
+class LakeResource(ConfigurableResource):
+    """The Delta tables' root (V6_LAKE_URI; ``s3://bucket/prefix`` takes credentials from the AWS_* variables)."""
+
+    uri: str = Field(default=DEFAULT_LAKE_URI, description="Root URI of the Delta tables (V6_LAKE_URI).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LakeResource:
+        env = os.environ if environ is None else environ
+        return cls(uri=_env_or("V6_LAKE_URI", DEFAULT_LAKE_URI, env))
+
+    def lake(self) -> Lake:
+        env = dict(os.environ)
+        env["V6_LAKE_URI"] = self.uri
+        return Lake.from_env(env)

@@ -1,0 +1,217 @@
+"""``ib_position_stream``: the sensor that keeps the streamer running and moves its spool into Delta.
+
+Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``), in the long-lived code-server process:
+
+1. start the process-wide streamer if it is not running (it connects only if this process wins the cross-process
+   lease; otherwise it reports who holds it);
+2. drain the spool into ``position_updates`` / ``greeks_updates`` in bounded batches within a time budget well inside
+   the 60 s tick timeout (a backlog is caught up over several ticks), exactly once (``defs.ingest``);
+3. report one ``AssetMaterialization`` per touched session of each table (rows, offsets, lag, connection status);
+4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
+   refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
+
+The cursor only throttles refreshes; what was ingested is read from the Delta log, so a UI "Preview tick" (which
+runs this function for real but keeps no cursor) cannot break exactly-once.
+"""
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from dagster import (
+    AssetMaterialization,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from v6_assets import sessions
+from v6_assets.defs.ingest import DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.defs.jobs import daily_assets_job
+from v6_assets.defs.partitions import trading_day_partitions
+from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
+from v6_assets.ib.streamer import IBPositionStreamer, StreamerStatus
+
+REFRESH_TAG = "v6/kind"
+REFRESH_TAG_VALUE = "refresh"
+
+
+def _env_number(name: str, default: float, minimum: float, environ: Mapping[str, str] | None = None) -> float:
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
+    return value
+
+
+SENSOR_INTERVAL_S = int(_env_number("V6_SENSOR_INTERVAL_S", 5, 1))
+# Drain budget per tick: well inside the 60 s gRPC tick timeout, leaving room for the Delta commits in flight.
+TICK_BUDGET_S = _env_number("V6_SENSOR_BUDGET_S", 30.0, 1.0)
+MAX_ROWS_PER_TICK = int(_env_number("V6_SENSOR_MAX_ROWS", 200_000, 1))
+BATCH_ROWS = int(_env_number("V6_SENSOR_BATCH_ROWS", 20_000, 1))
+
+
+def refresh_minutes() -> float:
+    return _env_number("V6_REFRESH_MINUTES", 5.0, 0.0)
+
+
+def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
+    return {
+        "connection": status.describe(),
+        "connected": status.connected,
+        "lease_held_here": status.lease_held,
+        "circuit": status.circuit_state,
+    }
+
+
+def _partition_exists(key: str) -> bool:
+    return trading_day_partitions.has_partition_key(key)
+
+
+def _materializations(result: DrainResult, status: StreamerStatus, simulated: bool) -> list[AssetMaterialization]:
+    events = []
+    lag = result.lag_s()
+    for table in result.tables.values():
+        for session, rows in sorted(table.rows_per_session.items()):
+            key = session.isoformat()
+            if not _partition_exists(key):
+                continue  # outside the partitions (before V6_PARTITIONS_START): the rows are in Delta all the same
+            events.append(
+                AssetMaterialization(
+                    asset_key=table.table,
+                    partition=key,
+                    description=f"{rows} rows appended by ib_position_stream" + (" (SIMULATED)" if simulated else ""),
+                    metadata={
+                        "rows": rows,
+                        "batch_rows_all_sessions": table.rows_written,
+                        "rows_skipped_already_committed": table.rows_skipped,
+                        "min_offset": table.min_offset,
+                        "max_offset": table.max_offset,
+                        "txn_version": table.committed_version,
+                        "delta_version": table.table_version,
+                        "lag_s": round(lag, 3) if lag is not None else None,
+                        "stream_id": result.stream_id,
+                        "spool_backlog": result.backlog,
+                        "simulated": simulated,
+                        **_status_metadata(status),
+                    },
+                )
+            )
+    return events
+
+
+def _read_cursor(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {"refreshed_offset": 0, "refreshed_at": 0.0}
+    try:
+        data = json.loads(raw)
+        return {"refreshed_offset": int(data["refreshed_offset"]), "refreshed_at": float(data["refreshed_at"])}
+    except (ValueError, KeyError, TypeError):
+        # A cursor from an older version or edited by hand: start the refresh throttle over (ingest is unaffected).
+        return {"refreshed_offset": 0, "refreshed_at": 0.0}
+
+
+def _refresh_session(touched: list[date], now: datetime) -> date:
+    """The newest session with new data; with none this tick (a preview tick ingested it), the current session."""
+    session = max(touched) if touched else sessions.current_session(now)
+    return session
+
+
+def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
+    if status.running and not status.lease_held:
+        holder = status.lease_holder
+        who = f"pid {holder.pid} on {holder.host}" if holder else "another process"
+        return f"stream held by {who}; no new updates in the shared spool (acked to offset {result.acked_offset})"
+    if status.circuit_open_until is not None:
+        until = status.circuit_open_until.astimezone(sessions.NEW_YORK).strftime("%H:%M:%S")
+        return f"circuit open until {until} ET after repeated connection failures ({status.last_error})"
+    if not status.connected:
+        return f"IB not connected ({status.describe()}); no new updates"
+    return f"no new updates (spool acked to offset {result.acked_offset}; {status.describe()})"
+
+
+@sensor(
+    name="ib_position_stream",
+    job=daily_assets_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Keeps the one read-only IB connection streaming (in the code-server process holding the lease), appends the "
+        "spooled position and greeks updates to Delta exactly once (txn version = spool offset), reports a "
+        "materialization per touched session, and requests a refresh of the day's eod_positions, daily_pnl and "
+        "exposure at most every V6_REFRESH_MINUTES when new data arrived."
+    ),
+)
+def ib_position_stream(
+    context: SensorEvaluationContext, ib_stream: IBStreamResource, lake: LakeResource
+) -> SensorResult | SkipReason:
+    started = time.monotonic()
+    settings = ib_stream.settings()
+    status = IBPositionStreamer().ensure_started(settings)
+    lock = drain_lock(settings.stream_id)
+    if not lock.acquire(blocking=False):
+        return SkipReason("another evaluation of this sensor is still draining the spool in this process")
+    try:
+        spool = ib_stream.open_spool()
+        try:
+            result = drain_spool_to_lake(
+                spool,
+                lake.lake(),
+                settings.stream_id,
+                max_rows=MAX_ROWS_PER_TICK,
+                batch_rows=BATCH_ROWS,
+                deadline=started + TICK_BUDGET_S,
+            )
+        finally:
+            spool.close()
+    finally:
+        lock.release()
+    simulated = is_simulated()
+    events = _materializations(result, status, simulated)
+    cursor = _read_cursor(context.cursor)
+    now = datetime.now(UTC)
+    new_data = result.acked_offset > cursor["refreshed_offset"]
+    due = time.time() - cursor["refreshed_at"] >= refresh_minutes() * 60
+    context.log.info(
+        "drained %d rows in %d batches (%s), acked to %d, backlog %d",
+        result.rows_read,
+        result.batches,
+        result.stopped_by,
+        result.acked_offset,
+        result.backlog,
+    )
+    if new_data and due:
+        session = _refresh_session(result.sessions, now)
+        if _partition_exists(session.isoformat()):
+            run = RunRequest(
+                run_key=f"refresh:{session.isoformat()}:{result.acked_offset}",
+                partition_key=session.isoformat(),
+                tags={REFRESH_TAG: REFRESH_TAG_VALUE, "v6/refresh_offset": str(result.acked_offset)},
+            )
+            new_cursor = json.dumps({"refreshed_offset": result.acked_offset, "refreshed_at": time.time()})
+            return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)
+    if result.rows_written or events:
+        more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
+        wait = (
+            ""
+            if not new_data
+            else f"; refresh due in {max(0.0, cursor['refreshed_at'] + refresh_minutes() * 60 - time.time()):.0f} s"
+        )
+        return SensorResult(
+            asset_events=events,
+            skip_reason=f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}",
+            cursor=context.cursor,
+        )
+    return SensorResult(skip_reason=_idle_reason(status, result), cursor=context.cursor)
