@@ -90,6 +90,7 @@ class StreamerStatus:
     spool_depth: int | None
     spool_pending: int
     spool_written: int
+    spool_last_offset: int
     spool_error: str | None
     positions_emitted: int
     greeks_emitted: int
@@ -303,6 +304,7 @@ class IBPositionStreamer:
             spool_depth=spool_depth,
             spool_pending=handler.pending if handler else 0,
             spool_written=handler.written if handler else 0,
+            spool_last_offset=handler.last_offset if handler else 0,
             spool_error=handler.last_error if handler else None,
             positions_emitted=self._positions_emitted,
             greeks_emitted=self._greeks_emitted,

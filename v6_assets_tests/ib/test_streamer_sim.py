@@ -196,3 +196,81 @@ def test_client_id_in_use_waits_and_retries_the_same_id(sim: GatewaySimulator, t
     streamer.stop()
     start_api_ids = {r.get("client_id") for r in sim.requests()}
     assert start_api_ids <= {CLIENT_ID, None}
+
+
+def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: GatewaySimulator, tmp_path: Path) -> None:
+    settings = settings_for(
+        sim,
+        tmp_path,
+        heartbeat_s=1.0,
+        probe_timeout_s=0.5,
+        circuit_failures=2,
+        circuit_cooldown_s=0.5,
+        client_id_in_use_wait_s=0.3,
+    )
+    streamer = IBPositionStreamer()
+    streamer.ensure_started(settings, clock=sim.clock.now)
+    wait_for(lambda: streamer.status().connected, 10, "connection")
+    time.sleep(1.0)
+    blackouts: list[tuple[float, float]] = []  # wall-time windows where a fault may eat messages in flight
+
+    # A malformed frame and a truncated message: logged, counted, dropped; the connection stays up.
+    before = streamer.status().malformed_messages
+    sim.send_malformed_frame()
+    sim.send_truncated_message()
+    wait_for(lambda: streamer.status().malformed_messages >= before + 2, 5, "malformed messages counted")
+    assert streamer.status().connected and streamer.status().reconnects == 0
+
+    # 1100 then 1101: farm connectivity tracked; data lost -> everything resubscribed on the same connection.
+    pnl_requests = sum(1 for r in sim.requests() if r["msg_id"] == 94)
+    sim.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+    wait_for(lambda: not streamer.status().ib_farm_connected, 5, "1100 handled")
+    sim.send_error(1101, "Connectivity restored - data lost.")
+    wait_for(lambda: streamer.status().ib_farm_connected, 5, "1101 handled")
+    wait_for(lambda: sum(1 for r in sim.requests() if r["msg_id"] == 94) >= 2 * pnl_requests, 5, "resubscribed")
+    assert streamer.status().reconnects == 0
+
+    # The gateway drops the connection: reconnect.
+    t = time.time()
+    sim.disconnect_all()
+    wait_for(lambda: streamer.status().reconnects == 1 and streamer.status().connected, 10, "reconnect")
+    blackouts.append((t - 0.5, time.time() + 0.5))
+
+    # The gateway stalls: heartbeat probe unanswered -> reconnect.
+    t = time.time()
+    sim.stall_output(4.0)
+    wait_for(lambda: streamer.status().reconnects == 2 and streamer.status().connected, 10, "heartbeat reconnect")
+    blackouts.append((t - 0.5, t + 5.0))
+
+    # Refused reconnects: the circuit opens, then a half-open probe closes it once the gateway is back.
+    t = time.time()
+    sim.refuse_connections(2.5)
+    sim.disconnect_all()
+    states = set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status = streamer.status()
+        states.add(status.circuit_state)
+        if status.reconnects == 3 and status.connected:
+            break
+        time.sleep(0.02)
+    assert "open" in states
+    assert streamer.status().connected and streamer.status().circuit_state == "closed"
+    assert streamer.status().connect_failures >= 2
+    blackouts.append((t - 0.5, time.time() + 0.5))
+
+    time.sleep(1.5)
+    stop_wall = time.time()
+    streamer.stop()
+
+    rows = spooled_positions(settings.spool_path)
+
+    def connected_window(entry: dict[str, object]) -> bool:
+        wall = float(entry["wall_time"])  # type: ignore[arg-type]
+        return wall < stop_wall - 1.0 and not any(a <= wall <= b for a, b in blackouts)
+
+    sent = list(sim.truth["sent"])
+    checked = [e for e in sent if e["client_id"] == CLIENT_ID and connected_window(e)]
+    assert len(checked) > 50
+    assert missing_from_spool(sent, rows, option_con_ids(sim), CLIENT_ID, keep=connected_window) == []
+    assert all(r.con_id != 1 for r in rows)  # the truncated row never became an event
