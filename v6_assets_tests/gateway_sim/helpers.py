@@ -64,7 +64,7 @@ def tiny_scenario(accounts: int = 1, **overrides: Any) -> Scenario:
                 "right": "C",
             }
             for i in range(4)
-        ],  # fmt: skip
+        ],
         "positions": [
             {"account": f"DU{i + 1}", "con_id": 100 + i, "qty": 2 + i, "avg_cost": 900.0} for i in range(accounts)
         ],

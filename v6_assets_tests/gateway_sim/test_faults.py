@@ -132,7 +132,7 @@ def test_faults_from_the_scenario_timeline(caplog: pytest.LogCaptureFixture) -> 
             "underlyings": [{"symbol": "SPY", "spot": 600.0, "vol": 0.2}],
             "contracts": [
                 {"con_id": 100, "symbol": "SPY", "sec_type": "OPT", "expiry": "20250321", "strike": 600, "right": "C"}
-            ],  # fmt: skip
+            ],
             "positions": [{"account": "DU1", "con_id": 100, "qty": 2, "avg_cost": 900.0}],
             "events": events,
         }
