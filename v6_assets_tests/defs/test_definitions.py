@@ -1,0 +1,126 @@
+"""The code location: it validates, has the specified lineage and partitions, and describes every asset and column."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, Definitions
+
+from v6_assets import sessions
+from v6_assets.defs.assets import EXPOSURE_TABLE, OUTPUT_TABLES
+from v6_assets.defs.partitions import build_trading_day_partitions
+from v6_assets.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_load_and_validate() -> None:
+    Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "position_updates",
+        "greeks_updates",
+        "eod_positions",
+        "daily_pnl",
+        "exposure",
+    }
+
+
+def test_dagster_cli_validate_passes(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "V6_HOME": str(tmp_path / "v6"), "V6_LAKE_URI": str(tmp_path / "lake")}
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All code locations passed validation" in proc.stdout + proc.stderr
+    # importing the definitions never opened an IB connection: no lease file was created
+    assert not (tmp_path / "v6" / "locks").exists()
+
+
+def test_lineage_is_as_specified() -> None:
+    graph = defs.get_repository_def().asset_graph
+    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
+    assert parents == {
+        "position_updates": set(),
+        "greeks_updates": set(),
+        "eod_positions": {"position_updates", "greeks_updates"},
+        "daily_pnl": {"eod_positions"},
+        "exposure": {"eod_positions"},
+    }
+    assert graph.get(AssetKey("position_updates")).is_external
+    assert graph.get(AssetKey("greeks_updates")).is_external
+
+
+def test_daily_pnl_maps_to_previous_session_across_holidays_and_weekends() -> None:
+    graph = defs.get_repository_def().asset_graph
+    pnl = graph.get(AssetKey("daily_pnl"))
+    mapping = pnl.assets_def.get_partition_mapping_for_dep(AssetKey("eod_positions"))
+    partitions = graph.get(AssetKey("eod_positions")).partitions_def
+    assert partitions is not None and mapping is not None
+    # 2025-07-07 is a Monday after the July 4 (Friday) holiday; 2025-01-21 follows MLK day (Monday 2025-01-20)
+    for day in (date(2025, 7, 7), date(2025, 1, 21), date(2025, 3, 4)):
+        upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            partitions.subset_with_partition_keys([day.isoformat()]), partitions, partitions
+        ).partitions_subset.get_partition_keys()
+        assert sorted(upstream) == [sessions.previous_session(day).isoformat(), day.isoformat()]
+
+
+def test_partition_keys_are_exactly_the_nyse_sessions() -> None:
+    partitions = build_trading_day_partitions("2025-01-02")
+    from datetime import datetime
+
+    keys = partitions.get_partition_keys(current_time=datetime(2026, 1, 2, 12, 0))
+    in_2025 = [k for k in keys if k.startswith("2025")]
+    assert in_2025 == [d.isoformat() for d in sessions.sessions_between(date(2025, 1, 2), date(2025, 12, 31))]
+    assert "2025-12-25" not in keys and "2025-07-04" not in keys and "2025-01-04" not in keys
+
+
+def test_every_asset_and_column_is_described() -> None:
+    graph = defs.get_repository_def().asset_graph
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        spec = next(s for s in node.assets_def.specs if s.key == key)
+        assert spec.description and len(spec.description) > 40, key
+        schema = spec.metadata["dagster/column_schema"]
+        assert schema.columns, key
+        for column in schema.columns:
+            assert column.description and len(column.description) > 5, (key, column.name)
+    assert "rollup" in EXPOSURE_TABLE.column_names
+    for table in OUTPUT_TABLES.values():
+        assert all(c.description for c in table.columns)
+
+
+def test_sensor_and_schedules_run_by_default() -> None:
+    sensor = defs.get_sensor_def("ib_position_stream")
+    assert sensor.default_status == DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == int(os.environ.get("V6_SENSOR_INTERVAL_S", "5"))
+    for name in ("finalize_session", "nightly_table_maintenance", "nightly_rerun_last_sessions"):
+        assert defs.get_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING
+
+
+def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
+    graph = defs.get_repository_def().asset_graph
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
+    blocking = {key for key, spec in checks.items() if spec.blocking}
+    assert blocking == {
+        ("position_updates", "no_duplicate_offsets"),
+        ("position_updates", "no_sentinel_values"),
+        ("greeks_updates", "no_duplicate_offsets"),
+        ("greeks_updates", "no_sentinel_values"),
+        ("eod_positions", "reconciles_with_stream"),
+    }
+    assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
