@@ -35,7 +35,12 @@ def test_dagster_cli_validate_passes(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "V6_HOME": str(tmp_path / "v6"), "V6_LAKE_URI": str(tmp_path / "lake")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "V6_HOME": str(tmp_path / "v6"),
+        "V6_LAKE_URI": str(tmp_path / "lake"),
+    }
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
@@ -53,7 +58,10 @@ def test_dagster_cli_validate_passes(tmp_path: Path) -> None:
 
 def test_lineage_is_as_specified() -> None:
     graph = defs.get_repository_def().asset_graph
-    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
     assert parents == {
         "position_updates": set(),
         "greeks_updates": set(),

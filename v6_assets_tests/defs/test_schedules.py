@@ -64,5 +64,7 @@ def test_rerun_is_one_single_run_range_of_the_last_five_sessions() -> None:
     assert sessions.sessions_between(date(2025, 6, 30), date(2025, 7, 7)) == [
         date(2025, 6, 30), date(2025, 7, 1), date(2025, 7, 2), date(2025, 7, 3), date(2025, 7, 7)
     ]  # fmt: skip
-    via_dagster = nightly_rerun_last_sessions(build_schedule_context(scheduled_execution_time=datetime(2025, 7, 8, 3, 0, tzinfo=NY)))
+    via_dagster = nightly_rerun_last_sessions(
+        build_schedule_context(scheduled_execution_time=datetime(2025, 7, 8, 3, 0, tzinfo=NY))
+    )
     assert isinstance(via_dagster, RunRequest) and via_dagster.run_key == request.run_key
