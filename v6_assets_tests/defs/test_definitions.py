@@ -12,9 +12,9 @@ from pathlib import Path
 from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, Definitions
 
 from v6_assets import sessions
+from v6_assets.definitions import defs
 from v6_assets.defs.assets import EXPOSURE_TABLE, OUTPUT_TABLES
 from v6_assets.defs.partitions import build_trading_day_partitions
-from v6_assets.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[2]
 
