@@ -152,7 +152,8 @@ class Lake:
         return f"{self.uri}/{self.table_def(table).name}"
 
     def exists(self, table: str | TableDef) -> bool:
-        return DeltaTable.is_deltatable(self.table_uri(table), storage_options=dict(self.storage_options))
+        # Not DeltaTable.is_deltatable: against an S3-compatible server it retried a list request for minutes.
+        return self.open(table) is not None
 
     def open(self, table: str | TableDef) -> DeltaTable | None:
         """A fresh handle on the latest version, or None when the table was never written."""
