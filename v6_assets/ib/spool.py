@@ -10,14 +10,14 @@ may lose the last batches (use ``synchronous="FULL"`` for that).
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import operator
 import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,40 +104,74 @@ class SpoolFrames:
     last_offset: int | None
 
 
-def _json_default(value: Any) -> str:
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot spool value {value!r} of type {type(value).__name__}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_N_COLS = len(POSITION_UPDATE_FIELDS)
+_GREEKS_PAD = (None,) * (_N_COLS - len(GREEKS_UPDATE_FIELDS))
+_COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
+_INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
+_SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
 
 
-def encode(event: SpoolEvent) -> tuple[SpoolKind, str]:
+@functools.lru_cache(maxsize=4096)
+def _iso(day: date) -> str:
+    return day.isoformat()
+
+
+def _micros(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        raise ValueError(f"received_at {ts!r} is naive: events must carry UTC timestamps")
+    return (ts - _EPOCH) // _ONE_US
+
+
+def _from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def encode(event: SpoolEvent) -> tuple[Any, ...]:
+    """One spool row: kind, then the event's fields in model order (expiry as ISO text, received_at as UTC µs)."""
     if type(event) is PositionUpdate:
-        return "position", json.dumps(_POSITION_VALUES(event), default=_json_default, separators=(",", ":"))
+        v = _POSITION_VALUES(event)
+        expiry = v[4]
+        return ("position", *v[:4], _iso(expiry) if expiry is not None else None, *v[5:24], _micros(v[24]))
     if type(event) is GreeksUpdate:
-        return "greeks", json.dumps(_GREEKS_VALUES(event), default=_json_default, separators=(",", ":"))
+        v = _GREEKS_VALUES(event)
+        return ("greeks", *v[:10], _micros(v[10]), *_GREEKS_PAD)
     raise TypeError(f"only PositionUpdate and GreeksUpdate can be spooled, not {type(event).__name__}")
 
 
-def _decode_position_values(payload: str) -> list[Any]:
-    values = json.loads(payload)
+def _decode_position_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols)
     if values[_POS_EXPIRY] is not None:
         values[_POS_EXPIRY] = date.fromisoformat(values[_POS_EXPIRY])
-    values[_POS_RECEIVED] = datetime.fromisoformat(values[_POS_RECEIVED])
+    values[_POS_RECEIVED] = _from_micros(values[_POS_RECEIVED])
     return values
 
 
-def _decode_greeks_values(payload: str) -> list[Any]:
-    values = json.loads(payload)
-    values[_GRK_RECEIVED] = datetime.fromisoformat(values[_GRK_RECEIVED])
+def _decode_greeks_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols[: len(GREEKS_UPDATE_FIELDS)])
+    values[_GRK_RECEIVED] = _from_micros(values[_GRK_RECEIVED])
     return values
 
 
-def decode(kind: str, payload: str) -> SpoolEvent:
+def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
     if kind == "position":
-        return PositionUpdate(*_decode_position_values(payload))
+        return PositionUpdate(*_decode_position_values(cols))
     if kind == "greeks":
-        return GreeksUpdate(*_decode_greeks_values(payload))
+        return GreeksUpdate(*_decode_greeks_values(cols))
     raise SpoolError(f"unknown spool record kind {kind!r}")
+
+
+def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
+    wire = {"spool_offset": pl.Int64, **schema}
+    wire["received_at"] = pl.Int64
+    if "expiry" in wire:
+        wire["expiry"] = pl.String
+    frame = pl.DataFrame(rows, schema=wire, orient="row")
+    casts = [pl.from_epoch("received_at", time_unit="us").dt.replace_time_zone("UTC")]
+    if "expiry" in wire:
+        casts.append(pl.col("expiry").str.to_date("%Y-%m-%d"))
+    return frame.with_columns(casts)
 
 
 class Spool:
@@ -155,7 +189,7 @@ class Spool:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS spool ("
-                " spool_offset INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL)"
+                f" spool_offset INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, {_COLS})"
             )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS spool_ack (id INTEGER PRIMARY KEY CHECK (id = 1), acked INTEGER NOT NULL)"
@@ -192,7 +226,7 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.executemany("INSERT INTO spool (kind, payload) VALUES (?, ?)", rows)
+                    self._db.executemany(_INSERT, rows)
                     last = int(self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0])
                     self._db.execute("COMMIT")
                 except BaseException:
@@ -205,14 +239,13 @@ class Spool:
         return last
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def _rows(self, after_offset: int, limit: int) -> list[tuple[int, str, str]]:
+    def _rows(self, after_offset: int, limit: int) -> list[tuple[Any, ...]]:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         with self._lock:
             try:
                 return self._db.execute(
-                    "SELECT spool_offset, kind, payload FROM spool"
-                    " WHERE spool_offset > max(?, (SELECT acked FROM spool_ack WHERE id = 1))"
+                    _SELECT + " WHERE spool_offset > max(?, (SELECT acked FROM spool_ack WHERE id = 1))"
                     " ORDER BY spool_offset LIMIT ?",
                     (after_offset, limit),
                 ).fetchall()
@@ -222,23 +255,19 @@ class Spool:
     def read(self, after_offset: int, limit: int) -> list[SpoolRecord]:
         """Unacknowledged records with offset > ``after_offset``, oldest first, at most ``limit``."""
         rows = self._rows(after_offset, limit)
-        return [SpoolRecord(offset, kind, decode(kind, payload)) for offset, kind, payload in rows]  # type: ignore[arg-type]
+        return [SpoolRecord(row[0], row[1], decode(row[1], row[2:])) for row in rows]
 
     def read_frames(self, after_offset: int, limit: int) -> SpoolFrames:
         """Like ``read`` but columnar: polars frames with a ``spool_offset`` column (faster for the lake)."""
         rows = self._rows(after_offset, limit)
-        positions: list[list[Any]] = []
-        greeks: list[list[Any]] = []
-        for offset, kind, payload in rows:
-            if kind == "position":
-                positions.append([offset, *_decode_position_values(payload)])
-            elif kind == "greeks":
-                greeks.append([offset, *_decode_greeks_values(payload)])
-            else:
-                raise SpoolError(f"unknown spool record kind {kind!r} at offset {offset}")
+        positions = [row[:1] + row[2:] for row in rows if row[1] == "position"]
+        n_greeks = len(GREEKS_UPDATE_FIELDS) + 1
+        greeks = [row[:1] + row[2 : 1 + n_greeks] for row in rows if row[1] == "greeks"]
+        if len(positions) + len(greeks) != len(rows):
+            raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
-            positions=pl.DataFrame(positions, schema={"spool_offset": pl.Int64, **POSITION_SCHEMA}, orient="row"),
-            greeks=pl.DataFrame(greeks, schema={"spool_offset": pl.Int64, **GREEKS_SCHEMA}, orient="row"),
+            positions=_frame(positions, POSITION_SCHEMA),
+            greeks=_frame(greeks, GREEKS_SCHEMA),
             last_offset=rows[-1][0] if rows else None,
         )
 

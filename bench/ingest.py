@@ -1,0 +1,210 @@
+"""Ingest throughput: updates/s from socket to spool while the simulator blasts portfolio + PnL-single updates,
+next to a bare ib_async client that only counts the same events, in the same run.
+
+    .venv/bin/python -m bench.ingest [--messages N] [--quick] [--json OUT]
+
+The simulator runs in a child process (so it does not share our GIL). Each phase subscribes the same streams
+(PnL-single per open option position, portfolio for one account), the simulator blasts N messages, and the rate is
+N_received / (time of the last arrival - blast start). "Arrival" is an event counted by the bare client, and a row
+committed to the SQLite spool (read from the spool file by another connection) for the streamer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ib_async import IB
+
+from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
+
+SCENARIO = "demo"
+OPTION_TYPES = ("OPT", "FOP")
+IDLE_END_S = 1.0
+
+
+def _sim_process(conn: Connection) -> None:
+    from v6_assets.gateway_sim import GatewaySimulator
+
+    with GatewaySimulator(SCENARIO, port=0, speed=1.0, keep_sent=False).running() as sim:
+        conn.send(sim.port)
+        while True:
+            command, arg = conn.recv()
+            if command == "blast":
+                conn.send(sim.blast(int(arg), timeout=600))
+            elif command == "violations":
+                conn.send(sim.order_violations())
+            else:
+                break
+
+
+class SimChild:
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_sim_process, args=(child,), daemon=True)
+        self.proc.start()
+        self.port: int = self.conn.recv()
+
+    def blast_async(self, messages: int) -> threading.Thread:
+        result: dict[str, int] = {}
+
+        def run() -> None:
+            self.conn.send(("blast", messages))
+            result["written"] = self.conn.recv()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.result = result  # type: ignore[attr-defined]
+        thread.start()
+        return thread
+
+    def violations(self) -> int:
+        self.conn.send(("violations", 0))
+        return int(self.conn.recv())
+
+    def close(self) -> None:
+        self.conn.send(("stop", 0))
+        self.proc.join(10)
+
+
+def _measure(count: Any, start_count: int, started: float, expected: int, poll: Any) -> tuple[int, float]:
+    """Poll ``count()`` until it reaches start+expected or stops moving for IDLE_END_S; (received, seconds)."""
+    last_value, last_change = start_count, started
+    while True:
+        poll()
+        value = count()
+        now = time.perf_counter()
+        if value != last_value:
+            last_value, last_change = value, now
+        if value - start_count >= expected or now - last_change > IDLE_END_S:
+            return value - start_count, max(last_change - started, 1e-9)
+
+
+def bare_client(sim: SimChild, messages: int) -> dict[str, float]:
+    ib = IB()
+    received = [0]
+
+    def on_event(*_: Any) -> None:
+        received[0] += 1
+
+    ib.connect("127.0.0.1", sim.port, clientId=71, readonly=True, timeout=10)
+    try:
+        accounts = ib.managedAccounts()
+        ib.reqAccountUpdates(accounts[0])
+        for pos in ib.positions():
+            if pos.contract.secType in OPTION_TYPES:
+                ib.reqPnLSingle(pos.account, "", pos.contract.conId)
+        ib.pnlSingleEvent += on_event
+        ib.updatePortfolioEvent += on_event
+        ib.sleep(1.0)
+        start_count = received[0]
+        started = time.perf_counter()
+        blaster = sim.blast_async(messages)
+        got, seconds = _measure(lambda: received[0], start_count, started, messages, lambda: ib.sleep(0.005))
+        blaster.join(60)
+    finally:
+        ib.disconnect()
+    return {
+        "messages_sent": blaster.result.get("written", 0),
+        "received": got,
+        "seconds": seconds,
+        "rate": got / seconds,
+    }  # type: ignore[attr-defined]
+
+
+def streamer_to_spool(sim: SimChild, messages: int, home: Path) -> dict[str, float]:
+    settings = StreamerSettings(port=sim.port, client_id=61, home=home, handler_queue_size=100_000)
+    streamer = IBPositionStreamer()
+    streamer.ensure_started(settings)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status = streamer.status()
+            if status.connected and status.pnl_subscriptions > 0 and status.portfolio_account:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"streamer did not get ready: {streamer.status().describe()}")
+        time.sleep(1.0)
+        with Spool(settings.spool_path) as spool:
+            start_offset = spool.last_offset()
+            started_wall = time.time()
+            started = time.perf_counter()
+            blaster = sim.blast_async(messages)
+            # Coarse polling only to find the end (fine polling would steal the GIL from the streamer thread);
+            # the end time is the received_at stamp of the last row, taken by the streamer as it accepted it.
+            got, _ = _measure(spool.last_offset, start_offset, started, messages, lambda: time.sleep(0.1))
+            frames = spool.read_frames(start_offset, messages + 10_000)
+            last_received = frames.positions["received_at"].max()
+            seconds = last_received.timestamp() - started_wall if last_received is not None else float("inf")
+        blaster.join(60)
+        status = streamer.status()
+    finally:
+        streamer.stop()
+    return {
+        "messages_sent": blaster.result.get("written", 0),  # type: ignore[attr-defined]
+        "received": got,
+        "seconds": seconds,
+        "rate": got / seconds,
+        "malformed": status.malformed_messages,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="20,000 messages")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/streamer rounds (median reported)")
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = parser.parse_args(argv)
+    messages = 20_000 if args.quick else args.messages
+    sim = SimChild()
+    bare_runs: list[dict[str, float]] = []
+    streamer_runs: list[dict[str, float]] = []
+    try:
+        for _ in range(args.rounds):
+            bare_runs.append(bare_client(sim, messages))
+            with tempfile.TemporaryDirectory(prefix="v6-bench-ingest-") as home:
+                streamer_runs.append(streamer_to_spool(sim, messages, Path(home)))
+        violations = sim.violations()
+    finally:
+        sim.close()
+    bare_rate = statistics.median(r["rate"] for r in bare_runs)
+    streamer_rate = statistics.median(r["rate"] for r in streamer_runs)
+    ratio = streamer_rate / bare_rate if bare_rate else 0.0
+    result = {
+        "benchmark": "ingest",
+        "messages": messages,
+        "rounds": args.rounds,
+        "bare_ib_async_events_per_s": round(bare_rate),
+        "streamer_socket_to_spool_updates_per_s": round(streamer_rate),
+        "ratio": round(ratio, 3),
+        "target_ratio": 0.7,
+        "target_rate": 20_000,
+        "bare_runs": bare_runs,
+        "streamer_runs": streamer_runs,
+        "order_violations": violations,
+    }
+    print(
+        f"median of {args.rounds} rounds x {messages:,} messages: bare ib_async {bare_rate:,.0f} events/s; "
+        f"streamer socket->spool {streamer_rate:,.0f} updates/s; ratio {ratio:.2f} "
+        f"(targets: ratio >= 0.70, >= 20,000/s); runs bare "
+        f"{[round(r['rate']) for r in bare_runs]} streamer {[round(r['rate']) for r in streamer_runs]}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    main()
