@@ -57,7 +57,14 @@ Semantics chosen (document for consumers):
 """
 
 from v6_assets.gateway_sim.clock import SimClock
-from v6_assets.gateway_sim.scenario import Scenario, ScenarioError, builtin_scenarios, load_scenario, parse_scenario
+from v6_assets.gateway_sim.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_scenarios,
+    load_scenario,
+    parse_scenario,
+    synthetic_scenario,
+)
 from v6_assets.gateway_sim.server import GatewaySimulator
 
 __all__ = [
@@ -68,4 +75,5 @@ __all__ = [
     "builtin_scenarios",
     "load_scenario",
     "parse_scenario",
+    "synthetic_scenario",
 ]

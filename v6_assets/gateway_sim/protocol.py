@@ -19,7 +19,7 @@ MIN_VERSION_PRICE_BASED_VOLATILITY = 156  # tick 21 drops its version field and 
 MIN_VERSION_ADVANCED_ORDER_REJECT = 166  # ERR_MSG gains advancedOrderRejectJson
 MIN_VERSION_PNL = 127
 
-_LENGTH = struct.Struct(">I")
+LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _HANDSHAKE_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?: (.*))?$")
 
@@ -104,12 +104,12 @@ def fmt(value: object) -> str:
 
 def encode(fields: Iterable[object]) -> bytes:
     payload = "".join(fmt(f) + "\0" for f in fields).encode()
-    return _LENGTH.pack(len(payload)) + payload
+    return LENGTH.pack(len(payload)) + payload
 
 
 def encode_raw(payload: bytes) -> bytes:
     """Frame an arbitrary payload (used for the malformed-frame fault)."""
-    return _LENGTH.pack(len(payload)) + payload
+    return LENGTH.pack(len(payload)) + payload
 
 
 def split_frames(buffer: bytearray) -> list[list[str]]:
@@ -117,7 +117,7 @@ def split_frames(buffer: bytearray) -> list[list[str]]:
     messages: list[list[str]] = []
     offset = 0
     while len(buffer) - offset >= 4:
-        (length,) = _LENGTH.unpack_from(buffer, offset)
+        (length,) = LENGTH.unpack_from(buffer, offset)
         if length > MAX_FRAME_BYTES:
             raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES} byte limit")
         end = offset + 4 + length

@@ -122,14 +122,14 @@ class ClientConnection(asyncio.Protocol):
         self.write_raw(protocol.encode([version, now.strftime("%Y%m%d %H:%M:%S ") + (now.tzname() or "UTC")]))
 
     # --- writing ---
-    def write_raw(self, frame: bytes) -> None:
-        if self.closed or self.transport is None:
+    def write_raw(self, frame: bytes, count: int = 1) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
         if self.sim._stall_until > time.monotonic():
             self.stalled.append(frame)
             return
         self.transport.write(frame)
-        self.messages_sent += 1
+        self.messages_sent += count
 
     def send(self, *fields: object) -> None:
         self.write_raw(protocol.encode(fields))
@@ -1133,43 +1133,71 @@ class GatewaySimulator:
             await asyncio.sleep(tick)
 
     # ------------------------------------------------------------------ blast mode (benchmarks)
-    async def blast_async(self, messages: int) -> int:
+    async def blast_async(self, messages: int, batch: int = 256) -> int:
         """Send ``messages`` portfolio / PnL-single updates round-robin over the book as fast as sockets accept.
 
         Portfolio rows go to each client subscribed to the position's account, PnL-single to each matching
-        subscription. Values move (the mark steps by 0.01 per round) so every message differs. Not recorded in
-        the ground truth (benchmark traffic). Returns the number of messages written.
+        subscription. Values move (the mark steps by 0.01 per round) so every message differs. Frames are written
+        in batches of ``batch`` positions (one socket write each), with flow control. Not recorded in the ground
+        truth (benchmark traffic). Returns the number of messages written.
         """
         positions = [p for p in self.book.values() if p.qty]
-        if not positions:
-            return 0
+        base_marks = [self._quote(p.contract).price for p in positions]
+        # the contract part of each portfolio row never changes: encode it once
+        prefixes = [
+            "".join(
+                protocol.fmt(f) + "\0"
+                for f in (Out.PORTFOLIO_VALUE, 8, c.con_id, c.symbol, c.sec_type, c.expiry_wire, c.strike, c.right,
+                          c.multiplier_wire, c.primary_exchange, c.currency, c.local_symbol, c.trading_class)
+            )
+            for c in (p.contract for p in positions)
+        ]  # fmt: skip
+        pack = protocol.LENGTH.pack
         written = 0
         rnd = 0
         while written < messages:
             rnd += 1
-            for pos in positions:
-                c = pos.contract
-                mark = round(self._quote(c).price + 0.01 * (rnd % 100), 4)
-                mv = pos.qty * mark * c.multiplier
+            clients = self._ready_clients()
+            if not clients or not positions:
+                return written
+            # index the subscriptions once per round: (account, con_id) -> PnL-single req ids, per client
+            routes: list[tuple[ClientConnection, dict[tuple[str, int], list[int]], list[bytes]]] = []
+            for client in clients:
+                by_key: dict[tuple[str, int], list[int]] = {}
+                for req_id, key in client.pnl_single_subs.items():
+                    by_key.setdefault(key, []).append(req_id)
+                routes.append((client, by_key, []))
+            before = written
+            step = 0.01 * (rnd % 100)
+            for index, (pos, base, prefix) in enumerate(zip(positions, base_marks, prefixes, strict=True)):
+                mark = round(base + step, 4)
+                mv = pos.qty * mark * pos.contract.multiplier
                 unrealized = mv - pos.average_cost * pos.qty
-                for client in self._ready_clients():
-                    if not client.can_write.is_set():
-                        await client.can_write.wait()
+                for client, by_key, frames in routes:
                     if client.account_sub == pos.account:
-                        client.send(
-                            Out.PORTFOLIO_VALUE, 8, c.con_id, c.symbol, c.sec_type, c.expiry_wire, c.strike, c.right,
-                            c.multiplier_wire, c.primary_exchange, c.currency, c.local_symbol, c.trading_class, pos.qty,
-                            mark, mv, pos.average_cost, unrealized, self._realized_wire(pos), pos.account,
-                        )  # fmt: skip
-                        written += 1
-                    for req_id, key in client.pnl_single_subs.items():
-                        if key == pos.key:
-                            client.send(Out.PNL_SINGLE, req_id, pos.qty, unrealized, unrealized, pos.realized_total, mv)
-                            written += 1
-                if written >= messages:
-                    break
-            if written == 0:
-                return 0  # nobody subscribed
+                        payload = (
+                            f"{prefix}{pos.qty!r}\0{mark!r}\0{mv!r}\0{pos.average_cost!r}\0{unrealized!r}\0"
+                            f"{self._realized_wire(pos)!r}\0{pos.account}\0"
+                        ).encode()
+                        frames.append(pack(len(payload)) + payload)
+                    for req_id in by_key.get(pos.key, ()):
+                        payload = (
+                            f"95\0{req_id}\0{pos.qty!r}\0{unrealized!r}\0{unrealized!r}\0"
+                            f"{pos.realized_total!r}\0{mv!r}\0"
+                        ).encode()
+                        frames.append(pack(len(payload)) + payload)
+                if (index + 1) % batch == 0 or index == len(positions) - 1 or written >= messages:
+                    for client, _, frames in routes:
+                        if frames:
+                            written += len(frames)
+                            if not client.can_write.is_set():
+                                await client.can_write.wait()
+                            client.write_raw(b"".join(frames), count=len(frames))
+                            frames.clear()
+                    if written >= messages:
+                        break
+            if written == before:
+                return written  # nobody subscribed to anything we hold
             await asyncio.sleep(0)
         return written
 
