@@ -97,6 +97,7 @@ class StreamerStatus:
     non_option_dropped: int
     foreign_account_dropped: int
     malformed_messages: int
+    conversion_errors: int
 
     def describe(self) -> str:
         if not self.running:
@@ -150,6 +151,7 @@ class IBPositionStreamer:
         self._stopping: asyncio.Event | None = None
         self._settings: StreamerSettings | None = None
         self._clock: Clock = utc_now
+        self._fatal_error: str | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -172,6 +174,7 @@ class IBPositionStreamer:
         self._positions_emitted = 0
         self._greeks_emitted = 0
         self._subs_dirty = False
+        self._conversion_errors = 0
 
     # -- lifecycle (any thread) -------------------------------------------------------------------------------
     @property
@@ -206,11 +209,18 @@ class IBPositionStreamer:
             self._thread = threading.Thread(
                 target=self._thread_main, args=(wanted, ready), name=f"ib-streamer-{wanted.stream_id}", daemon=True
             )
+            self._fatal_error = None
             self._thread.start()
             ready.wait(10)
+            if self._fatal_error is not None:
+                self._thread.join(5)
+                self._thread = None
+                raise RuntimeError(self._fatal_error)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Disconnect, flush the spool, release the lease, end the thread (idempotent)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("stop() called from the streamer's own thread (a handler?): call it from another thread")
         with self._lock:
             thread, loop, stopping = self._thread, self._loop, self._stopping
             if thread is None:
@@ -311,6 +321,7 @@ class IBPositionStreamer:
             non_option_dropped=merger.counters.non_option_dropped if merger else 0,
             foreign_account_dropped=merger.counters.foreign_account_dropped if merger else 0,
             malformed_messages=_decoder_errors.count,
+            conversion_errors=self._conversion_errors,
         )
 
     # -- the loop thread --------------------------------------------------------------------------------------
@@ -321,7 +332,9 @@ class IBPositionStreamer:
         self._stopping = asyncio.Event()
         try:
             loop.run_until_complete(self._main(settings, ready))
-        except Exception:
+        except Exception as exc:
+            self._fatal_error = f"streamer stopped: {type(exc).__name__}: {exc}"
+            self._last_error = self._fatal_error
             log.exception("streamer loop crashed")
         finally:
             ready.set()
@@ -348,8 +361,11 @@ class IBPositionStreamer:
         self._breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
         self._lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
         backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
-        ready.set()
         try:
+            # One lease attempt before start() returns, so its first status already says who holds the lease.
+            if not self._lease.try_acquire():
+                self._lease_holder = self._lease.holder()
+            ready.set()
             while not self._stopping.is_set():
                 if not self._lease.try_acquire():
                     holder = self._lease.holder()
@@ -549,22 +565,37 @@ class IBPositionStreamer:
         assert self._fanout is not None
         self._fanout.publish_position(update)
 
+    def _conversion_failed(self, what: str, raw: Any) -> None:
+        # Bad input must not kill the reader, and must not vanish: the raw object goes to the log.
+        self._conversion_errors += 1
+        log.exception("could not convert %s (kept here for recovery): %r", what, raw)
+
     def _on_position(self, position: Any) -> None:
-        assert self._merger is not None
-        update = self._merger.on_position(position)
+        try:
+            update = self._merger.on_position(position)  # type: ignore[union-attr]
+        except Exception:
+            self._conversion_failed("position", position)
+            return
         if update is not None:
             self._publish_position(update)
             self._subs_dirty = True
 
     def _on_portfolio(self, item: Any) -> None:
-        assert self._merger is not None
-        update = self._merger.on_portfolio(item)
+        try:
+            update = self._merger.on_portfolio(item)  # type: ignore[union-attr]
+        except Exception:
+            self._conversion_failed("portfolio item", item)
+            return
         if update is not None:
             self._publish_position(update)
             self._subs_dirty = True
 
     def _on_pnl_single(self, pnl: Any) -> None:
-        update = self._merger.on_pnl_single(pnl)  # type: ignore[union-attr]
+        try:
+            update = self._merger.on_pnl_single(pnl)  # type: ignore[union-attr]
+        except Exception:
+            self._conversion_failed("PnL single", pnl)
+            return
         if update is not None:
             self._positions_emitted += 1
             self._fanout.publish_position(update)  # type: ignore[union-attr]
@@ -584,7 +615,11 @@ class IBPositionStreamer:
             if session.last_greeks.get(con_id) is comp:
                 continue
             session.last_greeks[con_id] = comp
-            update = throttle.offer(con_id, MODEL_GREEKS_TICK, comp, now)
+            try:
+                update = throttle.offer(con_id, MODEL_GREEKS_TICK, comp, now)
+            except Exception:
+                self._conversion_failed("option computation", comp)
+                continue
             if update is not None:
                 self._greeks_emitted += 1
                 fanout.publish_greeks(update)

@@ -274,3 +274,20 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
     assert len(checked) > 50
     assert missing_from_spool(sent, rows, option_con_ids(sim), CLIENT_ID, keep=connected_window) == []
     assert all(r.con_id != 1 for r in rows)  # the truncated row never became an event
+    # After each of the 3 reconnects the position snapshot is resent; only real changes became rows.
+    position_states = {
+        (e["account"], e["con_id"], e["position"], e["average_cost"])
+        for e in sent
+        if e["kind"] == "position" and e["client_id"] == CLIENT_ID and e["con_id"] in option_con_ids(sim)
+    }
+    assert 0 < sum(1 for r in rows if r.source == "position") <= len(position_states)
+    assert streamer.status().conversion_errors == 0
+
+
+def test_unusable_home_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where V6_HOME should be a directory")
+    streamer = IBPositionStreamer()
+    with pytest.raises(RuntimeError, match="not-a-dir"):
+        streamer.ensure_started(StreamerSettings(port=1, home=blocker))
+    assert not streamer.running
