@@ -87,7 +87,7 @@ class Services:
         )
 
 
-def _run_script(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+def run_services_script(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.setdefault("V6_PYTHON", sys.executable)  # moto from the interpreter running the tests
     return subprocess.run(
@@ -105,20 +105,20 @@ def _run_script(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str
 def services() -> Iterator[Services]:
     given = os.environ.get("V6_SERVICES_ENV", "").strip()
     if given:
-        status = _run_script("status", str(Path(given).parent), timeout_s=60)
+        status = run_services_script("status", str(Path(given).parent), timeout_s=60)
         if status.returncode != 0:
             pytest.fail(f"V6_SERVICES_ENV={given} is set but its servers do not answer: {status.stderr.strip()}")
         yield Services(read_env_file(given), Path(given), started_here=False)
         return
     state_dir = tempfile.mkdtemp(prefix="v6-services-pytest-")
     try:
-        started = _run_script("start", state_dir, timeout_s=SERVICES_START_TIMEOUT_S)
+        started = run_services_script("start", state_dir, timeout_s=SERVICES_START_TIMEOUT_S)
         if started.returncode != 0:
             pytest.fail(f".ci/services.sh start failed (exit {started.returncode}):\n{started.stderr}")
         env_file = Path(started.stdout.strip().splitlines()[-1])
         yield Services(read_env_file(env_file), env_file, started_here=True)
     finally:
-        stopped = _run_script("stop", state_dir, timeout_s=120)
+        stopped = run_services_script("stop", state_dir, timeout_s=120)
         if stopped.returncode != 0 and Path(state_dir).exists():
             shutil.rmtree(state_dir, ignore_errors=True)
 
