@@ -65,6 +65,8 @@ class SimClock:
         """Move simulated time forward to ``target`` (never backwards)."""
         with self._lock:
             now = self._now_locked()
+            if self._live_cap:
+                target = min(target, datetime.now(UTC))  # never jump past reality
             if target > now:
                 self._base_sim, self._base_wall = target, time.monotonic()
                 if self._frozen_at is not None:

@@ -327,7 +327,13 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
 
     events: list[TimelineEvent] = []
     for i, entry in enumerate(data.get("events") or []):
-        events.append(_parse_event(entry, f"events[{i}]", start, account_ids, contracts, underlyings))
+        where = f"events[{i}]"
+        event = _parse_event(entry, where, start, account_ids, contracts, underlyings)
+        if event.at < start:
+            if start_time is None:
+                raise ScenarioError(f"{where}: {event.at.isoformat()} is before the clock start {start.isoformat()}")
+            continue  # the caller moved the start past it (e.g. --start now): history that did not happen
+        events.append(event)
     events.sort(key=lambda e: e.at)  # stable: same-time events keep file order
 
     nasty_data = data.get("nastiness") or {}
@@ -457,8 +463,6 @@ def _parse_event(
     if kind not in EVENT_KINDS:
         raise ScenarioError(f"{where}: kind {kind!r} not one of {EVENT_KINDS}")
     at = _parse_at(entry, start, where)
-    if at < start:
-        raise ScenarioError(f"{where}: {at.isoformat()} is before the clock start {start.isoformat()}")
     params = {k: v for k, v in entry.items() if k not in ("kind", "at", "after", "session", "time")}
     if kind == "trade":
         account = str(_req(params, "account", where))

@@ -200,8 +200,7 @@ class GatewaySimulator:
         self.truth_dir = truth_dir
         self.keep_sent = keep_sent
         self.clock = SimClock(scenario.clock.start, self.speed)
-        skip = scenario.clock.skip_nights
-        self.skip_nights = self.speed > SKIP_NIGHTS_ABOVE_SPEED if skip is None else bool(skip)
+        self._skip_nights_setting = scenario.clock.skip_nights
         self.market = Market(scenario, self.seed)
         self.book: dict[tuple[str, int], BookPosition] = {}
         self._init_book()
@@ -540,6 +539,8 @@ class GatewaySimulator:
             log.warning("read-only violation: %s from client %s", protocol.ORDER_REQUESTS[msg_id], client.client_id)
             client.send_error(req_id, READ_ONLY_ERROR, READ_ONLY_MESSAGE)
             return
+        if msg_id == In.START_API and not client.ready and len(fields) > 2:
+            client.client_id = protocol.to_int(fields[2], "clientId")  # so the record names the client
         self._record(client, msg_id, fields)
         if msg_id == In.START_API:
             self._start_api(client, fields)
@@ -1098,6 +1099,13 @@ class GatewaySimulator:
             if client.mkt_subs and client.stream_due("greeks", now, spec.greeks_cadence_s, min_real):
                 for req_id, target in list(client.mkt_subs.items()):
                     self._send_market_data(client, req_id, target)
+
+    @property
+    def skip_nights(self) -> bool:
+        """Explicit scenario setting, else only while the clock runs fast (not once it went live at speed 1)."""
+        if self._skip_nights_setting is not None:
+            return bool(self._skip_nights_setting)
+        return self.clock.speed > SKIP_NIGHTS_ABOVE_SPEED
 
     def _maybe_skip_night(self) -> None:
         if not self.skip_nights:
