@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, AppendResult, Lake, MicroBatchWriter
 from v6_assets.sessions import trade_date_expr
@@ -234,6 +235,7 @@ def drain_spool_to_lake(
             if not result.committed:
                 written = written.clear()
             tables[table] = tables[table].merged(result, written)
+            failpoint("after_delta_commit")
         spool.ack(version)
         acked = version
         after = version

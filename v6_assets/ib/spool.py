@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from v6_assets.failpoints import failpoint
 from v6_assets.ib.models import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
 
 log = logging.getLogger(__name__)
@@ -351,6 +352,7 @@ class SpoolHandler:
         batch = self._pending
         try:
             self.last_offset = self.spool.append(batch)
+            failpoint("after_spool_append")
         except SpoolError as exc:
             if self.last_error != str(exc):
                 log.error("spool write failed, %d events held in memory and retried: %s", len(batch), exc)

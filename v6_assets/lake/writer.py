@@ -22,6 +22,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from v6_assets.failpoints import failpoint
 from v6_assets.lake.store import Lake, check_compatible, hot_path_hooks, zstd_writer_properties
 from v6_assets.lake.tables import TRADE_DATE, TableDef, conform
 
@@ -172,6 +173,7 @@ class MicroBatchWriter:
     def _commit(self, dt: DeltaTable, frame: pl.DataFrame, app_id: str, version: int) -> None:
         if self._needs_merge is None:
             self._needs_merge = check_compatible(self.table, dt)
+        failpoint("delta_write")
         # The SAME handle that read the txn version writes: this is what makes the concurrent-txn check fence us.
         write_deltalake(
             dt,
