@@ -44,6 +44,11 @@ class ScenarioError(ValueError):
 class Account:
     account_id: str
     base_currency: str = "USD"
+    fx_rates: dict[str, float] = field(default_factory=dict)  # currency -> base currency units per 1 unit
+
+    def fx_rate(self, currency: str) -> float | None:
+        """Rate converting ``currency`` into the base currency (1.0 for the base itself, None if unknown)."""
+        return 1.0 if currency == self.base_currency else self.fx_rates.get(currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,7 @@ class InitialPosition:
     account: str
     con_id: int
     qty: float
-    avg_cost: float  # per contract, multiplier and commission included (IB's averageCost)
+    avg_cost: float | None  # per contract, multiplier and commission included (IB's averageCost); None: the mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +288,11 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
         account_id = str(_req(entry, "id", where))
         if not account_id or "," in account_id:
             raise ScenarioError(f"{where}: bad account id {account_id!r}")
-        accounts.append(Account(account_id, str(entry.get("base_currency", "USD"))))
+        rates = entry.get("fx_rates") or {}
+        if not isinstance(rates, dict):
+            raise ScenarioError(f"{where}: fx_rates must map currency -> rate")
+        fx = {str(k): _num(v, f"{where}.fx_rates.{k}", positive=True, allow_zero=False) for k, v in rates.items()}
+        accounts.append(Account(account_id, str(entry.get("base_currency", "USD")), fx))
     if not accounts:
         raise ScenarioError("accounts: at least one account is required (ib_async never becomes ready without one)")
     if len({a.account_id for a in accounts}) != len(accounts):
@@ -320,7 +329,9 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
         qty = _num(_req(entry, "qty", where), f"{where}.qty")
         if qty == 0:
             raise ScenarioError(f"{where}: qty must not be 0")
-        avg = _num(_req(entry, "avg_cost", where), f"{where}.avg_cost", positive=True)
+        raw_avg = _req(entry, "avg_cost", where)
+        # "mark": opened at the model mark of the start (per contract, multiplier included)
+        avg = None if raw_avg == "mark" else _num(raw_avg, f"{where}.avg_cost", positive=True)
         positions.append(InitialPosition(account, int(con_id), qty, avg))
     if len({(p.account, p.con_id) for p in positions}) != len(positions):
         raise ScenarioError("positions: duplicate (account, con_id)")
@@ -478,7 +489,10 @@ def _parse_event(
             "account": account,
             "con_id": int(con_id),
             "qty": qty,
-            "price": _num(_req(params, "price", where), f"{where}.price", positive=True),
+            # "mark": trade at the model mark of that moment (realistic fills without hand-picked prices)
+            "price": None
+            if params.get("price") == "mark"
+            else _num(_req(params, "price", where), f"{where}.price", positive=True),
             "commission": _num(params.get("commission", 0.0), f"{where}.commission", positive=True),
         }
         _check_not_after_close(at, where)

@@ -203,6 +203,7 @@ class GatewaySimulator:
         self._skip_nights_setting = scenario.clock.skip_nights
         self.market = Market(scenario, self.seed)
         self.book: dict[tuple[str, int], BookPosition] = {}
+        self._accounts = {a.account_id: a for a in scenario.accounts}
         self._init_book()
 
         self._lock = threading.Lock()
@@ -246,8 +247,9 @@ class GatewaySimulator:
         start = self.scenario.clock.start
         for p in self.scenario.positions:
             contract = self.scenario.contracts[p.con_id]
-            pos = BookPosition(p.account, contract, p.qty, p.avg_cost)
             mark = self.market.quote(contract, start).price
+            avg = p.avg_cost if p.avg_cost is not None else round(mark * contract.multiplier, 4)
+            pos = BookPosition(p.account, contract, p.qty, avg)
             # IB's daily PnL resets to the last mark before the start; the statement truth treats it as unknown.
             pos.reset_mark = mark
             pos.prev_close_mark = None
@@ -360,7 +362,12 @@ class GatewaySimulator:
         self._call(run)
 
     async def _relisten(self) -> None:
-        if self._server is None and self._port is not None and time.monotonic() >= self._refusing_until - 0.001:
+        if (
+            self._driver is not None
+            and self._server is None
+            and self._port is not None
+            and time.monotonic() >= self._refusing_until - 0.001
+        ):
             await self._listen(self._port)
 
     def stall_output(self, seconds: float) -> None:
@@ -614,7 +621,8 @@ class GatewaySimulator:
         client.stream_due("portfolio", self._now, 0, 0)
 
     def _account_values(self, account: str) -> list[tuple[str, str, str]]:
-        base = next(a.base_currency for a in self.scenario.accounts if a.account_id == account)
+        acct = next(a for a in self.scenario.accounts if a.account_id == account)
+        base = acct.base_currency
         positions = [p for p in self.book.values() if p.account == account]
         unrealized = sum(p.unrealized(self._quote(p.contract).price) for p in positions if p.qty)
         market_value = sum(p.market_value(self._quote(p.contract).price) for p in positions if p.qty)
@@ -623,7 +631,8 @@ class GatewaySimulator:
             ("Currency", base, base),
             ("NetLiquidation", f"{1_000_000.0 + market_value:.2f}", base),
             ("UnrealizedPnL", f"{unrealized:.2f}", base),
-            ("ExchangeRate", "1.00", base),
+            ("ExchangeRate", "1.00", "BASE"),
+            *[("ExchangeRate", repr(rate), currency) for currency, rate in sorted(acct.fx_rates.items())],
         ]
 
     def _send_account_values(self, client: ClientConnection, account: str) -> None:
@@ -956,6 +965,8 @@ class GatewaySimulator:
             "right": c.right,
             "multiplier": m,
             "currency": c.currency,
+            "base_currency": self._accounts[pos.account].base_currency,
+            "fx_rate": self._accounts[pos.account].fx_rate(c.currency),
             "position": pos.qty,
             "prev_position": pos.prev_close_qty,
             "prev_mark": pos.prev_close_mark,
@@ -1001,7 +1012,10 @@ class GatewaySimulator:
         p = event.params
         kind = event.kind
         if kind == "trade":
-            self._trade(p["account"], p["con_id"], p["qty"], p["price"], p["commission"])
+            price = p["price"]
+            if price is None:
+                price = self._quote(self.scenario.contracts[p["con_id"]]).price
+            self._trade(p["account"], p["con_id"], p["qty"], price, p["commission"])
         elif kind == "underlying":
             self.market.override_underlying(p["symbol"], self._now, p["price"])
         elif kind == "mark":
