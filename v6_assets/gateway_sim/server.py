@@ -748,6 +748,10 @@ class GatewaySimulator:
     def _cancel_mkt_data(self, client: ClientConnection, fields: list[str]) -> None:
         self._release_line(client, protocol.to_int(fields[2], "reqId"))
 
+    def _req_account_summary(self, client: ClientConnection, fields: list[str]) -> None:
+        """Answered with its end marker only (ib_async sends it after error 1102; nothing here needs the summary)."""
+        client.send(Out.ACCOUNT_SUMMARY_END, 1, protocol.to_int(fields[2], "reqId"))
+
     def _req_market_data_type(self, client: ClientConnection, fields: list[str]) -> None:
         """Accepted and ignored: the simulator's data is always 'live'."""
 
@@ -771,6 +775,8 @@ class GatewaySimulator:
         In.REQ_MKT_DATA: _req_mkt_data,
         In.CANCEL_MKT_DATA: _cancel_mkt_data,
         In.REQ_MARKET_DATA_TYPE: _req_market_data_type,
+        In.REQ_ACCOUNT_SUMMARY: _req_account_summary,
+        In.CANCEL_ACCOUNT_SUMMARY: lambda self, client, fields: None,
     }
 
     # ------------------------------------------------------------------ outgoing values

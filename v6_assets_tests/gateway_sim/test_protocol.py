@@ -207,3 +207,29 @@ def test_multi_account_semantics() -> None:
             await sim.stop()
 
     run(main())
+
+
+def test_bad_requests_get_errors_and_are_recorded() -> None:
+    with GatewaySimulator(tiny_scenario()).running() as sim:
+        raw = RawClient(sim.port)
+        raw.handshake("v157..178")
+        raw.send(61, 1)  # a request before startApi: protocol violation, the server closes
+        assert raw.read() is None
+        raw.close()
+
+        raw = RawClient(sim.port)
+        raw.handshake("v157..178")
+        raw.send(71, 2, 5, "")
+        raw.read_until("15")
+        raw.send(94, 7, "DU1", "")  # reqPnLSingle without its conId field
+        assert raw.read_until("4")[3] == "320"
+        raw.send(94, 8, "DU1", "", 999)  # a position the account does not hold
+        assert raw.read_until("4")[2:4] == ["8", "200"]
+        raw.send(6, 2, 1, "DU404")  # an account that is not managed
+        assert raw.read_until("4")[3] == "321"
+        raw.send("NaN-id", 1)  # not a message id: recorded, connection closed
+        assert raw.read() is None
+        raw.close()
+        records = sim.requests()
+        assert any(r["fields"] and "protocol error" in r["fields"][0] for r in records)
+        assert sim.order_violations() == 0
