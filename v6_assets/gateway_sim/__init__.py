@@ -13,7 +13,8 @@ messages that changed inside that range are gated (ERR_MSG's advancedOrderReject
 from 156, PnL requests from 127). Limits: unique client ids (error 326 + close), at most ``max_clients`` (32)
 clients (error 502 + close), ``market_data_lines`` (100) lines across the server (error 101). Order requests
 (placeOrder, cancelOrder, reqGlobalCancel, exerciseOptions) get error 321 (read-only mode) and are recorded with
-``"violation": true``.
+``"violation": true``. Benchmarks: ``synthetic_scenario(positions=2000)`` + ``sim.blast(messages)`` (or
+``await sim.blast_async(messages)``) push portfolio / PnL-single updates as fast as the sockets accept.
 
 Scenario format: ``scenarios/reference.yaml`` documents every field with comments.
 
@@ -52,6 +53,10 @@ Semantics chosen (document for consumers):
   project's sessions), UNSET_DOUBLE when not traded this session. reqPnLSingle realizedPnL is cumulative since
   inception (as IB documents); its dailyPnL is IB's formula since the last reset (the EOD cut), and for positions
   that pre-existed the start it uses the mark at the start as the reset reference.
+- A position closed today is sent once with position 0 when it closes; it is also in a new account download and
+  in reqPositions until the EOD cut, then dropped. Stock positions are sent (clients must ignore them).
+- Not modelled: executions and orders (their end markers only), contract details (error 200 at once), pacing
+  error 100. Unknown requests are recorded and ignored.
 - Expiries: at the close of the expiry session (or at an ``expire`` event) an option position is closed at its
   intrinsic value (0 when worthless) with no commission; the position-0 row is sent once.
 """

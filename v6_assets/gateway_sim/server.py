@@ -748,6 +748,12 @@ class GatewaySimulator:
     def _cancel_mkt_data(self, client: ClientConnection, fields: list[str]) -> None:
         self._release_line(client, protocol.to_int(fields[2], "reqId"))
 
+    def _req_contract_details(self, client: ClientConnection, fields: list[str]) -> None:
+        """Not modelled: answered with error 200 at once so clients fail fast instead of waiting for a timeout."""
+        client.send_error(
+            protocol.to_int(fields[2], "reqId"), 200, "No security definition has been found for the request"
+        )
+
     def _req_account_summary(self, client: ClientConnection, fields: list[str]) -> None:
         """Answered with its end marker only (ib_async sends it after error 1102; nothing here needs the summary)."""
         client.send(Out.ACCOUNT_SUMMARY_END, 1, protocol.to_int(fields[2], "reqId"))
@@ -776,6 +782,7 @@ class GatewaySimulator:
         In.CANCEL_MKT_DATA: _cancel_mkt_data,
         In.REQ_MARKET_DATA_TYPE: _req_market_data_type,
         In.REQ_ACCOUNT_SUMMARY: _req_account_summary,
+        In.REQ_CONTRACT_DATA: _req_contract_details,
         In.CANCEL_ACCOUNT_SUMMARY: lambda self, client, fields: None,
     }
 

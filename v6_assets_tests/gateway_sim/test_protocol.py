@@ -233,3 +233,19 @@ def test_bad_requests_get_errors_and_are_recorded() -> None:
         records = sim.requests()
         assert any(r["fields"] and "protocol error" in r["fields"][0] for r in records)
         assert sim.order_violations() == 0
+
+
+def test_contract_details_fail_fast() -> None:
+    async def main() -> None:
+        sim = GatewaySimulator(tiny_scenario())
+        await sim.start()
+        try:
+            ib = await connect(sim.port)
+            async with asyncio.timeout(3):  # error 200 ends the request at once (no 4 s request timeout)
+                details = await ib.reqContractDetailsAsync(Option("SPY", "20250321", 600, "C", "SMART"))
+            assert details == []
+            ib.disconnect()
+        finally:
+            await sim.stop()
+
+    run(main())
