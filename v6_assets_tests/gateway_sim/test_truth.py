@@ -135,6 +135,18 @@ def test_identity_over_the_demo_book_and_client_sees_the_truth(tmp_path: Path) -
 
     sim, seen = run(main(), timeout=90)
     assert _check_identity(sim) >= 25
+    # reqPnLSingle's dailyPnL (IB's formula since the reset at the previous cut) == the statement formula at the cut
+    last_pnl: dict[tuple[str, str, int], float] = {}
+    for entry in sim.truth["sent"]:
+        if entry["kind"] == "pnl_single":
+            session = sessions.session_for(datetime.fromisoformat(entry["sim_time"])).isoformat()
+            last_pnl[(session, entry["account"], entry["con_id"])] = entry["daily_pnl"]
+    compared = 0
+    for key, row in _eod(sim).items():
+        if not row["baseline"] and key in last_pnl:
+            assert abs(last_pnl[key] - row["daily_pnl"]) < 1e-6, key
+            compared += 1
+    assert compared >= 10
     eod = sim.truth["eod"]
     assert {e["sec_type"] for e in eod} == {"OPT", "FOP"}  # the stock position is not in the EOD truth
     assert any(e["multiplier"] == 103.0 for e in eod) and any(e["multiplier"] == 50.0 for e in eod)
