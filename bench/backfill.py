@@ -1,0 +1,172 @@
+"""Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` (and their checks) over 250 sessions of
+200,000 updates each, in ONE Dagster run (``BackfillPolicy.single_run()``), with its wall time and peak RSS.
+
+    .venv/bin/python -m bench.backfill [--sessions 250] [--rows 200000] [--quick] [--json OUT]
+
+Setup (not timed): ``synthetic_updates`` per session (2,000 positions, the same book every day) written to
+``position_updates`` / ``greeks_updates`` in a temporary lake. Timed: the ``daily_assets`` job executed in a child
+process with the partition-range tags a single-run backfill gets (``dagster/asset_partition_range_start/end``), an
+ephemeral instance, the project's own ``Definitions``. Peak RSS is the child's, from the kernel
+(``getrusage(RUSAGE_SELF).ru_maxrss``); the parent also polls it and stops the child past ``--rss-guard-gb`` (the
+machine is shared: a run that blows up is reported, not allowed to exhaust memory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import BenchResult, Record, bench_argparser, finish, peak_rss_bytes
+from v6_assets import sessions as nyse
+from v6_assets.analytics import synthetic_updates
+from v6_assets.lake import Lake
+
+FIRST_SESSION = date(2025, 1, 2)
+POSITIONS = 2_000
+TARGET_S = 120.0
+TARGET_RSS_GB = 4.0
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+SESSIONS_PER_COMMIT = 10
+
+
+def write_history(lake: Lake, days: list[date], rows: int) -> int:
+    """``rows`` updates per session into the two streamed tables, a few sessions per commit; total rows written."""
+    import polars as pl
+
+    total = 0
+    offset = 0  # one spool offset space over both tables and all sessions, as the stream has (checks rely on it)
+    for start in range(0, len(days), SESSIONS_PER_COMMIT):
+        chunk = days[start : start + SESSIONS_PER_COMMIT]
+        frames = [synthetic_updates(rows, POSITIONS, d, seed=11) for d in chunk]
+        updates = pl.concat([f.updates for f in frames])
+        greeks = pl.concat([f.greeks for f in frames])
+        updates = updates.with_columns(pl.int_range(offset + 1, offset + updates.height + 1).alias("spool_offset"))
+        offset += updates.height
+        greeks = greeks.with_columns(pl.int_range(offset + 1, offset + greeks.height + 1).alias("spool_offset"))
+        offset += greeks.height
+        lake.overwrite_sessions("position_updates", updates, chunk)
+        lake.overwrite_sessions("greeks_updates", greeks, chunk)
+        total += updates.height
+    return total
+
+
+def child(lake_uri: str, first: str, last: str, out: Path) -> None:
+    """Executed in the child process: one run of the daily assets over [first, last]."""
+    os.environ["V6_LAKE_URI"] = lake_uri
+    from dagster import DagsterInstance
+
+    from v6_assets.definitions import defs
+
+    job = defs.resolve_job_def("daily_assets")
+    started = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance, tags={RANGE_START_TAG: first, RANGE_END_TAG: last}, raise_on_error=False
+        )
+    seconds = time.perf_counter() - started
+    materialized: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        key = event.asset_key.to_user_string()
+        materialized[key] = materialized.get(key, 0) + 1
+    failed_checks = [
+        f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    out.write_text(
+        json.dumps(
+            {
+                "success": result.success,
+                "seconds": seconds,
+                "peak_rss_bytes": peak_rss_bytes(),
+                "materialized_partitions": materialized,
+                "failed_checks": failed_checks,
+            }
+        )
+    )
+
+
+def run_child(lake: Lake, first: date, last: date, workdir: Path, rss_guard: int) -> dict[str, Any]:
+    out = workdir / "backfill_child.json"
+    cmd = [sys.executable, "-m", "bench.backfill", "--child", lake.uri, first.isoformat(), last.isoformat(), str(out)]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
+    watched = psutil.Process(proc.pid)
+    polled_peak = 0
+    aborted = None
+    while proc.poll() is None:
+        try:
+            rss = watched.memory_info().rss + sum(c.memory_info().rss for c in watched.children(recursive=True))
+        except psutil.Error:
+            rss = 0
+        polled_peak = max(polled_peak, rss)
+        if rss > rss_guard:
+            aborted = f"stopped at {rss / 2**30:.1f} GiB RSS (guard {rss_guard / 2**30:.1f} GiB)"
+            proc.kill()
+            break
+        time.sleep(0.25)
+    proc.wait()
+    if aborted or not out.exists():
+        return {
+            "success": False,
+            "error": aborted or f"child exit status {proc.returncode}",
+            "polled_peak": polled_peak,
+        }
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["polled_peak_rss_bytes"] = polled_peak
+    return data
+
+
+def run(quick: bool = False, n_sessions: int = 250, rows: int = 200_000, rss_guard_gb: float = 10.0) -> BenchResult:
+    if quick:
+        n_sessions, rows = min(n_sessions, 20), min(rows, 20_000)
+    days = nyse.sessions_between(FIRST_SESSION, date(2100, 1, 1))[:n_sessions]
+    if len(days) < n_sessions:
+        raise ValueError(f"only {len(days)} sessions available from {FIRST_SESSION}")
+    result = BenchResult("backfill")
+    with tempfile.TemporaryDirectory(prefix="v6-bench-backfill-") as tmp:
+        lake = Lake.at(str(Path(tmp) / "lake"))
+        started = time.perf_counter()
+        total = write_history(lake, days, rows)
+        setup_s = time.perf_counter() - started
+        m = run_child(lake, days[0], days[-1], Path(tmp), int(rss_guard_gb * 2**30))
+    m.update(sessions=n_sessions, rows_per_session=rows, rows_total=total, setup_s=setup_s)
+    result.details = m
+    label = f"single-run backfill, {n_sessions} sessions x {rows:,} updates"
+    if not m.get("success"):
+        result.add(Record(f"{label}: FAILED ({m.get('error', 'run failed')})", None, "s", target=f"<= {TARGET_S:g} s"))
+        return result
+    expected = {"eod_positions": n_sessions, "daily_pnl": n_sessions, "exposure": n_sessions}
+    if m["materialized_partitions"] != expected:
+        raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")
+    seconds, rss_gb = m["seconds"], m["peak_rss_bytes"] / 2**30
+    result.add(Record(label, seconds, "s", target=f"<= {TARGET_S:g} s", met=seconds <= TARGET_S))
+    result.add(
+        Record(f"{label}, peak RSS", rss_gb, "GiB", target=f"<= {TARGET_RSS_GB:g} GiB", met=rss_gb <= TARGET_RSS_GB)
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> BenchResult | None:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["--child"]:
+        lake_uri, first, last, out = args_list[1:5]
+        child(lake_uri, first, last, Path(out))
+        return None
+    parser = bench_argparser(__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=250)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rss-guard-gb", type=float, default=10.0)
+    args = parser.parse_args(args_list)
+    return finish(run(args.quick, args.sessions, args.rows, args.rss_guard_gb), args.json)
+
+
+if __name__ == "__main__":
+    main()
