@@ -48,6 +48,7 @@ CLIENT_ID_IN_USE = 326
 SERVER_CONNECTIVITY_BROKEN = 2110
 _MAINTENANCE_TICK_S = 0.25
 _HEALTHY_SESSION_S = 10.0
+_PNL_CLOSE_GRACE_S = 10.0
 
 
 class _DecoderErrorCounter(logging.Handler):
@@ -119,6 +120,10 @@ class _Session:
         self.end_reason = ""
         self.accounts: tuple[str, ...] = ()
         self.pnl_subs: set[tuple[str, int]] = set()
+        # Closed positions keep their PnL-single line until it reports position 0 (it carries the closing trade's
+        # realized PnL, the only source for accounts outside the portfolio subscription), or a grace period passed.
+        self.closing_since: dict[tuple[str, int], float] = {}
+        self.pnl_zero_seen: set[tuple[str, int]] = set()
         self.mkt_subs: dict[int, Contract] = {}
         self.last_greeks: dict[int, Any] = {}
         self.portfolio_index = 0
@@ -127,6 +132,9 @@ class _Session:
         self.greeks_rotation = 0
         self.greeks_rotated_at = 0.0
         self.probing = False
+        # Decoded-message progress for the heartbeat (raw TCP bytes keep arriving on a desynchronised stream).
+        self.messages_seen = -1
+        self.messages_at = time.monotonic()
 
 
 class IBPositionStreamer:
@@ -504,9 +512,17 @@ class IBPositionStreamer:
         for key in sorted(set(open_positions) - session.pnl_subs):
             ib.reqPnLSingle(key[0], "", key[1])
             session.pnl_subs.add(key)
+        now = time.monotonic()
+        for key in set(open_positions) & set(session.closing_since):
+            del session.closing_since[key]  # reopened
+            session.pnl_zero_seen.discard(key)
         for key in sorted(session.pnl_subs - set(open_positions)):
-            ib.cancelPnLSingle(key[0], "", key[1])
-            session.pnl_subs.discard(key)
+            since = session.closing_since.setdefault(key, now)
+            if key in session.pnl_zero_seen or now - since >= _PNL_CLOSE_GRACE_S:
+                ib.cancelPnLSingle(key[0], "", key[1])
+                session.pnl_subs.discard(key)
+                session.pnl_zero_seen.discard(key)
+                del session.closing_since[key]
         priorities: dict[int, float] = {}
         contracts = {}
         for (_account, con_id), (fields, qty) in open_positions.items():
@@ -537,7 +553,7 @@ class IBPositionStreamer:
                 break
             now = time.monotonic()
             self._throttle_flush()
-            if self._subs_dirty:
+            if self._subs_dirty or session.closing_since:
                 self._sync_subscriptions(session, settings)
             if now - session.greeks_rotated_at >= settings.greeks_rotation_s:
                 session.greeks_rotated_at = now
@@ -545,7 +561,10 @@ class IBPositionStreamer:
                 self._sync_subscriptions(session, settings)
             if len(session.accounts) > 1 and now - session.portfolio_rotated_at >= settings.portfolio_rotation_s:
                 await self._subscribe_portfolio(session, settings, rotate=True)
-            silent_s = time.time() - ib.wrapper.time if ib.wrapper.time > 0 else 0.0
+            received = ib.client._numMsgRecv  # ib_async counts decoded frames; wrapper.time counts any TCP data
+            if received != session.messages_seen:
+                session.messages_seen, session.messages_at = received, now
+            silent_s = now - session.messages_at
             if silent_s >= settings.heartbeat_s and not session.probing:
                 session.probing = True
                 try:
@@ -578,7 +597,7 @@ class IBPositionStreamer:
             return
         if update is not None:
             self._publish_position(update)
-            self._subs_dirty = True
+            self._mark_subs_dirty()
 
     def _on_portfolio(self, item: Any) -> None:
         try:
@@ -588,7 +607,7 @@ class IBPositionStreamer:
             return
         if update is not None:
             self._publish_position(update)
-            self._subs_dirty = True
+            self._mark_subs_dirty()
 
     def _on_pnl_single(self, pnl: Any) -> None:
         try:
@@ -599,8 +618,21 @@ class IBPositionStreamer:
         if update is not None:
             self._positions_emitted += 1
             self._fanout.publish_position(update)  # type: ignore[union-attr]
-            if not update.position:
-                self._subs_dirty = True
+        if pnl.position == 0 and self._session is not None:
+            self._session.pnl_zero_seen.add((pnl.account, pnl.conId))
+            self._mark_subs_dirty()
+
+    def _mark_subs_dirty(self) -> None:
+        """Subscriptions follow position changes at the end of this loop iteration (a position opened and closed
+        within a second still gets its PnL-single line)."""
+        if not self._subs_dirty and self._loop is not None:
+            self._subs_dirty = True
+            self._loop.call_soon(self._sync_now)
+
+    def _sync_now(self) -> None:
+        session, settings = self._session, self._settings
+        if self._subs_dirty and session is not None and settings is not None:
+            self._sync_subscriptions(session, settings)
 
     def _on_tickers(self, tickers: Any) -> None:
         session, throttle, fanout = self._session, self._throttle, self._fanout
