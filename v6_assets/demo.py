@@ -48,8 +48,8 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_UI_PORT = 3000
 DEFAULT_SESSIONS = 10
 # Simulated seconds per real second while seeding: ~80 h of trading-time clock (10 sessions, nights skipped) in
-# about 30 s; the simulator drops to speed 1 by itself once it reaches the wall clock.
-DEFAULT_SEED_SPEED = 9000.0
+# about 25 s; the simulator drops to speed 1 by itself once it reaches the wall clock.
+DEFAULT_SEED_SPEED = 12000.0
 # The streamer serves one account's updatePortfolio at a time and rotates every 180 s of REAL time; while seeding,
 # 180 simulated seconds pass in a few milliseconds, so rotate every second to keep all accounts' marks fresh.
 SEED_PORTFOLIO_ROTATION_S = 1.0
@@ -196,11 +196,16 @@ class DagsterDevProcess:
                 raise DemoError(f"dagster dev not ready after {self.start_timeout_s:.0f}s:\n{self.log_tail()}")
             time.sleep(0.5)
 
-    def stop(self) -> None:
-        """Stop everything it started; raise ``DemoError`` if a process had to be killed (after killing it)."""
+    def stop(self) -> list[str]:
+        """Stop everything it started; return what had to be terminated after dagster dev itself exited.
+
+        Runs still in flight (run workers outlive ``dagster dev``) are sent SIGTERM, then SIGKILL after 15 s.
+        Raises ``DemoError`` only if a process of the session survives even that.
+        """
         if self.proc is None:
-            return
+            return []
         sid = self.sid
+        terminated: list[str] = []
         try:
             if self._pipe_w is not None:
                 with contextlib.suppress(OSError):
@@ -211,18 +216,25 @@ class DagsterDevProcess:
             try:
                 self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
+                terminated.append(f"dagster dev {self.proc.pid} (no exit {self.stop_timeout_s:.0f}s after shutdown)")
                 signal_session(sid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(timeout=10)
-            # The code server's gRPC child and run workers may take a moment after dagster dev itself has gone.
-            deadline = time.monotonic() + 15
+            # The code server's gRPC child may take a moment after dagster dev itself has gone.
+            deadline = time.monotonic() + 5
             while session_processes(sid) and time.monotonic() < deadline:
                 time.sleep(0.25)
             left = session_processes(sid)
             if left:
-                signal_session(sid, signal.SIGKILL)
-                psutil.wait_procs(left, timeout=5)
-                raise DemoError(f"dagster dev left processes behind (now killed): {describe_processes(left)}")
+                terminated.append(describe_processes(left))
+                signal_session(sid, signal.SIGTERM)
+                _gone, alive = psutil.wait_procs(left, timeout=15)
+                if alive:
+                    signal_session(sid, signal.SIGKILL)
+                    psutil.wait_procs(alive, timeout=5)
+            survivors = session_processes(sid)
+            if survivors:
+                raise DemoError(f"processes survived SIGKILL: {describe_processes(survivors)}")
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -230,6 +242,7 @@ class DagsterDevProcess:
             if self._log is not None:
                 self._log.close()
                 self._log = None
+        return terminated
 
     def __enter__(self) -> DagsterDevProcess:
         return self.start()
@@ -439,7 +452,8 @@ def run_demo(
         finally:
             print("\nStopping dagster dev ...", flush=True)
             try:
-                dev.stop()
+                for what in dev.stop():
+                    print(f"  terminated: {what}")
             finally:
                 (state / "dagster_dev.sid").unlink(missing_ok=True)
             print("Stopping the simulator ...", flush=True)

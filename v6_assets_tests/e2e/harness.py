@@ -84,6 +84,7 @@ class DagsterDev:
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 60.0
     process: DagsterDevProcess | None = field(default=None, init=False)
+    terminated: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -146,14 +147,15 @@ class DagsterDev:
             raise HarnessError(str(exc)) from None
         return self
 
-    def stop(self) -> None:
-        """Shutdown pipe, then SIGTERM/SIGKILL of the session; raises HarnessError if anything had to be killed."""
+    def stop(self) -> list[str]:
+        """Shutdown pipe, then SIGTERM/SIGKILL of what remains of the session (e.g. runs in flight, returned)."""
         if self.process is None:
-            return
+            return []
         try:
-            self.process.stop()
+            self.terminated = self.process.stop()
         except DemoError as exc:
             raise HarnessError(str(exc)) from None
+        return self.terminated
 
     def processes(self) -> list[psutil.Process]:
         """All live processes dagster dev started (webserver, daemon, code server and its gRPC child, run workers)."""

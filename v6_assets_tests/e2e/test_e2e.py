@@ -1,0 +1,281 @@
+"""End to end in ONE real ``dagster dev``: simulator -> streamer -> spool -> sensor -> Delta -> assets -> UI.
+
+The stack (module scope, ~2-3 min): the gateway simulator (``demo`` scenario) in this process, its clock starting
+4 sessions back at high speed; history seeded exactly like ``make demo`` (``v6_assets.demo.seed_history``); then
+``dagster dev`` (free port, temp DAGSTER_HOME / V6_HOME / lake) whose ``ib_position_stream`` sensor takes over the
+stream. Tests run in file order and share it: reload mid-stream, today's refresh, a 3-session backfill against
+the simulator's EOD truth, the browser, and last the exactly-once audit of everything the simulator sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from playwright.sync_api import Locator, Page
+
+from v6_assets import sessions
+from v6_assets.demo import SeedResult, history_start, seed_history
+from v6_assets.gateway_sim import GatewaySimulator, load_scenario
+from v6_assets.ib import IBPositionStreamer, StreamerSettings
+from v6_assets.lake import Lake
+from v6_assets_tests.e2e import browser
+from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+CLIENT_ID = 61
+SESSIONS_BACK = 4
+SEED_SPEED = 9000.0
+SENSOR = "ib_position_stream"
+FIVE_ASSETS = {"position_updates", "greeks_updates", "eod_positions", "daily_pnl", "exposure"}
+UNSET_DOUBLE = 1.7976931348623157e308
+OPTION_TYPES = {"OPT", "FOP"}
+CHART = "pnl_by_underlying_chart"
+
+
+@dataclass
+class Stack:
+    sim: GatewaySimulator
+    dev: DagsterDev
+    gql: DagsterGraphQL
+    lake: Lake
+    seed: SeedResult
+    truth_dir: Path
+    started_at: float
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    truth_dir = workdir / "truth"
+    scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
+    sim = GatewaySimulator(scenario, speed=SEED_SPEED, truth_dir=truth_dir, record_path=workdir / "requests.jsonl")
+    with sim.running():
+        dev = DagsterDev(
+            workdir,
+            env={
+                "V6_DEMO": "1",
+                "V6_IB_PORT": str(sim.port),
+                "V6_IB_CLIENT_ID": str(CLIENT_ID),
+                "V6_SENSOR_INTERVAL_S": "2",
+                "V6_REFRESH_MINUTES": "1",  # the first refresh at once, then at most one a minute
+            },
+        )
+        env = dev.full_env()
+        lake = Lake.from_env(env)
+        try:
+            seed = seed_history(sim, StreamerSettings.from_env(env), lake, timeout_s=300)
+        finally:
+            IBPositionStreamer.reset_for_tests()
+        started_at = time.time()
+        with dev:
+            yield Stack(sim, dev, dev.graphql(), lake, seed, truth_dir, started_at)
+        # leaving ``with dev`` raised if any process of dagster dev survived the shutdown
+        assert dev.processes() == []
+
+
+def _position_rows(lake: Lake) -> pl.DataFrame:
+    return lake.scan("position_updates").collect()
+
+
+def _sent(sim: GatewaySimulator) -> list[dict[str, Any]]:
+    return list(sim.truth["sent"])
+
+
+def test_seed_went_through_the_real_path(stack: Stack) -> None:
+    """The seed wrote every simulated session (4 past + the current one) to Delta under the live stream id."""
+    assert stack.seed.rows_written > 0
+    assert len(stack.seed.sessions_closed) >= SESSIONS_BACK
+    rows = _position_rows(stack.lake)
+    assert rows["stream_id"].unique().to_list() == [stack.seed.stream_id]
+    seeded_sessions = {d.isoformat() for d in rows["trade_date"].unique().to_list()}
+    assert set(stack.seed.sessions_closed) <= seeded_sessions
+
+
+def _streamed_rows(lake: Lake) -> int:
+    return sum(lake.scan(t).select(pl.len()).collect().item() for t in ("position_updates", "greeks_updates"))
+
+
+def test_sensor_streams_live_updates(stack: Stack) -> None:
+    """The sensor ticks without failing and appends new rows after dagster dev started.
+
+    Outside regular hours marks are stale and unchanged PnL is not re-emitted, but greeks keep ticking: count both.
+    """
+    before = _streamed_rows(stack.lake)
+    stack.gql.wait_for_sensor_ticks(SENSOR, count=3, timeout_s=120, after=stack.started_at)
+
+    def grew() -> int | None:
+        n = _streamed_rows(stack.lake)
+        return n if n > before else None
+
+    wait_until(grew, timeout_s=90, interval_s=2, what="position_updates to grow from the live stream")
+    materialized = stack.gql.materializations("position_updates", limit=20)
+    assert materialized, "the sensor reports a materialization per touched session"
+    assert stack.sim.active_client_ids() == [CLIENT_ID]
+
+
+def test_todays_refresh_run_succeeds(stack: Stack) -> None:
+    today = sessions.current_session().isoformat()
+
+    def refresh_runs() -> list[dict[str, Any]] | None:
+        runs = [r for r in stack.gql.runs(tags={"v6/kind": "refresh"}) if r["tags"].get("dagster/partition") == today]
+        return [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")] or None
+
+    finished = wait_until(refresh_runs, timeout_s=240, interval_s=2, what=f"a refresh run for {today}")
+    assert [r["status"] for r in finished if r["status"] != "SUCCESS"] == [], finished
+    for asset in ("eod_positions", "daily_pnl", "exposure"):
+        assert stack.gql.materializations(asset, partitions=[today], limit=1), f"{asset} {today} not materialized"
+
+
+def test_reload_mid_stream_keeps_one_connection(stack: Stack) -> None:
+    """reloadRepositoryLocation while streaming: a new code server takes over; never two connections."""
+    before = _streamed_rows(stack.lake)
+    reloaded_at = time.time()
+    stack.gql.reload_location()
+    stack.gql.wait_for_sensor_ticks(SENSOR, count=3, timeout_s=180, after=reloaded_at)
+
+    def grew() -> int | None:
+        n = _streamed_rows(stack.lake)
+        return n if n > before else None
+
+    wait_until(grew, timeout_s=120, interval_s=2, what="rows after the reload")
+    assert stack.sim.max_concurrent_connections(CLIENT_ID) == 1
+    wait_until(lambda: stack.sim.active_client_ids() == [CLIENT_ID], timeout_s=60, what="the stream to reconnect")
+    assert stack.sim.order_violations() == 0
+
+
+def _eod_truth(truth_dir: Path, days: set[str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    out = {}
+    for line in (truth_dir / "eod.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["session"] in days:
+            out[(row["session"], row["account"], int(row["con_id"]))] = row
+    return out
+
+
+def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None:
+    closed = [s for s in stack.seed.sessions_closed]
+    assert len(closed) >= SESSIONS_BACK
+    days = closed[-3:]  # three past sessions, each with its previous session in the lake
+    backfill_id = stack.gql.launch_partition_backfill(
+        ["eod_positions", "daily_pnl", "exposure"], days, title="e2e: 3 past sessions"
+    )
+    done = stack.gql.wait_for_backfill(backfill_id, timeout_s=300)
+    assert done["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), done
+    assert done["runs"] and all(r["status"] == "SUCCESS" for r in done["runs"]), done["runs"]
+
+    truth = _eod_truth(stack.truth_dir, set(days))
+    pnl = stack.lake.scan("daily_pnl").collect()
+    pnl = pnl.filter(pl.col("trade_date").cast(pl.String).is_in(days))
+    got = {(str(r["trade_date"]), r["account"], int(r["con_id"])): r for r in pnl.iter_rows(named=True)}
+    assert set(got) == set(truth), f"missing {set(truth) - set(got)}, extra {set(got) - set(truth)}"
+    for key, expected in truth.items():
+        row = got[key]
+        if expected["baseline"]:
+            assert row["is_baseline"] and row["pnl"] is None, (key, row)
+        else:
+            assert row["pnl"] is not None, (key, row)
+            assert round(row["pnl"], 2) == round(expected["daily_pnl"], 2), (key, row["pnl"], expected["daily_pnl"])
+        assert row["position"] == expected["position"], key
+
+
+def _metadata_row(pg: Page, label: str) -> Locator:
+    """The row of the asset page's Metadata table whose key cell is exactly ``label``."""
+    return pg.locator("tr", has=pg.locator("td", has_text=re.compile(rf"^{re.escape(label)}$"))).first
+
+
+def test_browser_shows_lineage_and_daily_pnl_metadata(stack: Stack) -> None:
+    """Debian's chromium: the lineage shows the five assets; daily_pnl's page renders its preview table and chart."""
+    graph = stack.gql.asset_graph()
+    assert set(graph) >= FIVE_ASSETS
+    latest = stack.gql.materializations("daily_pnl", limit=1)
+    assert latest and {"preview", CHART} <= set(latest[0]["metadata"]), "run the backfill test first"
+    stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the page
+    with browser.page() as pg:
+        # The lineage graph only draws nodes inside the viewport: a wide one holds both unfolded groups.
+        pg.set_viewport_size({"width": 2600, "height": 1400})
+        pg.goto(f"{stack.dev.url}/asset-groups", wait_until="networkidle")
+        # Groups (ib_stream, daily) start collapsed: unfold each until every asset node is drawn.
+        for _ in range(5):
+            unfold = pg.locator('[aria-label="unfold_more"]')
+            if unfold.count() == 0:
+                break
+            unfold.first.click()
+            pg.wait_for_timeout(500)
+        for name in sorted(FIVE_ASSETS):
+            pg.locator(f'[data-tooltip="{name}"]').first.wait_for(state="visible", timeout=60_000)
+        browser.screenshot(pg, "asset_graph")
+        pg.set_viewport_size(browser.VIEWPORT)  # type: ignore[arg-type]
+
+        pg.goto(f"{stack.dev.url}/assets/daily_pnl", wait_until="networkidle")
+        preview = _metadata_row(pg, "preview")
+        preview.wait_for(state="visible", timeout=60_000)
+        preview.scroll_into_view_if_needed()
+        browser.screenshot(pg, "daily_pnl_overview")
+        # Long markdown opens in a dialog: the preview is a real table with the asset's columns.
+        preview.get_by_text("[Show Markdown]").click()
+        dialog = pg.get_by_role("dialog")
+        dialog.locator("table").first.wait_for(state="visible", timeout=30_000)
+        assert dialog.locator("th", has_text="account").count() >= 1, dialog.inner_text()
+        assert dialog.locator("tbody tr").count() >= 1
+        pg.screenshot(path=str(browser.ARTIFACTS_DIR / "daily_pnl_preview.png"))
+        dialog.get_by_role("button", name="Close").click()
+        dialog.wait_for(state="hidden", timeout=10_000)
+
+        chart_row = _metadata_row(pg, CHART)
+        chart_row.get_by_text("[Show Markdown]").click()
+        img = pg.get_by_role("dialog").locator("img").first
+        img.wait_for(state="visible", timeout=30_000)
+        assert img.evaluate("el => el.complete && el.naturalWidth") > 100, "the chart image did not decode"
+        pg.wait_for_timeout(800)  # let the dialog finish fading in
+        pg.screenshot(path=str(browser.ARTIFACTS_DIR / "daily_pnl_chart.png"))
+
+
+def _audit_key(kind: str, account: str, con_id: int, value: float | None) -> tuple[str, str, int, float | None]:
+    if value is None or value == UNSET_DOUBLE or (isinstance(value, float) and math.isnan(value)):
+        return (kind, account, con_id, None)
+    return (kind, account, con_id, round(float(value), 4))
+
+
+def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
+    """Stop sending, let the sensor drain, then audit position_updates against the simulator's record.
+
+    The streamer drops a PnL report identical to the last one it emitted for the position (after hours most are),
+    so the audit is: no loss (every distinct value the simulator sent for a position is stored), no duplicate
+    (no value stored more often than it was sent; no spool offset twice).
+    """
+    stack.sim.refuse_connections(600)
+    stack.sim.disconnect_all()
+    wait_until(lambda: stack.sim.active_client_ids() == [], timeout_s=30, interval_s=0.5, what="the disconnect")
+    quiet_at = time.time()
+    stack.gql.wait_for_sensor_ticks(SENSOR, count=2, timeout_s=120, after=quiet_at + 1, allow_failures=True)
+
+    option_ids = {c for c, spec in stack.sim.scenario.contracts.items() if spec.sec_type in OPTION_TYPES}
+    field_of = {"portfolio": "market_value", "position": "position", "pnl_single": "daily_pnl"}
+    column_of = {"portfolio": "market_value", "position": "position", "pnl_single": "ib_daily_pnl"}
+    sent = Counter(
+        _audit_key(e["kind"], e["account"], int(e["con_id"]), e[field_of[e["kind"]]])
+        for e in _sent(stack.sim)
+        if e["kind"] in field_of and e["client_id"] == CLIENT_ID and int(e["con_id"]) in option_ids
+    )
+    rows = _position_rows(stack.lake)
+    stored: Counter[tuple[str, str, int, float | None]] = Counter()
+    for r in rows.iter_rows(named=True):
+        stored[_audit_key(r["source"], r["account"], int(r["con_id"]), r[column_of[r["source"]]])] += 1
+    assert rows.height > 0
+    assert not rows.select(pl.struct("stream_id", "spool_offset").is_duplicated().any()).item()
+    lost = set(sent) - set(stored)
+    assert not lost, f"{len(lost)} sent values never stored, e.g. {sorted(lost, key=str)[:5]}"
+    duplicated = {k: (n, sent[k]) for k, n in stored.items() if n > sent[k]}
+    assert not duplicated, f"stored more often than sent (stored, sent): {list(duplicated.items())[:5]}"
+    assert stack.sim.max_concurrent_connections(CLIENT_ID) == 1
