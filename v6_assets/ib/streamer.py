@@ -496,6 +496,11 @@ class IBPositionStreamer:
         account = session.accounts[session.portfolio_index % len(session.accounts)]
         session.portfolio_account = account
         session.portfolio_rotated_at = time.monotonic()
+        if rotate:
+            # Fire and forget: the maintenance loop (heartbeat!) must never wait on the gateway. Subscribing an
+            # account replaces the previous one on IB's side.
+            session.ib.client.reqAccountUpdates(True, account)
+            return
         try:
             await asyncio.wait_for(session.ib.reqAccountUpdatesAsync(account), settings.connect_timeout_s)
         except (TimeoutError, ConnectionError) as exc:

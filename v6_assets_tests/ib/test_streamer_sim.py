@@ -233,17 +233,19 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
     # The gateway drops the connection: reconnect.
     t = time.time()
     sim.disconnect_all()
-    wait_for(lambda: streamer.status().reconnects == 1 and streamer.status().connected, 10, "reconnect")
+    wait_for(lambda: streamer.status().reconnects >= 1 and streamer.status().connected, 10, "reconnect")
     blackouts.append((t - 0.5, time.time() + 0.5))
 
     # The gateway stalls: heartbeat probe unanswered -> reconnect.
     t = time.time()
+    before = streamer.status().reconnects
     sim.stall_output(4.0)
-    wait_for(lambda: streamer.status().reconnects == 2 and streamer.status().connected, 10, "heartbeat reconnect")
+    wait_for(lambda: streamer.status().reconnects > before and streamer.status().connected, 15, "heartbeat reconnect")
     blackouts.append((t - 0.5, t + 5.0))
 
     # Refused reconnects: the circuit opens, then a half-open probe closes it once the gateway is back.
     t = time.time()
+    before = streamer.status().reconnects
     sim.refuse_connections(2.5)
     sim.disconnect_all()
     states = set()
@@ -251,7 +253,7 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
     while time.monotonic() < deadline:
         status = streamer.status()
         states.add(status.circuit_state)
-        if status.reconnects == 3 and status.connected:
+        if status.reconnects > before and status.connected:
             break
         time.sleep(0.02)
     assert "open" in states
@@ -274,7 +276,7 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
     assert len(checked) > 50
     assert missing_from_spool(sent, rows, option_con_ids(sim), CLIENT_ID, keep=connected_window) == []
     assert all(r.con_id != 1 for r in rows)  # the truncated row never became an event
-    # After each of the 3 reconnects the position snapshot is resent; only real changes became rows.
+    # After each reconnect the position snapshot is resent; only real changes became rows.
     position_states = {
         (e["account"], e["con_id"], e["position"], e["average_cost"])
         for e in sent
