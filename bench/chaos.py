@@ -833,6 +833,7 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
         drainer.start()
         first_offset = streamer.status().spool_last_offset
         rss: list[float] = []
+        connections: list[int] = []
         sent = 0
         started = time.monotonic()
         while time.monotonic() - started < params.load_s:
@@ -841,6 +842,11 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
             thread.join(30)
             sent += int(thread.result.get("written", 0))  # type: ignore[attr-defined]
             rss.append(me.memory_info().rss / 2**20)
+            # the simulator runs in a child process: count our TCP connections to it, as the OS sees them
+            links = me.net_connections(kind="tcp")
+            connections.append(
+                sum(1 for c in links if c.raddr and c.raddr.port == sim.port and c.status == psutil.CONN_ESTABLISHED)
+            )
             time.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
         elapsed = time.monotonic() - started
         wait_for(lambda: streamer.status().spool_last_offset - first_offset >= sent, 60, "spool to catch up", 0.1)
@@ -877,7 +883,8 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
                          option_ids=set(), windows=[])  # fmt: skip
         verdict.sent = sent
         result.absorb(verdict)
-        result.max_ib_connections = 1  # one streamer, one connection (SimChild has no per-id counter exported)
+        result.max_ib_connections = max(connections or [0])
+        result.notes["connections_sampled"] = len(connections)
     finally:
         stop_drain.set()
         IBPositionStreamer.reset_for_tests()
@@ -926,7 +933,9 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
             listeners = non_loopback_listeners([p.pid for p in dev.processes()])
             result.violations.extend(listeners)
             result.notes["dagster_processes_checked"] = len(dev.processes())
-        windows.append((time.time(), float("inf")))
+            # from here dagster dev shuts down: what its code server held unread or unspooled dies with it
+            windows.append((time.time(), float("inf")))
+        result.notes["fault_windows"] = [(round(a, 2), round(b, 2)) for a, b in windows[:-1]]
         _sim_observations(result, sim)
         truth = _truth(sim)
     lake = Lake.from_env({"V6_LAKE_URI": dev.lake_uri})

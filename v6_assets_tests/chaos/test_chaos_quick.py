@@ -1,0 +1,79 @@
+"""The short version of ``make chaos``: every scenario of bench.chaos with small repetitions, against the real
+simulator, real worker processes (kill -9, failpoints), a real ``dagster dev`` (reload) and real Delta tables.
+
+Each scenario must report nothing lost, nothing duplicated, at most one IB connection, no order request, no security
+finding and none of its own violations (circuit reported, heartbeat noticed, bad frames counted, partitions right...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.chaos import SCENARIOS, Params, ScenarioResult, run_scenario
+from bench.chaos_common import secret_hits
+
+QUICK = Params.for_mode(quick=True)
+
+
+def _assert_clean(result: ScenarioResult) -> None:
+    details = {"error": result.error, "violations": result.violations, "notes": result.notes}
+    assert result.error is None, details
+    assert result.repetitions > 0, details
+    assert result.lost == 0, details
+    assert result.duplicated == 0, details
+    assert result.max_ib_connections <= 1, details
+    assert result.order_requests == 0, details
+    assert not result.violations, details
+    assert result.ok
+
+
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if n != "reload"])
+def test_scenario(name: str, tmp_path: Path) -> None:
+    result = run_scenario(name, QUICK, tmp_path, seed=8)
+    _assert_clean(result)
+    assert result.stored > 0
+
+
+@pytest.mark.e2e
+def test_reload_under_dagster_dev(tmp_path: Path) -> None:
+    result = run_scenario("reload", QUICK, tmp_path, seed=8)
+    _assert_clean(result)
+    assert result.notes.get("dagster_processes_checked", 0) >= 2
+    assert result.notes.get("secret_hits") == 0
+
+
+def test_verification_catches_a_lost_and_a_duplicated_row(tmp_path: Path) -> None:
+    """The comparison itself can fail: delete one committed row and append a copy of another."""
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from bench.chaos_common import verify
+    from v6_assets.lake import Lake
+
+    result = run_scenario("disconnect", Params(**{**QUICK.__dict__, "disconnects": 1}), tmp_path, seed=3)
+    _assert_clean(result)
+    lake = Lake.from_env({"V6_LAKE_URI": str(tmp_path / "lake")})
+    spool = next((tmp_path / "v6" / "spool").glob("*.sqlite"))
+    stream_id = spool.stem
+    table = DeltaTable(str(tmp_path / "lake" / "position_updates"))
+    rows = pl.from_arrow(table.to_pyarrow_table())
+    assert isinstance(rows, pl.DataFrame)
+    victim, copied = rows["spool_offset"].sort()[5], rows.sort("spool_offset").head(1)
+    table.delete(f"spool_offset = {victim}")
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "lake" / "position_updates"), copied.to_arrow(), mode="append")
+    verdict = verify(truth_sent=[], lake=lake, stream_id=stream_id, spool_path=spool, option_ids=set(), windows=[])
+    assert verdict.lost == 1
+    assert verdict.duplicated == 1
+
+
+def test_secret_scan_finds_a_planted_secret(tmp_path: Path) -> None:
+    from bench.chaos_common import FAKE_SECRETS
+
+    (tmp_path / "clean.log").write_text("nothing here\n")
+    assert secret_hits([tmp_path]) == []
+    (tmp_path / "leak.log").write_text(f"password={next(iter(FAKE_SECRETS.values()))}\n")
+    assert len(secret_hits([tmp_path])) == 1
