@@ -372,8 +372,12 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _interrupt_on_termination() -> Iterator[None]:
-    """SIGTERM and SIGHUP (terminal closed) stop the demo like Ctrl-C does."""
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    """Ctrl-C, SIGTERM and SIGHUP (terminal closed) all stop the demo in order.
+
+    SIGINT is installed explicitly: a shell starting us in the background leaves it ignored, and Python then never
+    raises KeyboardInterrupt.
+    """
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
