@@ -30,6 +30,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FULL: tuple[str, ...] = ("ingest", "latency", "sensor_tick", "analytics", "backfill", "table_health")
 QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics")
 KNOWN: tuple[str, ...] = (*FULL, "soak")
+# Tiny configurations for the smoke tests (v6_assets_tests/bench): every code path, seconds each, figures meaningless.
+SMOKE_ARGS: dict[str, list[str]] = {
+    "ingest": ["--messages", "2000", "--rounds", "1", "--positions", "50"],
+    "latency": ["--seconds", "10", "--positions", "25", "--rate", "100"],
+    "sensor_tick": ["--sizes", "1000", "--repeats", "1"],
+    "analytics": ["--sizes", "20000", "--repeats", "1"],
+    "backfill": ["--sessions", "3", "--rows", "3000"],
+    "table_health": ["--commits", "10", "--rows-per-batch", "50", "--repeats", "1"],
+    "soak": ["--minutes", "0.25", "--rate", "800"],
+}
 # Generous per-benchmark limits (wall seconds) so a hung benchmark cannot hang make bench.
 TIMEOUT_S: dict[str, float] = {
     "ingest": 900,
@@ -77,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak-minutes", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a benchmark could not run")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the smoke tests); figures mean nothing")
     args = parser.parse_args(argv)
 
     names = list(args.only or (QUICK if args.quick else FULL))
@@ -88,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="v6-bench-") as tmp:
         for name in names:
             extra = ["--minutes", str(args.soak_minutes)] if name == "soak" else []
-            results.append(run_one(name, args.quick, extra, Path(tmp)))
+            if args.smoke:
+                extra = SMOKE_ARGS[name]
+            results.append(run_one(name, args.quick and not args.smoke, extra, Path(tmp)))
 
     records = [r for res in results for r in res["records"]]
     failed = {res["bench"]: res["error"] for res in results if "error" in res}
@@ -96,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"name": f"{name}: DID NOT RUN", "value": None, "unit": "-", "peer": None,
                         "peer_value": None, "ratio": None, "target": None, "met": None})  # fmt: skip
     report = {
-        "command": "make bench-quick" if args.quick else "make bench",
+        "command": "smoke" if args.smoke else "make bench-quick" if args.quick else "make bench",
+        "smoke": args.smoke,
         "argv": sys.argv[1:] if argv is None else argv,
         "started_at": started_at.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
