@@ -52,7 +52,9 @@ def test_instance_files_pass_dagsters_schema(path: Any, monkeypatch: pytest.Monk
         monkeypatch.setenv(key, value)
     result = process_config(dagster_instance_config_schema(), _load(path))
     assert result.success, [e.message for e in result.errors or []]
-    assert result.value["storage"]["postgres"]["postgres_db"]["password"] == "placeholder"  # resolved from env
+    processed = result.value
+    assert processed is not None
+    assert processed["storage"]["postgres"]["postgres_db"]["password"] == "placeholder"  # resolved from env
 
 
 def test_schema_check_rejects_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ the daily assets with their checks, and the maintenance job (compaction + vacuum
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 
 import polars as pl
@@ -148,14 +148,14 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
     expected_days = sessions.sessions_between(first_day, last_day)
     for table in ("eod_positions", "daily_pnl", "exposure"):
         materialized = [
-            e.materialization.partition
+            str(e.materialization.partition)
             for e in backfill.get_asset_materialization_events()
-            if e.asset_key.path == [table]
+            if e.asset_key == AssetKey(table)
         ]
         assert sorted(materialized) == [d.isoformat() for d in expected_days], table
         stored: list[date] = s3_lake.scan(table).select(pl.col(TRADE_DATE).unique()).collect()[TRADE_DATE].to_list()
         assert sorted(stored) == expected_days, table
-    evaluations: list[AssetCheckEvaluation] = backfill.get_asset_check_evaluations()
+    evaluations: Sequence[AssetCheckEvaluation] = backfill.get_asset_check_evaluations()
     defined = {key for checks_def in all_checks() for key in checks_def.check_keys}
     assert {ev.asset_check_key for ev in evaluations} == defined  # every check ran, on every table
     # WARN-severity checks (IB's own daily PnL vs ours) may flag a partial last session; ERROR-severity ones may not.

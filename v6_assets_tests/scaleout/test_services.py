@@ -21,10 +21,12 @@ def _ports(services: Services) -> set[int]:
 def test_servers_listen_on_loopback_only(services: Services) -> None:
     ports = _ports(services)
     listening = [
-        c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports
+        (c.laddr[0], c.laddr[1])
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] in ports
     ]
-    assert {c.laddr.port for c in listening} == ports
-    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert {port for _, port in listening} == ports
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}
 
 
 def test_env_file_is_private_and_credentials_work(services: Services) -> None:
