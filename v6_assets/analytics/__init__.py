@@ -6,8 +6,8 @@
 - :func:`synthetic_updates` (``synthetic.py``): seeded synthetic input frames for benchmarks.
 
 Output schemas: :data:`EOD_POSITIONS_SCHEMA`, :data:`DAILY_PNL_SCHEMA`, :data:`EXPOSURE_SCHEMA` (the contract's
-columns in order, plus extra columns at the end: eod ``ib_value, portfolio_at, pnl_single_at, is_expired``; daily
-``unrealized_source``). Bad input raises :class:`AnalyticsInputError`.
+columns in order, plus extra columns at the end: eod ``ib_value, portfolio_at, pnl_single_at, is_expired,
+position_changed_at``; daily ``unrealized_source``). Bad input raises :class:`AnalyticsInputError`.
 """
 
 from v6_assets.analytics._common import (

@@ -149,8 +149,9 @@ EOD_POSITIONS_SCHEMA: dict[str, pl.DataType] = {
     "portfolio_at": UTC_US,
     "pnl_single_at": UTC_US,
     "is_expired": pl.Boolean(),
+    "position_changed_at": UTC_US,
 }
-EOD_EXTRA_COLUMNS: tuple[str, ...] = ("ib_value", "portfolio_at", "pnl_single_at", "is_expired")
+EOD_EXTRA_COLUMNS: tuple[str, ...] = ("ib_value", "portfolio_at", "pnl_single_at", "is_expired", "position_changed_at")
 
 DAILY_PNL_SCHEMA: dict[str, pl.DataType] = {
     "trade_date": pl.Date(),

@@ -7,7 +7,11 @@ Definitions (``/work/shared/notes/pnl-exposure.md``, README "Definitions"):
   by (received_at, spool_offset). A position_updates row is the FULL merged state of (account, con_id).
 - Positions without an update during D are carried forward (``carried_forward``) from the previous state.
 - A closed position (position 0) stays in the EOD of the session it closed in (``is_closed``) and is not carried
-  further.
+  further. A position re-reported flat in a later session (no quantity change in that session: IB's lingering
+  expired rows, or a row stamped just after the previous cut) creates no row there.
+- ``position_changed_at``: receive time of the last update at or before the cut whose position differs from the
+  one before it (trades and expiries change the quantity; carried forward like ``portfolio_at``). ``daily_pnl``
+  uses it to tell which realized-PnL figures were reported after the session's last trade.
 - Expiry: an option still open (position != 0) in a session after its expiry date is closed by the expiry at its last
   mark: the row shows position 0, market value and unrealized PnL 0, ``is_closed`` and ``is_expired`` true (its
   realized PnL is booked by ``daily_pnl``). From the second session after the expiry, the contract is dropped (also
@@ -141,6 +145,28 @@ def _validate_greeks(greeks: Frame, cuts: pl.Series, keep_before: bool) -> pl.Da
     return df
 
 
+def _with_position_changes(upd: pl.DataFrame, starting: pl.DataFrame | None) -> pl.DataFrame:
+    """Flag (``_changed``) every update whose position differs from the key's previous update.
+
+    The key's first update in ``upd`` compares with ``starting`` (the previous EOD's open positions; a key absent
+    from it was flat) -- or with flat when the whole history is given. A quantity changes only through a trade or an
+    expiry, so the last change before the cut tells which realized-PnL figures were reported after D's last trade.
+    """
+    keys = list(POSITION_KEY)
+    ordered = upd.sort([*keys, "received_at", "spool_offset"])
+    before = pl.col("position").shift(1).over(keys)
+    if starting is not None:
+        ordered = ordered.join(starting.select(*keys, pl.col("position").alias("_start_position")), on=keys, how="left")
+        first_before = pl.col("_start_position").fill_null(0.0)
+    else:
+        first_before = pl.lit(0.0)
+    is_first = pl.int_range(pl.len()).over(keys) == 0
+    previous = pl.when(is_first).then(first_before).otherwise(before)
+    return ordered.with_columns(pl.col("position").ne_missing(previous).alias("_changed")).drop(
+        "_start_position", strict=False
+    )
+
+
 def _last_per_bucket(df: pl.DataFrame, keys: list[str], values: list[str], extra: list[pl.Expr]) -> pl.LazyFrame:
     """Per (keys, _idx): the values of the last row by (received_at, spool_offset), plus ``extra`` aggregations."""
     order = ["received_at", "spool_offset"]
@@ -153,7 +179,7 @@ def _previous_state(previous_eod: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFr
     required = ["trade_date", *POSITION_KEY, *STATE_COLUMNS[:-1], "last_update_at", *GREEK_COLUMNS, "greeks_at"]
     require_columns(previous_eod, required, what)
     prev = previous_eod
-    for extra in ("ib_value", "portfolio_at", "pnl_single_at"):
+    for extra in ("ib_value", "portfolio_at", "pnl_single_at", "position_changed_at"):
         if extra not in prev.columns:  # an EOD written before these columns existed: freshness unknown
             prev = prev.with_columns(pl.lit(None, dtype=EOD_POSITIONS_SCHEMA[extra]).alias(extra))
     prev = conform(prev, EOD_POSITIONS_SCHEMA, what)
@@ -169,6 +195,7 @@ def _previous_state(previous_eod: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFr
         pl.col("last_update_at").alias("received_at"),
         "portfolio_at",
         "pnl_single_at",
+        "position_changed_at",
     )
     greeks = (
         prev.filter(pl.col("greeks_at").is_not_null() & pl.col("delta").is_not_null())
@@ -223,6 +250,17 @@ def eod_positions(
     cuts = window["cut"]
     keep_before = previous_eod is None
     upd = _validate_updates(updates, cuts, keep_before).with_columns(_bucket(cuts).alias("_idx"))
+    prev_state: pl.DataFrame | None = None
+    prev_greeks: pl.DataFrame | None = None
+    if previous_eod is not None:
+        prev_state, prev_greeks = _previous_state(previous_eod)
+        wrong = previous_eod.filter(pl.col("trade_date") != window["trade_date"][0])
+        if wrong.height:
+            raise AnalyticsInputError(
+                f"previous_eod: holds trade_date(s) {sorted(set(wrong['trade_date'].to_list()))}, "
+                f"expected only {window['trade_date'][0]} (the session before {days[0]})"
+            )
+    upd = _with_position_changes(upd, prev_state)
     grk = _validate_greeks(greeks, cuts, keep_before).filter(pl.col("delta").is_not_null())
     grk = grk.with_columns(_bucket(cuts).alias("_idx"))
     keys = list(POSITION_KEY)
@@ -234,24 +272,26 @@ def eod_positions(
         [
             pl.col("received_at").filter(pl.col("source") == "portfolio").max().alias("portfolio_at"),
             pl.col("received_at").filter(pl.col("source") == "pnl_single").max().alias("pnl_single_at"),
+            pl.col("received_at").filter(pl.col("_changed")).max().alias("position_changed_at"),
         ],
     )
+    # A flat position re-reported flat (no quantity change in the session: IB lingering expired rows, a row of the
+    # previous session stamped after its cut) is no new state: it must not bring a closed row back.
+    state = state.filter(
+        (pl.col("_idx") == 0)
+        | pl.col("position_changed_at").is_not_null()
+        | ~(pl.col("position") == 0).fill_null(False)
+    )
     greek_state = _last_per_bucket(grk, ["con_id"], list(GREEK_COLUMNS), []).rename({"received_at": "greeks_at"})
-    if previous_eod is not None:
-        prev_state, prev_greeks = _previous_state(previous_eod)
-        wrong = previous_eod.filter(pl.col("trade_date") != window["trade_date"][0])
-        if wrong.height:
-            raise AnalyticsInputError(
-                f"previous_eod: holds trade_date(s) {sorted(set(wrong['trade_date'].to_list()))}, "
-                f"expected only {window['trade_date'][0]} (the session before {days[0]})"
-            )
+    if prev_state is not None and prev_greeks is not None:
         state = pl.concat([state, prev_state.lazy()], how="diagonal_relaxed")
         greek_state = pl.concat([greek_state, prev_greeks.lazy()], how="diagonal_relaxed")
     state = state.collect().lazy()  # computed once, read twice below
 
-    grid = _forward_state(state, keys, window, ["portfolio_at", "pnl_single_at"])
+    freshness = ["portfolio_at", "pnl_single_at", "position_changed_at"]
+    grid = _forward_state(state, keys, window, freshness)
     rows = grid.join(
-        state.drop("portfolio_at", "pnl_single_at"),
+        state.drop(*freshness),
         left_on=[*keys, "_state"],
         right_on=[*keys, "_idx"],
         how="inner",

@@ -7,13 +7,18 @@ Definition (average-cost identity; equals IB's statement mark-to-market), for a 
 - U = unrealized PnL at the EOD cut; 0 when flat (closed or expired) or when the position was opened during D
   (U_{D-1} = 0). Source: the fresher of updatePortfolio's ``unrealized_pnl`` and reqPnLSingle's
   ``ib_unrealized_pnl`` (same meaning: market value - average cost x position); ``unrealized_source`` says which.
-- R = realized PnL accumulated during D, first available of:
-  1. ``portfolio``: updatePortfolio's ``realized_pnl`` if that stream reported during D (it resets daily; null means
-     "not traded this session" = 0);
-  2. ``pnl_single``: reqPnLSingle's ``ib_realized_pnl`` is cumulative since inception, so R_D = its EOD value of D
-     minus that of D-1 (0 for a position opened during D);
-  3. ``expiry``: an option closed by its expiry (``is_expired``) realizes its last unrealized PnL: R_D = U_{D-1};
+- R = realized PnL accumulated during D. A figure is complete only if its stream reported at or after D's last
+  position change (``position_changed_at``: trades and expiries change the quantity; the streamer rotates the one
+  updatePortfolio subscription across accounts, so another account's portfolio figure can predate a later trade).
+  First usable of:
+  1. ``expiry``: an option closed by its expiry (``is_expired``) realizes its last unrealized PnL: R_D = U_{D-1};
+  2. ``portfolio``: updatePortfolio's ``realized_pnl`` if that stream reported during D at or after D's last position
+     change (it resets daily; null means "not traded this session" = 0). Without a position change in D only a
+     0/null figure is taken: a non-zero one is the previous session's (IB resets at 20:30 ET, after the cut);
+  3. ``pnl_single``: reqPnLSingle's ``ib_realized_pnl`` is cumulative since inception, so R_D = its EOD value of D
+     minus that of D-1 (0 for a position opened during D), each complete for its session as above;
   4. ``no_update``: no update at all during D (carried forward): no trade, R_D = 0;
+  5. ``no_trade``: the position did not change during D: no trade, R_D = 0;
   otherwise unknown (null) and ``pnl`` is null. The meanings are never mixed (a daily figure is never differenced,
   a cumulative one never used as a day's figure).
 - No D-1 state (the first session ever, ``previous_eod`` None): U_{D-1} is unknown, ``pnl`` is null and
@@ -114,7 +119,15 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
                 f"{first_prev} (the session before {days[0]})"
             )
         prev_frames.append(prev)
-    prev_cols = ["position", "unrealized_pnl", "ib_unrealized_pnl", "ib_realized_pnl", "portfolio_at", "pnl_single_at"]
+    prev_cols = [
+        "position",
+        "unrealized_pnl",
+        "ib_unrealized_pnl",
+        "ib_realized_pnl",
+        "portfolio_at",
+        "pnl_single_at",
+        "position_changed_at",
+    ]
     prev_all = pl.concat(prev_frames).select(
         *POSITION_KEY,
         pl.col("trade_date").alias("prev_date"),
@@ -149,6 +162,21 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
     )
     portfolio_fresh = (pl.col("portfolio_at") > pl.col("prev_cut")).fill_null(False)
     single_fresh = (pl.col("pnl_single_at") > pl.col("prev_cut")).fill_null(False)
+    # Trades (and expiries) change the quantity: a realized figure is complete for D only if its stream reported at
+    # or after D's last quantity change. position_changed_at null = unknown (an EOD written before the column).
+    changed_at = pl.col("position_changed_at")
+    traded = changed_at > pl.col("prev_cut")
+    no_trade = (changed_at <= pl.col("prev_cut")).fill_null(False)
+    portfolio_realized = pl.col("realized_pnl").fill_null(0.0)
+    portfolio_ok = portfolio_fresh & (
+        pl.when(traded.is_null())
+        .then(True)
+        .when(traded)
+        .then((pl.col("portfolio_at") >= changed_at).fill_null(False))
+        # no trade in D: a non-zero figure is the previous session's (IB resets it at 20:30 ET, after the cut; or a
+        # row sent before the cut was stamped after it), not D's
+        .otherwise(portfolio_realized == 0.0)
+    )
     ib_prev_realized = (
         pl.when(pl.col("_prev_exists"))
         .then(pl.col("prev_ib_realized_pnl"))
@@ -156,16 +184,25 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
         .then(0.0)
         .otherwise(None)
     )
+    single_complete_now = ~traded.fill_null(False) | (pl.col("pnl_single_at") >= changed_at).fill_null(False)
+    single_complete_prev = (
+        opened_today
+        | pl.col("prev_position_changed_at").is_null()
+        | (pl.col("prev_pnl_single_at") >= pl.col("prev_position_changed_at")).fill_null(False)
+    )
     single_realized = pl.col("ib_realized_pnl") - ib_prev_realized
+    single_ok = single_realized.is_not_null() & single_complete_now & single_complete_prev
     realized = (
         pl.when(pl.col("is_expired"))
         .then(pl.struct(v=pl.col("_u_prev"), s=pl.lit("expiry")))
-        .when(portfolio_fresh)
-        .then(pl.struct(v=pl.col("realized_pnl").fill_null(0.0), s=pl.lit("portfolio")))
-        .when(single_realized.is_not_null())
+        .when(portfolio_ok)
+        .then(pl.struct(v=portfolio_realized, s=pl.lit("portfolio")))
+        .when(single_ok)
         .then(pl.struct(v=single_realized, s=pl.lit("pnl_single")))
         .when(pl.col("carried_forward"))
         .then(pl.struct(v=pl.lit(0.0), s=pl.lit("no_update")))
+        .when(no_trade)
+        .then(pl.struct(v=pl.lit(0.0), s=pl.lit("no_trade")))
         .otherwise(pl.struct(v=pl.lit(None, dtype=pl.Float64), s=pl.lit(None, dtype=pl.String)))
     )
     rows = rows.with_columns(realized.struct.field("v").alias("_realized"), realized.struct.field("s").alias("_rsrc"))

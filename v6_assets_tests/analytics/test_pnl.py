@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 import polars as pl
 import pytest
@@ -252,3 +253,120 @@ def test_account_rollup_converts_with_known_fx_and_keeps_unknown_apart() -> None
     no_fx = pnl_by_account(daily).filter(pl.col("trade_date") == D1)
     assert sorted(no_fx["currency"].to_list()) == ["EUR", "GBP", "USD"]
     assert no_fx["is_base_currency"].null_count() == 3
+
+
+def _merged(account: str, con_id: int, at: datetime, source: str, **fields: Any) -> dict[str, Any]:
+    """A merged row as the streamer emits it: every field given (what each stream last reported), no derivation."""
+    return pos(account, con_id, at, source=source, **fields)
+
+
+def test_stale_portfolio_realized_is_not_used_after_a_later_trade() -> None:
+    # The one updatePortfolio subscription rotates across accounts: U3's portfolio last reported at 10:00 / 11:00,
+    # before its later trades; the position and PnL-single streams saw them. R_D must come from PnL-single.
+    # (a) con 2, same-day round trip: buy 5 @ 1.00 (10:00, avg 100), sell 5 @ 1.40 (14:00): R = 5*0.40*100 = 200,
+    #     U_D = 0 (flat), U_{D-1} = 0 (opened today): pnl = 200. The stale portfolio says "unset" (= 0).
+    # (b) con 1, short 4 @ avg 200 (2.00/share), D0 mark 2.50: U0 = -4*250 + 800 = -200, cumulative realized 30.
+    #     D1 11:00 buy back 2 @ 1.75 (+50, portfolio reports it), 14:00 buy back 1 @ 1.50 (+50, portfolio rotated
+    #     away), close mark 1.40: U1 = -140 + 200 = 60, R = 130 - 30 = 100, pnl = (60 + 200) + 100 = 360
+    #     = statement: -4*(1.40-2.50)*100 + 2*(1.40-1.75)*100 + 1*(1.40-1.50)*100 = 440 - 70 - 10.
+    stale_portfolio_2 = {"market_price": 1.0, "market_value": 500.0, "unrealized_pnl": 0.0, "realized_pnl": None}
+    stale_portfolio_1 = {"market_price": 1.75, "market_value": -350.0, "unrealized_pnl": 50.0, "realized_pnl": 50.0}
+    rows = [
+        pos("U3", 1, et(D0, 15, 0), position=-4, average_cost=200.0, market_price=2.5),
+        _merged("U3", 1, et(D0, 15, 0, 1), "pnl_single", position=-4, average_cost=200.0, market_price=2.5,
+                market_value=-1000.0, unrealized_pnl=-200.0, ib_unrealized_pnl=-200.0, ib_realized_pnl=30.0),
+        pos("U3", 2, et(D1, 10, 0), position=5, average_cost=100.0, market_price=1.0),
+        _merged("U3", 2, et(D1, 10, 0, 1), "pnl_single", position=5, average_cost=100.0, **stale_portfolio_2,
+                ib_unrealized_pnl=0.0, ib_realized_pnl=0.0),
+        pos("U3", 1, et(D1, 11, 0), position=-2, average_cost=200.0, market_price=1.75, realized_pnl=50.0,
+            ib_unrealized_pnl=-200.0, ib_realized_pnl=30.0),
+        _merged("U3", 1, et(D1, 11, 0, 1), "pnl_single", position=-2, average_cost=200.0, **stale_portfolio_1,
+                ib_unrealized_pnl=50.0, ib_realized_pnl=80.0),
+        _merged("U3", 2, et(D1, 14, 0), "position", position=0, average_cost=0.0, **stale_portfolio_2,
+                ib_unrealized_pnl=0.0, ib_realized_pnl=0.0),
+        _merged("U3", 2, et(D1, 14, 0, 1), "pnl_single", position=0, average_cost=0.0, **stale_portfolio_2,
+                ib_unrealized_pnl=0.0, ib_realized_pnl=200.0),
+        _merged("U3", 1, et(D1, 14, 0), "position", position=-1, average_cost=200.0, **stale_portfolio_1,
+                ib_unrealized_pnl=50.0, ib_realized_pnl=80.0),
+        _merged("U3", 1, et(D1, 14, 0, 1), "pnl_single", position=-1, average_cost=200.0, **stale_portfolio_1,
+                ib_unrealized_pnl=50.0, ib_realized_pnl=130.0),
+        _merged("U3", 1, et(D1, 15, 59), "pnl_single", position=-1, average_cost=200.0, **stale_portfolio_1,
+                ib_unrealized_pnl=60.0, ib_realized_pnl=130.0),
+    ]  # fmt: skip
+    eod, daily = run(rows, [D0, D1])
+    assert row_of(eod, trade_date=D1, con_id=2)["position_changed_at"] == et(D1, 14, 0)
+    assert row_of(eod, trade_date=D1, con_id=1)["position_changed_at"] == et(D1, 14, 0)
+    round_trip = row_of(daily, trade_date=D1, con_id=2)
+    assert round_trip["realized_source"] == "pnl_single" and round_trip["realized_pnl"] == pytest.approx(200.0)
+    assert round_trip["unrealized_pnl"] == 0.0 and round_trip["pnl"] == pytest.approx(200.0)
+    buy_back = row_of(daily, trade_date=D1, con_id=1)
+    assert buy_back["realized_source"] == "pnl_single" and buy_back["realized_pnl"] == pytest.approx(100.0)
+    assert buy_back["prev_unrealized_pnl"] == pytest.approx(-200.0) and buy_back["unrealized_pnl"] == pytest.approx(
+        60.0
+    )
+    assert buy_back["pnl"] == pytest.approx(360.0)
+    assert buy_back["pnl"] == pytest.approx(-4 * (1.40 - 2.50) * 100 + 2 * (1.40 - 1.75) * 100 + (1.40 - 1.50) * 100)
+
+
+def test_stale_portfolio_and_no_complete_source_leaves_realized_unknown() -> None:
+    # Same round trip, but PnL-single never reported the close: no source saw D's last trade, R_D is unknown (null),
+    # never the stale portfolio's 0.
+    stale = {"market_price": 1.0, "market_value": 500.0, "unrealized_pnl": 0.0, "realized_pnl": None}
+    rows = [
+        pos("U1", 1, et(D0, 15, 0), position=1, average_cost=500.0, market_price=5.0),
+        pos("U3", 2, et(D1, 10, 0), position=5, average_cost=100.0, market_price=1.0),
+        _merged("U3", 2, et(D1, 10, 0, 1), "pnl_single", position=5, average_cost=100.0, **stale,
+                ib_unrealized_pnl=0.0, ib_realized_pnl=0.0),
+        _merged("U3", 2, et(D1, 14, 0), "position", position=0, average_cost=0.0, **stale,
+                ib_unrealized_pnl=0.0, ib_realized_pnl=0.0),
+    ]  # fmt: skip
+    _, daily = run(rows, [D0, D1])
+    d = row_of(daily, trade_date=D1, con_id=2)
+    assert d["realized_pnl"] is None and d["realized_source"] is None and d["pnl"] is None
+
+
+def test_portfolio_row_stamped_after_the_cut_does_not_repeat_the_realized_pnl() -> None:
+    # D1: sell 4 of 10 @ 6.50 (avg 500): R = 600 (the check example). A portfolio row sent before D1's cut but
+    # received after it (still carrying D1's 600; IB itself only resets at 20:30 ET) belongs to D2. No trade in
+    # D2: R_D2 = 0, pnl_D2 = U change only = 6*(7.20-7.00)*100 = 120.
+    rows = [
+        pos("U1", 1, et(D0, 15, 0), position=10, average_cost=500.0, market_price=6.0),
+        pos("U1", 1, et(D1, 11, 0), position=6, average_cost=500.0, market_price=6.5, realized_pnl=600.0),
+        pos("U1", 1, et(D1, 15, 59), position=6, average_cost=500.0, market_price=7.0, realized_pnl=600.0),
+        pos("U1", 1, et(D1, 16, 16), position=6, average_cost=500.0, market_price=7.0, realized_pnl=600.0),
+        pos("U1", 1, et(D2, 15, 0), position=6, average_cost=500.0, market_price=7.2, realized_pnl=600.0),
+    ]
+    _, daily = run(rows, [D0, D1, D2])
+    assert row_of(daily, trade_date=D1)["realized_pnl"] == pytest.approx(600.0)
+    d2 = row_of(daily, trade_date=D2)
+    assert d2["realized_source"] == "no_trade" and d2["realized_pnl"] == 0.0
+    assert d2["pnl"] == pytest.approx(120.0)
+
+
+def test_flat_position_re_reported_after_the_cut_creates_no_row_next_session() -> None:
+    # con 5 expires Fri D3 worthless: IB closes it at D3's close (position 0, realized -100 = 1 x (0 - 1.00) x 100),
+    # pnl_D3 = (0 - (-70)) - 100 = -30. A flat portfolio row re-sent after D3's cut (belonging to D4) and a flat row
+    # of a contract never held (con 4) must not create rows on D4 -- neither in one run nor session by session.
+    rows = [
+        pos("U1", 1, et(D2, 15, 0), position=1, average_cost=500.0, market_price=5.0),
+        pos("U1", 5, et(D2, 15, 0), position=1, average_cost=100.0, market_price=0.3),  # U = -70
+        pos("U1", 5, et(D3, 16, 0), position=0, average_cost=0.0, market_price=0.0, realized_pnl=-100.0,
+            market_value=0.0, unrealized_pnl=0.0),
+        pos("U1", 5, et(D3, 16, 20), position=0, average_cost=0.0, market_price=0.0, realized_pnl=-100.0,
+            market_value=0.0, unrealized_pnl=0.0),
+        pos("U1", 4, et(D4, 10, 0), position=0, average_cost=0.0, market_price=0.0),
+        pos("U1", 1, et(D4, 15, 0), position=1, average_cost=500.0, market_price=5.5),
+    ]  # fmt: skip
+    days = [D2, D3, D4]
+    eod, daily = run(rows, days)
+    closed = row_of(eod, trade_date=D3, con_id=5)
+    assert closed["is_closed"] and not closed["is_expired"] and closed["position_changed_at"] == et(D3, 16, 0)
+    d3 = row_of(daily, trade_date=D3, con_id=5)
+    assert d3["realized_source"] == "portfolio" and d3["pnl"] == pytest.approx(-30.0)
+    assert eod.filter(pl.col("trade_date") == D4)["con_id"].to_list() == [1]
+    assert daily.filter(pl.col("trade_date") == D4)["con_id"].to_list() == [1]
+    upd, prev_eod, eods = updates_frame(rows), None, []
+    for d in days:
+        eods.append(eod_positions(upd, NO_GREEKS, [d], prev_eod))
+        prev_eod = eods[-1]
+    assert pl.concat(eods).equals(eod)
