@@ -16,7 +16,6 @@ from datetime import date
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -39,7 +38,6 @@ from v6_assets.lake import (
     GREEKS_UPDATES,
     POSITION_UPDATES,
     TRADE_DATE,
-    ColumnDef,
     Lake,
     OverwriteResult,
     TableDef,
@@ -50,32 +48,15 @@ GROUP_DAILY = "daily"
 SIMULATED = is_simulated()
 _SIM_NOTE = " SIMULATED data from the IB gateway simulator (V6_DEMO=1)." if SIMULATED else ""
 
-# Columns the analytics add beyond the lake contract (written with these descriptions when the lake lacks them).
-_EXTRA_DESCRIPTIONS: dict[str, str] = {
-    "ib_value": "Position value from reqPnLSingle at the cut.",
-    "portfolio_at": "Time (UTC) of the last updatePortfolio report at or before the cut.",
-    "pnl_single_at": "Time (UTC) of the last reqPnLSingle report at or before the cut.",
-    "is_expired": "True when the option was closed by its expiry in this session.",
-    "unrealized_source": "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
-    "rollup": "Aggregation level of the row: detail (account x underlying x expiry), underlying or account.",
-}
 ROLLUP_DETAIL, ROLLUP_UNDERLYING, ROLLUP_ACCOUNT = "detail", "underlying", "account"
 
 
-def _arrow_type(dtype: pl.DataType) -> pa.DataType:
-    return pl.DataFrame(schema={"c": dtype}).to_arrow().schema.field("c").type
-
-
 def output_table(base: TableDef, schema: Mapping[str, pl.DataType]) -> TableDef:
-    """The lake contract plus any column the analytics produce beyond it (nullable, described here)."""
-    extra = []
-    for name, dtype in schema.items():
-        if name in base.column_names:
-            continue
-        if name not in _EXTRA_DESCRIPTIONS:
-            raise KeyError(f"{base.name}.{name}: analytics column without a description in v6_assets/defs/assets.py")
-        extra.append(ColumnDef(name, _arrow_type(dtype), _EXTRA_DESCRIPTIONS[name]))
-    return base.with_columns(*extra) if extra else base
+    """The lake's table (the ONE definition, v6_assets/lake/tables.py), checked to hold every analytics column."""
+    missing = [name for name in schema if name not in base.column_names]
+    if missing:
+        raise KeyError(f"{base.name}: analytics column(s) {missing} missing from the lake registry (v6_assets/lake)")
+    return base
 
 
 EOD_TABLE = output_table(EOD_POSITIONS, analytics.EOD_POSITIONS_SCHEMA)
@@ -155,6 +136,7 @@ EOD_LINEAGE: dict[str, list[tuple[str, str]]] = {
     "carried_forward": [(_PU, "received_at")],
     "is_closed": [(_PU, "position")],
     "is_expired": [(_PU, "expiry"), (_PU, "position")],
+    "position_changed_at": [(_PU, "received_at"), (_PU, "position")],
     **{c: [(_GU, c), (_GU, "received_at")] for c in _GREEKS},
     "greeks_at": [(_GU, "received_at")],
     "greeks_age_s": [(_GU, "received_at")],
@@ -167,8 +149,18 @@ DAILY_PNL_LINEAGE: dict[str, list[tuple[str, str]]] = {
     "prev_unrealized_pnl": [(_EOD, "unrealized_pnl"), (_EOD, "ib_unrealized_pnl"), (_EOD, "position")],
     "unrealized_change": [(_EOD, "unrealized_pnl"), (_EOD, "ib_unrealized_pnl")],
     "unrealized_source": [(_EOD, "portfolio_at"), (_EOD, "pnl_single_at")],
-    "realized_pnl": [(_EOD, "realized_pnl"), (_EOD, "ib_realized_pnl"), (_EOD, "is_expired")],
-    "realized_source": [(_EOD, "portfolio_at"), (_EOD, "pnl_single_at"), (_EOD, "is_expired")],
+    "realized_pnl": [
+        (_EOD, "realized_pnl"),
+        (_EOD, "ib_realized_pnl"),
+        (_EOD, "is_expired"),
+        (_EOD, "position_changed_at"),
+    ],
+    "realized_source": [
+        (_EOD, "portfolio_at"),
+        (_EOD, "pnl_single_at"),
+        (_EOD, "is_expired"),
+        (_EOD, "position_changed_at"),
+    ],
     "pnl": [(_EOD, "unrealized_pnl"), (_EOD, "ib_unrealized_pnl"), (_EOD, "realized_pnl"), (_EOD, "ib_realized_pnl")],
     "is_baseline": [(_EOD, "position")],
     "pnl_minus_ib": [(_EOD, "ib_daily_pnl"), (_EOD, "unrealized_pnl"), (_EOD, "realized_pnl")],

@@ -263,6 +263,16 @@ EOD_POSITIONS = TableDef(
         _c("greeks_at", UTC_TIMESTAMP, "Time (UTC) of the greeks used."),
         _c("greeks_age_s", _F, "Seconds between the greeks and the cut."),
         _c("missing_greeks", _B, "True when no greeks were known for the contract (never counted as 0)."),
+        # analytics columns for carry-forward and source freshness (v6_assets.analytics.EOD_POSITIONS_SCHEMA)
+        _c("ib_value", _F, "Position value from reqPnLSingle at the cut."),
+        _c("portfolio_at", UTC_TIMESTAMP, "Time (UTC) of the last updatePortfolio report at or before the cut."),
+        _c("pnl_single_at", UTC_TIMESTAMP, "Time (UTC) of the last reqPnLSingle report at or before the cut."),
+        _c("is_expired", _B, "True when the option was closed by its expiry in this session."),
+        _c(
+            "position_changed_at",
+            UTC_TIMESTAMP,
+            "Time (UTC) of the last change of the position quantity (trade or expiry) at or before the cut.",
+        ),
     ),
     key=("account", "con_id"),
 )
@@ -282,11 +292,21 @@ DAILY_PNL = TableDef(
         _c("prev_unrealized_pnl", _F, "U_{D-1}: unrealized PnL at the previous cut; null when unknown (baseline)."),
         _c("unrealized_change", _F, "U_D - U_{D-1}."),
         _c("realized_pnl", _F, "R_D: PnL realized during the session (0 when nothing was realized)."),
-        _c("realized_source", _S, "Where R_D came from: portfolio (updatePortfolio) or pnl_single (reqPnLSingle)."),
+        _c(
+            "realized_source",
+            _S,
+            "Where R_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle, difference of cumulative "
+            "values), expiry, no_update or no_trade (no quantity change: nothing realized).",
+        ),
         _c("pnl", _F, "Daily PnL = unrealized_change + realized_pnl; null on a baseline session."),
         _c("is_baseline", _B, "True when the position existed before the stream first saw it (pnl unknown)."),
         _c("ib_daily_pnl", _F, "IB's own daily PnL (reqPnLSingle) at the cut, for cross-checking."),
         _c("pnl_minus_ib", _F, "pnl - ib_daily_pnl (null when either is unknown)."),
+        _c(
+            "unrealized_source",
+            _S,
+            "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
+        ),
     ),
     key=("account", "con_id"),
 )
@@ -315,6 +335,9 @@ EXPOSURE = TableDef(
         _c("market_value", _F, "Sum of market value as IB reports it."),
         _c("greeks_coverage", _F, "Share of positions with greeks (1.0 = all)."),
         _c("missing_greeks_positions", _I, "Number of positions without greeks."),
+        _c(
+            "rollup", _S, "Aggregation level of the row: detail (account x underlying x expiry), underlying or account."
+        ),
     ),
     key=("account", "underlying", "expiry", "currency"),
 )
