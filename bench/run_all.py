@@ -33,7 +33,7 @@ KNOWN: tuple[str, ...] = (*FULL, "soak")
 # Tiny configurations for the smoke tests (v6_assets_tests/bench): every code path, seconds each, figures meaningless.
 SMOKE_ARGS: dict[str, list[str]] = {
     "ingest": ["--messages", "2000", "--rounds", "1", "--positions", "50"],
-    "latency": ["--seconds", "10", "--positions", "25", "--rate", "100"],
+    "latency": ["--seconds", "15", "--positions", "25", "--rate", "100"],
     "sensor_tick": ["--sizes", "1000", "--repeats", "1"],
     "analytics": ["--sizes", "20000", "--repeats", "1"],
     "backfill": ["--sessions", "3", "--rows", "3000"],
