@@ -49,6 +49,7 @@ SERVER_CONNECTIVITY_BROKEN = 2110
 _MAINTENANCE_TICK_S = 0.25
 _HEALTHY_SESSION_S = 10.0
 _PNL_CLOSE_GRACE_S = 10.0
+_NO_QTY = float("nan")  # "never seen" marker: NaN differs from every quantity, None included
 
 
 class _DecoderErrorCounter(logging.Handler):
@@ -183,6 +184,7 @@ class IBPositionStreamer:
         self._greeks_emitted = 0
         self._subs_dirty = False
         self._conversion_errors = 0
+        self._known_qty: dict[tuple[str, int], float | None] = {}
 
     # -- lifecycle (any thread) -------------------------------------------------------------------------------
     @property
@@ -602,7 +604,7 @@ class IBPositionStreamer:
             return
         if update is not None:
             self._publish_position(update)
-            self._mark_subs_dirty()
+            self._quantity_seen(update)
 
     def _on_portfolio(self, item: Any) -> None:
         try:
@@ -612,7 +614,7 @@ class IBPositionStreamer:
             return
         if update is not None:
             self._publish_position(update)
-            self._mark_subs_dirty()
+            self._quantity_seen(update)
 
     def _on_pnl_single(self, pnl: Any) -> None:
         try:
@@ -623,8 +625,17 @@ class IBPositionStreamer:
         if update is not None:
             self._positions_emitted += 1
             self._fanout.publish_position(update)  # type: ignore[union-attr]
+            self._quantity_seen(update)
         if pnl.position == 0 and self._session is not None:
             self._session.pnl_zero_seen.add((pnl.account, pnl.conId))
+            self._mark_subs_dirty()
+
+    def _quantity_seen(self, update: PositionUpdate) -> None:
+        # Subscriptions depend on quantities only (open/closed, greeks priority): a mark change must not trigger
+        # a subscription pass over every position (thousands of them in a burst).
+        key = (update.account, update.con_id)
+        if self._known_qty.get(key, _NO_QTY) != update.position:
+            self._known_qty[key] = update.position
             self._mark_subs_dirty()
 
     def _mark_subs_dirty(self) -> None:
