@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export V6_HOME ?= $(CURDIR)/.v6
 export DAGSTER_HOME ?= $(V6_HOME)/dagster_home
+# Instance config copied into DAGSTER_HOME: `make run DAGSTER_YAML=deploy/dagster.postgres.yaml` for PostgreSQL.
+DAGSTER_YAML ?= dagster.yaml
 
 .PHONY: help system-deps install lint format test test-fast demo run sim bench bench-quick chaos clean
 
@@ -41,14 +43,16 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not e2e and not slow"
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: $(DAGSTER_YAML) FORCE
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp $(DAGSTER_YAML) $@
+
+FORCE:
 
 sim: $(STAMP)
 	$(BIN)/v6-gateway-sim --scenario demo
 
-demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+demo: $(STAMP)
 	$(BIN)/python -m v6_assets.demo
 
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
