@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,52 @@ def test_unusable_home_is_a_clear_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not-a-dir"):
         streamer.ensure_started(StreamerSettings(port=1, home=blocker))
     assert not streamer.running
+
+
+CLOSING_SCENARIO = """
+name: closing
+seed: 1
+clock: {start: "2025-03-04T10:00:00-05:00", speed: 60}
+accounts: [{id: DU1}, {id: DU2}]
+underlyings: [{symbol: SPY, spot: 590.0, vol: 0.18}]
+contracts:
+  - {con_id: 1001, symbol: SPY, sec_type: OPT, expiry: "20250321", strike: 590, right: C}
+  - {con_id: 1002, symbol: SPY, sec_type: OPT, expiry: "20250321", strike: 580, right: P}
+positions:
+  - {account: DU1, con_id: 1001, qty: 1, avg_cost: 1500.0}
+  - {account: DU2, con_id: 1001, qty: 2, avg_cost: 1400.0}
+events:
+  # a same-moment open and close in DU2 (not the portfolio account), then a full close of DU2's other position
+  - {kind: trade, after: 120, account: DU2, con_id: 1002, qty: 3, price: 7.0, commission: 1.0}
+  - {kind: trade, after: 121, account: DU2, con_id: 1002, qty: -3, price: 7.5, commission: 1.0}
+  - {kind: trade, after: 180, account: DU2, con_id: 1001, qty: -2, price: 16.0, commission: 1.3}
+"""
+
+
+def test_pnl_single_follows_opens_and_closes_and_keeps_the_closing_realized_pnl(tmp_path: Path) -> None:
+    import yaml
+
+    from v6_assets.gateway_sim import parse_scenario
+
+    scenario = parse_scenario(yaml.safe_load(CLOSING_SCENARIO))
+    with GatewaySimulator(scenario, port=0).running() as sim:
+        settings = settings_for(sim, tmp_path, portfolio_rotation_s=1000.0)  # DU2 is never the portfolio account
+        streamer = IBPositionStreamer()
+        streamer.ensure_started(settings, clock=sim.clock.now)
+        wait_for(lambda: streamer.status().pnl_subscriptions == 2, 10, "PnL-single for both open positions")
+        assert streamer.status().portfolio_account == "DU1"
+        wait_for(lambda: sim.clock.now() >= scenario.clock.start + timedelta(seconds=200), 20, "the trades")
+        wait_for(lambda: streamer.status().pnl_subscriptions == 1, 15, "closed lines dropped")
+        streamer.stop()
+        sent = [e for e in sim.truth["sent"] if e["client_id"] == CLIENT_ID and e["kind"] == "pnl_single"]
+        cancels = [r for r in sim.requests() if r["msg_id"] == 95]
+        assert sim.order_violations() == 0
+    rows = spooled_positions(settings.spool_path)
+    for con_id in (1001, 1002):
+        closing = [e for e in sent if e["account"] == "DU2" and e["con_id"] == con_id and e["position"] == 0]
+        assert closing, f"the simulator sent no closing PnL-single for DU2/{con_id}"
+        last = [r for r in rows if (r.account, r.con_id) == ("DU2", con_id)][-1]
+        assert last.position == 0.0
+        assert last.ib_realized_pnl == closing[-1]["realized_pnl"] != 0.0
+    assert len(cancels) == 2
+    assert [r.position for r in rows if (r.account, r.con_id) == ("DU1", 1001)][-1] == 1.0
