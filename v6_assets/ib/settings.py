@@ -65,6 +65,7 @@ class StreamerSettings:
             "V6_IB_BACKOFF_MAX_S",
             "backoff must satisfy 0 < initial <= max",
         )
+        _check(self.spool_max_bytes >= 0, "V6_IB_SPOOL_MAX_BYTES", "must be >= 0 (0 = unlimited)")
         _check(self.handler_queue_size >= 1, "V6_IB_HANDLER_QUEUE_SIZE", "queue size must be >= 1")
 
     @property
@@ -102,6 +103,8 @@ class StreamerSettings:
             line_budget=_get(env, "V6_IB_LINE_BUDGET", int, d.line_budget),
             greeks_throttle_s=_get(env, "V6_IB_GREEKS_THROTTLE_S", float, d.greeks_throttle_s),
             portfolio_rotation_s=_get(env, "V6_IB_PORTFOLIO_ROTATION_S", _positive_float, d.portfolio_rotation_s),
+            greeks_rotation_s=_get(env, "V6_IB_GREEKS_ROTATION_S", _positive_float, d.greeks_rotation_s),
+            spool_max_bytes=_get(env, "V6_IB_SPOOL_MAX_BYTES", int, d.spool_max_bytes),
             sec_types=_get(env, "V6_IB_SEC_TYPES", lambda s: tuple(x.upper() for x in _csv(s)), d.sec_types),
         )
 

@@ -73,6 +73,8 @@ def test_settings_defaults_and_env(tmp_path: Path) -> None:
         ("V6_IB_HEARTBEAT_S", "0"),
         ("V6_IB_LINE_BUDGET", "x"),
         ("V6_IB_SEC_TYPES", "opt;fop"),
+        ("V6_IB_SPOOL_MAX_BYTES", "-5"),
+        ("V6_IB_GREEKS_ROTATION_S", "nan"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, value: str) -> None:
