@@ -309,10 +309,11 @@ positions:
   - {account: DU1, con_id: 1001, qty: 1, avg_cost: 1500.0}
   - {account: DU2, con_id: 1001, qty: 2, avg_cost: 1400.0}
 events:
-  # a same-moment open and close in DU2 (not the portfolio account), then a full close of DU2's other position
+  # an open and its close a simulated minute later in DU2 (not the portfolio account), then a full close of
+  # DU2's other position
   - {kind: trade, after: 120, account: DU2, con_id: 1002, qty: 3, price: 7.0, commission: 1.0}
-  - {kind: trade, after: 121, account: DU2, con_id: 1002, qty: -3, price: 7.5, commission: 1.0}
-  - {kind: trade, after: 180, account: DU2, con_id: 1001, qty: -2, price: 16.0, commission: 1.3}
+  - {kind: trade, after: 180, account: DU2, con_id: 1002, qty: -3, price: 7.5, commission: 1.0}
+  - {kind: trade, after: 240, account: DU2, con_id: 1001, qty: -2, price: 16.0, commission: 1.3}
 """
 
 
@@ -328,7 +329,7 @@ def test_pnl_single_follows_opens_and_closes_and_keeps_the_closing_realized_pnl(
         streamer.ensure_started(settings, clock=sim.clock.now)
         wait_for(lambda: streamer.status().pnl_subscriptions == 2, 10, "PnL-single for both open positions")
         assert streamer.status().portfolio_account == "DU1"
-        wait_for(lambda: sim.clock.now() >= scenario.clock.start + timedelta(seconds=200), 20, "the trades")
+        wait_for(lambda: sim.clock.now() >= scenario.clock.start + timedelta(seconds=260), 20, "the trades")
         wait_for(lambda: streamer.status().pnl_subscriptions == 1, 15, "closed lines dropped")
         streamer.stop()
         sent = [e for e in sim.truth["sent"] if e["client_id"] == CLIENT_ID and e["kind"] == "pnl_single"]
