@@ -17,7 +17,6 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
-from deltalake.fs import DeltaStorageHandler
 
 from v6_assets.lake.store import Lake, hot_path_hooks, zstd_writer_properties
 from v6_assets.lake.tables import TRADE_DATE, TableDef
@@ -99,13 +98,33 @@ def _open(lake: Lake, table: str | TableDef) -> tuple[TableDef, DeltaTable]:
     return tdef, dt
 
 
-def _filesystem(lake: Lake, tdef: TableDef) -> pafs.FileSystem:
-    return pafs.PyFileSystem(DeltaStorageHandler(lake.table_uri(tdef), dict(lake.storage_options)))
+def table_filesystem(lake: Lake, table: str | TableDef) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the table's root path in it (local or S3), for listing and reading raw files."""
+    uri = lake.table_uri(table)
+    if lake.is_local:
+        return pafs.LocalFileSystem(), uri
+    scheme, _, path = uri.partition("://")
+    if scheme not in ("s3", "s3a"):
+        raise ValueError(f"unsupported lake URI scheme {scheme!r} for maintenance listings")
+    opts = {k.upper(): v for k, v in lake.storage_options.items()}
+    endpoint = opts.get("AWS_ENDPOINT_URL", "")
+    fs = pafs.S3FileSystem(
+        access_key=opts.get("AWS_ACCESS_KEY_ID"),
+        secret_key=opts.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=opts.get("AWS_SESSION_TOKEN"),
+        region=opts.get("AWS_REGION") or "us-east-1",
+        endpoint_override=endpoint.split("://", 1)[-1] or None,
+        scheme="http" if endpoint.startswith("http://") else "https",
+    )
+    return fs, path
 
 
 def _listing(lake: Lake, tdef: TableDef, base: str, recursive: bool) -> list[pafs.FileInfo]:
-    infos = _filesystem(lake, tdef).get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive))
-    return [i for i in infos if i.type == pafs.FileType.File]
+    fs, root = table_filesystem(lake, tdef)
+    directory = f"{root}/{base}" if base else root
+    infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True, recursive=recursive))
+    prefix = root.rstrip("/") + "/"
+    return [i for i in infos if i.type == pafs.FileType.File and i.path.startswith(prefix)]
 
 
 def _log_stats(lake: Lake, tdef: TableDef) -> FileStats:
@@ -121,7 +140,7 @@ def _storage_data_stats(lake: Lake, tdef: TableDef) -> FileStats:
     infos = [
         i
         for i in _listing(lake, tdef, "", recursive=True)
-        if i.base_name.endswith(".parquet") and not i.path.lstrip("/").startswith("_delta_log")
+        if i.base_name.endswith(".parquet") and "/_delta_log/" not in i.path
     ]
     return FileStats(len(infos), sum(i.size or 0 for i in infos))
 

@@ -152,7 +152,6 @@ class Lake:
         return f"{self.uri}/{self.table_def(table).name}"
 
     def exists(self, table: str | TableDef) -> bool:
-        # Not DeltaTable.is_deltatable: against an S3-compatible server it retried a list request for minutes.
         return self.open(table) is not None
 
     def open(self, table: str | TableDef) -> DeltaTable | None:

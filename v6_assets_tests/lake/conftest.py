@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -17,15 +19,32 @@ S3_SECRET_KEY = "testing-secret-key"
 S3_REGION = "us-east-1"
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def serve_moto(endpoint_queue: Any, stop: Any) -> None:
+    """Child process body: a real moto S3 server on loopback until ``stop`` is set."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint_queue.put(f"http://{host}:{port}")
+    stop.wait()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    # In its own process: some deltalake calls (is_deltatable, cleanup_metadata, its pyarrow filesystem) hold the
+    # GIL while doing I/O, which starves a server thread living in the test process until the request times out.
+    ctx = multiprocessing.get_context("spawn")
+    endpoint_queue = ctx.Queue()
+    stop = ctx.Event()
+    process = ctx.Process(target=serve_moto, args=(endpoint_queue, stop), daemon=True)
+    process.start()
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint_queue.get(timeout=60)
     finally:
-        server.stop()
+        stop.set()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
 
 
 def s3_storage_options(endpoint: str) -> dict[str, str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
-import pyarrow.fs as pafs
-from deltalake.fs import DeltaStorageHandler
 
 from v6_assets.ib.models import GreeksUpdate, PositionUpdate
 from v6_assets.lake import TABLES, Lake, TableDef
+from v6_assets.lake.maintenance import table_filesystem
 
 T0 = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)  # Monday 09:30 ET, session 2024-03-04
 
@@ -104,11 +104,11 @@ def partition_fingerprint(lake: Lake, table: str, session: date) -> dict[str, st
     actions = dt.get_add_actions(flatten=True)
     paths = actions.column("path").to_pylist()
     values = actions.column("partition.trade_date").to_pylist()
-    fs = pafs.PyFileSystem(DeltaStorageHandler(lake.table_uri(table), dict(lake.storage_options)))
+    fs, root = table_filesystem(lake, table)
     out = {}
     for path, value in zip(paths, values, strict=True):
         if str(value) == session.isoformat():
-            with fs.open_input_stream(path) as f:
+            with fs.open_input_stream(f"{root}/{unquote(path)}") as f:
                 out[path] = hashlib.sha256(f.read()).hexdigest()
     return out
 
