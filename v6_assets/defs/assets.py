@@ -11,7 +11,8 @@ Definitions (EOD cut, pnl, exposure) are those of ``v6_assets.analytics`` and th
 """
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -49,6 +50,7 @@ SIMULATED = is_simulated()
 _SIM_NOTE = " SIMULATED data from the IB gateway simulator (V6_DEMO=1)." if SIMULATED else ""
 
 ROLLUP_DETAIL, ROLLUP_UNDERLYING, ROLLUP_ACCOUNT = "detail", "underlying", "account"
+DEFAULT_SESSIONS_PER_CHUNK = 5
 
 
 def output_table(base: TableDef, schema: Mapping[str, pl.DataType]) -> TableDef:
@@ -190,22 +192,78 @@ EXPOSURE_LINEAGE: dict[str, list[tuple[str, str]]] = {
 # -- reading helpers --------------------------------------------------------------------------------------------
 
 
-def _updates_until(lake: Lake, table: str, last: date, first: date | None) -> pl.LazyFrame:
-    """Stream rows with trade_date in [first, last] (first None: the whole history), lazily (partition pruning)."""
-    frame = lake.scan(table).filter(pl.col(TRADE_DATE) <= last)
-    return frame if first is None else frame.filter(pl.col(TRADE_DATE) >= first)
+def sessions_per_chunk() -> int:
+    """Sessions computed together in a range run (``V6_SESSIONS_PER_CHUNK``, default 5): bounds the updates in memory
+    (about 5 x 200,000 rows) whatever the length of the range; the previous EOD is carried from chunk to chunk."""
+    raw = os.environ.get("V6_SESSIONS_PER_CHUNK", "").strip()
+    if not raw:
+        return DEFAULT_SESSIONS_PER_CHUNK
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} must be >= 1")
+    return value
+
+
+def session_chunks(days: Sequence[date], size: int | None = None) -> list[list[date]]:
+    """``days`` (oldest first) in consecutive chunks of at most ``size`` sessions."""
+    n = size or sessions_per_chunk()
+    return [list(days[i : i + n]) for i in range(0, len(days), n)]
+
+
+def _updates_of(scan: pl.LazyFrame, first: date, last: date) -> pl.LazyFrame:
+    """Stream rows with trade_date in [first, last], lazily: only those partitions are read."""
+    return scan.filter((pl.col(TRADE_DATE) >= first) & (pl.col(TRADE_DATE) <= last))
+
+
+def first_stream_session(lake: Lake, up_to: date) -> date | None:
+    """The oldest session with position updates at or before ``up_to`` (None: the stream had not started)."""
+    frame = lake.scan(POSITION_UPDATES.name).filter(pl.col(TRADE_DATE) <= up_to).select(pl.col(TRADE_DATE).min())
+    value = frame.collect().item()
+    return value if isinstance(value, date) else None
 
 
 def stream_started_by(lake: Lake, session: date) -> bool:
     """True when the position stream had reported anything at or before ``session``'s cut (D-1 state is known)."""
-    frame = lake.scan(POSITION_UPDATES.name).filter(pl.col(TRADE_DATE) <= session).select(pl.len()).collect()
-    return bool(frame.item())
+    return first_stream_session(lake, session) is not None
 
 
 def stored_eod(lake: Lake, session: date) -> pl.DataFrame | None:
     """The stored EOD rows of ``session``, None when the partition holds no rows (never computed, or flat)."""
     frame = lake.read_sessions(EOD_TABLE, [session])
     return frame if frame.height else None
+
+
+def _eod_of(frame: pl.DataFrame, session: date) -> pl.DataFrame | None:
+    rows = frame.filter(pl.col(TRADE_DATE) == session)
+    return rows if rows.height else None
+
+
+def eod_chunks(lake: Lake, days: Sequence[date], previous: pl.DataFrame | None) -> Iterator[pl.DataFrame]:
+    """The EOD of the contiguous sessions ``days``, one frame per chunk of sessions, each chunk reading only its own
+    trade_date partitions and starting from the EOD of the session before it (``previous`` for the first chunk,
+    None when there is no open position to carry). Memory: one chunk of updates, whatever the range."""
+    pu, gu = lake.scan(POSITION_UPDATES.name), lake.scan(GREEKS_UPDATES.name)
+    for chunk in session_chunks(days):
+        frame = analytics.eod_positions(
+            _updates_of(pu, chunk[0], chunk[-1]), _updates_of(gu, chunk[0], chunk[-1]), chunk, previous
+        )
+        previous = _eod_of(frame, chunk[-1])
+        yield frame
+
+
+def derived_eod(lake: Lake, session: date) -> pl.DataFrame | None:
+    """The EOD of ``session`` computed from the updates (chunk by chunk from the first session of the stream), None
+    when the stream had not started by then or nothing was held at its cut."""
+    first = first_stream_session(lake, session)
+    if first is None:
+        return None
+    previous: pl.DataFrame | None = None
+    for frame in eod_chunks(lake, sessions.sessions_between(first, session), None):
+        previous = frame  # only the last chunk's last session is kept
+    return _eod_of(previous, session) if previous is not None else None
 
 
 def previous_eod_state(lake: Lake, first: date) -> pl.DataFrame | None:
@@ -215,13 +273,7 @@ def previous_eod_state(lake: Lake, first: date) -> pl.DataFrame | None:
     if not stream_started_by(lake, prev):
         return None
     stored = stored_eod(lake, prev)
-    if stored is not None:
-        return stored
-    return analytics.eod_positions(
-        _updates_until(lake, POSITION_UPDATES.name, prev, None),
-        _updates_until(lake, GREEKS_UPDATES.name, prev, None),
-        [prev],
-    )
+    return stored if stored is not None else derived_eod(lake, prev)
 
 
 def _write(lake: Lake, table: TableDef, frame: pl.DataFrame, days: Sequence[date]) -> OverwriteResult:
@@ -266,26 +318,29 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
     lk = daily_lake(lake)
     prev = sessions.previous_session(days[0])
     previous = stored_eod(lk, prev)
-    first_update_session = days[0] if previous is not None else None
-    frame = analytics.eod_positions(
-        _updates_until(lk, POSITION_UPDATES.name, days[-1], first_update_session),
-        _updates_until(lk, GREEKS_UPDATES.name, days[-1], first_update_session),
-        days,
-        previous,
-    )
+    origin = "stored"
+    if previous is None:
+        previous = derived_eod(lk, prev)
+        origin = "derived from the updates" if previous is not None else "none (no position held, or no stream yet)"
+    # Chunks of sessions carry the previous EOD forward; outputs (positions x sessions) are small, so the whole range
+    # is still written with ONE partition overwrite.
+    parts = list(eod_chunks(lk, days, previous))
+    frame = pl.concat(parts) if len(parts) > 1 else parts[0]
     written = _write(lk, EOD_TABLE, frame, days)
     context.log.info(
-        "eod_positions %s..%s: %d rows (previous EOD %s)",
+        "eod_positions %s..%s: %d rows in %d chunk(s) (previous EOD %s)",
         days[0],
         days[-1],
         frame.height,
-        "stored" if previous is not None else "derived from the updates",
+        len(parts),
+        origin,
     )
     open_rows = frame.filter(~pl.col("is_closed").fill_null(False))
     return MaterializeResult(
         metadata={
             **_common_metadata(EOD_TABLE, frame, days, written, EOD_LINEAGE),
-            "previous_eod": "stored" if previous is not None else "derived from position_updates",
+            "previous_eod": origin,
+            "chunks": len(parts),
             "open_positions": open_rows.height,
             "stale_marks": int(frame["is_stale_mark"].fill_null(False).sum()) if frame.height else 0,
             "missing_greeks": int(frame["missing_greeks"].fill_null(False).sum()) if frame.height else 0,
