@@ -1,6 +1,7 @@
 """``ib_position_stream``: the sensor that keeps the streamer running and moves its spool into Delta.
 
-Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``), in the long-lived code-server process:
+Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon's 5 s loop: see
+``daemon_minimum_interval``), in the long-lived code-server process:
 
 1. start the process-wide streamer if it is not running (it connects only if this process wins the cross-process
    lease; otherwise it reports who holds it);
@@ -57,6 +58,22 @@ def _env_number(name: str, default: float, minimum: float, environ: Mapping[str,
 
 
 SENSOR_INTERVAL_S = int(_env_number("V6_SENSOR_INTERVAL_S", 5, 1))
+# The sensor daemon wakes every 5 s (dagster/_daemon/sensor.py MIN_INTERVAL_LOOP_TIME, not configurable in
+# dagster.yaml) and skips a sensor while now - its last tick's START < minimum_interval_seconds. That start is stamped
+# by a worker thread a few ms after the wake-up, so with minimum_interval_seconds = 5 the next wake-up sees 4.99 s and
+# skips: 10 s gaps at random. Ticks can only happen on wake-ups anyway, so the minimum interval is set half a loop
+# below the wanted cadence (rounded up to whole loops): 5 s -> 3, 10 s -> 8; one tick per wake-up whatever the jitter.
+DAEMON_LOOP_S = 5
+
+
+def daemon_minimum_interval(interval_s: int, loop_s: int = DAEMON_LOOP_S) -> int:
+    """``minimum_interval_seconds`` making the daemon tick every ``interval_s`` rounded up to whole daemon loops."""
+    if interval_s < 1 or loop_s < 2:
+        raise ValueError(f"interval {interval_s} s must be >= 1 and the daemon loop {loop_s} s >= 2")
+    loops = -(-interval_s // loop_s)
+    return min(interval_s, loops * loop_s - loop_s // 2)
+
+
 # Drain budget per tick: well inside the 60 s gRPC tick timeout, leaving room for the Delta commits in flight.
 TICK_BUDGET_S = _env_number("V6_SENSOR_BUDGET_S", 30.0, 1.0)
 MAX_ROWS_PER_TICK = int(_env_number("V6_SENSOR_MAX_ROWS", 200_000, 1))
@@ -145,7 +162,7 @@ def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
 @sensor(
     name="ib_position_stream",
     job=daily_assets_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    minimum_interval_seconds=daemon_minimum_interval(SENSOR_INTERVAL_S),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Keeps the one read-only IB connection streaming (in the code-server process holding the lease), appends the "

@@ -15,6 +15,7 @@ from v6_assets import sessions
 from v6_assets.definitions import defs
 from v6_assets.defs.assets import EXPOSURE_TABLE, OUTPUT_TABLES
 from v6_assets.defs.partitions import build_trading_day_partitions
+from v6_assets.defs.sensors import daemon_minimum_interval
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +116,7 @@ def test_every_asset_and_column_is_described() -> None:
 def test_sensor_and_schedules_run_by_default() -> None:
     sensor = defs.get_sensor_def("ib_position_stream")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == int(os.environ.get("V6_SENSOR_INTERVAL_S", "5"))
+    assert sensor.minimum_interval_seconds == daemon_minimum_interval(int(os.environ.get("V6_SENSOR_INTERVAL_S", "5")))
     for name in ("finalize_session", "nightly_table_maintenance", "nightly_rerun_last_sessions"):
         assert defs.get_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING
 

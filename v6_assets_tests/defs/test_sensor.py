@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from dagster import SensorResult, build_sensor_context, instance_for_test
 
 from v6_assets.defs.resources import IBStreamResource, LakeResource
-from v6_assets.defs.sensors import _read_cursor, ib_position_stream
+from v6_assets.defs.sensors import DAEMON_LOOP_S, _read_cursor, daemon_minimum_interval, ib_position_stream
 from v6_assets.ib.settings import SettingsError
 from v6_assets.ib.streamer import IBPositionStreamer
 
@@ -66,3 +67,36 @@ def test_a_garbled_cursor_only_resets_the_refresh_throttle() -> None:
         "refreshed_offset": 12,
         "refreshed_at": 3.5,
     }
+
+
+def simulated_tick_gaps(minimum_interval: int, start_delays: list[float], loop_s: float = 5.0) -> list[float]:
+    """Gaps between the wake-ups that ticked under the daemon's rule: wake up every ``loop_s``, tick when
+    now - last tick START >= minimum_interval, the START being stamped ``start_delays[i]`` after the i-th wake-up
+    (thread hand-off, DB write)."""
+    last_start: float | None = None
+    ticks = []
+    for i, delay in enumerate(start_delays):
+        now = i * loop_s
+        if last_start is None or now - last_start >= minimum_interval:
+            last_start = now + delay
+            ticks.append(now)
+    return [b - a for a, b in itertools.pairwise(ticks)]
+
+
+def test_daemon_loop_is_the_one_of_the_installed_dagster() -> None:
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    assert DAEMON_LOOP_S == MIN_INTERVAL_LOOP_TIME
+
+
+def test_minimum_interval_gives_one_tick_per_wanted_cadence_despite_start_jitter() -> None:
+    delays = [0.001, 0.3, 0.002, 1.5, 0.0, 0.05] * 10
+    # the plain 5 s minimum interval misses wake-ups (the 10 s gaps the latency benchmark saw)
+    assert 10.0 in [round(g) for g in simulated_tick_gaps(5, delays)]
+    for wanted, expected_gap in ((5, 5), (1, 5), (10, 10), (7, 10), (15, 15)):
+        minimum = daemon_minimum_interval(wanted)
+        assert minimum <= wanted
+        gaps = {round(g) for g in simulated_tick_gaps(minimum, delays)}
+        assert gaps == {expected_gap}, (wanted, minimum, gaps)
+    with pytest.raises(ValueError):
+        daemon_minimum_interval(0)
