@@ -265,6 +265,49 @@ def check_rule(df: pl.DataFrame, bad: pl.Expr, message: str, what: str) -> None:
         raise AnalyticsInputError(f"{what}: {n} row(s) {message}")
 
 
+def check_frame(
+    df: pl.DataFrame,
+    what: str,
+    *,
+    not_null: Sequence[str] = (),
+    no_sentinels: Sequence[str] = (),
+    rules: Sequence[tuple[pl.Expr, str]] = (),
+) -> None:
+    """:func:`check_no_nulls`, :func:`check_no_sentinels` and :func:`check_rule` in ONE pass over ``df``.
+
+    ``rules``: (row is bad, message). All counts come from one ``select`` of aggregates (evaluated in parallel); the
+    first failing check, in the order nulls, sentinels, rules, raises with the same message as the single checks.
+    """
+    if df.height == 0:
+        return
+    sentinel_columns = [c for c in no_sentinels if c in df.columns]
+    exprs = [pl.col(c).null_count().alias(f"null:{c}") for c in not_null]
+    exprs += [
+        (pl.col(c).is_nan() | pl.col(c).is_infinite() | (pl.col(c).abs() >= UNSET_DOUBLE_THRESHOLD))
+        .fill_null(False)
+        .sum()
+        .alias(f"sentinel:{c}")
+        for c in sentinel_columns
+    ]
+    exprs += [bad.fill_null(False).sum().alias(f"rule:{i}") for i, (bad, _) in enumerate(rules)]
+    if not exprs:
+        return
+    counts = df.select(exprs).row(0)
+    nulls = {c: n for c, n in zip(not_null, counts, strict=False) if n}
+    if nulls:
+        raise AnalyticsInputError(f"{what}: null values in key columns, rows per column: {nulls}")
+    offset = len(not_null)
+    sentinels = {c: n for c, n in zip(sentinel_columns, counts[offset:], strict=False) if n}
+    if sentinels:
+        raise AnalyticsInputError(
+            f"{what}: sentinel/NaN/infinite values where null (unknown) was expected, rows per column: {sentinels}"
+        )
+    offset += len(sentinel_columns)
+    for (_, message), n in zip(rules, counts[offset:], strict=True):
+        if n:
+            raise AnalyticsInputError(f"{what}: {n} row(s) {message}")
+
+
 def validate_sessions(sessions: Sequence[date]) -> list[date]:
     """A non-empty, contiguous, ascending range of NYSE sessions (one backfill range)."""
     days = list(sessions)
