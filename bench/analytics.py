@@ -37,6 +37,9 @@ SESSION = date(2025, 6, 3)
 POSITIONS = 2_000
 STALE_MARK_S = analytics.DEFAULT_STALE_MARK_AFTER.total_seconds()
 TARGET_1M_S = 2.0
+# D's data exercises the realized-PnL rules: some positions trade (a third of those close), some linger flat
+TRADE_FRACTION = 0.2
+FLAT_FRACTION = 0.02
 KEYS = ["account", "con_id"]
 STATE = [
     "symbol",
@@ -68,9 +71,22 @@ EXPOSURE_KEYS = ["trade_date", "account", "underlying", "expiry", "currency"]
 CHECKED: dict[str, tuple[list[str], list[str]]] = {
     "eod": (
         KEYS,
-        ["position", "market_value", "unrealized_pnl", "delta", "und_price", "carried_forward", "mark_age_s"],
+        [
+            "position",
+            "market_value",
+            "unrealized_pnl",
+            "delta",
+            "und_price",
+            "carried_forward",
+            "mark_age_s",
+            "is_closed",
+            "position_changed_at",
+        ],
     ),
-    "daily": (KEYS, ["unrealized_pnl", "prev_unrealized_pnl", "realized_pnl", "pnl", "ib_daily_pnl"]),
+    "daily": (
+        KEYS,
+        ["unrealized_pnl", "prev_unrealized_pnl", "realized_pnl", "realized_source", "pnl", "ib_daily_pnl"],
+    ),
     "exposure": (
         EXPOSURE_KEYS,
         ["positions", "contracts", "dollar_delta", "dollar_gamma_1pct", "vega", "market_value", "greeks_coverage"],
@@ -95,12 +111,16 @@ def build_dataset(n_rows: int, workdir: Path) -> Dataset:
     session = SESSION
     prev_session = nyse.previous_session(session)
     # same seed: the same book of positions on both days
-    prev = analytics.synthetic_updates(max(POSITIONS * 10, n_rows // 20), POSITIONS, prev_session, seed=7)
+    prev = analytics.synthetic_updates(
+        max(POSITIONS * 10, n_rows // 20), POSITIONS, prev_session, seed=7, flat_fraction=FLAT_FRACTION
+    )
     prev_eod = analytics.eod_positions(prev.updates, prev.greeks, [prev_session])
     prev_eod_path = workdir / "eod_prev.parquet"
     prev_eod.write_parquet(prev_eod_path)
     del prev
-    frames = analytics.synthetic_updates(n_rows, POSITIONS, session, seed=7)
+    frames = analytics.synthetic_updates(
+        n_rows, POSITIONS, session, seed=7, trade_fraction=TRADE_FRACTION, flat_fraction=FLAT_FRACTION
+    )
     lake = Lake.at(str(workdir / "lake"))
     lake.overwrite_sessions("position_updates", frames.updates, [session])
     lake.overwrite_sessions("greeks_updates", frames.greeks, [session])
@@ -175,28 +195,41 @@ def duckdb_sql() -> dict[str, str]:
 CREATE OR REPLACE TEMP TABLE eod AS
 WITH u AS (
   SELECT * FROM updates WHERE received_at > $prev_cut AND received_at <= $cut
+), prev_open AS (
+  SELECT account, con_id, {state_cols}, last_update_at AS received_at, portfolio_at, pnl_single_at,
+    position_changed_at
+  FROM prev WHERE NOT coalesce(position = 0, false)
+), marked AS (
+  -- a position change: the quantity differs from the key's update before (D's first update: from the previous
+  -- EOD's open position, flat when absent)
+  SELECT u.*, u.position IS DISTINCT FROM lag(u.position, 1, coalesce(s.position, 0.0))
+    OVER (PARTITION BY u.account, u.con_id ORDER BY u.received_at, u.spool_offset) AS changed
+  FROM u LEFT JOIN prev_open s ON u.account = s.account AND u.con_id = s.con_id
 ), cur AS (
   SELECT account, con_id, {state_cols}, received_at,
     max(received_at) FILTER (WHERE source = 'portfolio') OVER w AS portfolio_at,
-    max(received_at) FILTER (WHERE source = 'pnl_single') OVER w AS pnl_single_at
-  FROM u WINDOW w AS (PARTITION BY account, con_id)
+    max(received_at) FILTER (WHERE source = 'pnl_single') OVER w AS pnl_single_at,
+    max(received_at) FILTER (WHERE changed) OVER w AS position_changed_at
+  FROM marked WINDOW w AS (PARTITION BY account, con_id)
   QUALIFY row_number() OVER (PARTITION BY account, con_id ORDER BY received_at DESC, spool_offset DESC) = 1
-), prev_open AS (
-  SELECT account, con_id, {state_cols}, last_update_at AS received_at, portfolio_at, pnl_single_at
-  FROM prev WHERE NOT coalesce(position = 0, false)
+), cur_state AS (
+  -- re-reported flat without a quantity change in D: no new state
+  SELECT * FROM cur WHERE NOT (coalesce(position = 0, false) AND position_changed_at IS NULL)
 ), state AS (
   SELECT coalesce(c.account, p.account) AS account, coalesce(c.con_id, p.con_id) AS con_id,
   {picked},
   coalesce(c.portfolio_at, p.portfolio_at) AS portfolio_at,
   coalesce(c.pnl_single_at, p.pnl_single_at) AS pnl_single_at,
+  coalesce(c.position_changed_at, p.position_changed_at) AS position_changed_at,
   c.con_id IS NULL AS carried_forward
-  FROM cur c FULL OUTER JOIN prev_open p ON c.account = p.account AND c.con_id = p.con_id
+  FROM cur_state c FULL OUTER JOIN prev_open p ON c.account = p.account AND c.con_id = p.con_id
 ), kept AS (
   SELECT *, (expiry IS NOT NULL AND expiry < $session AND NOT coalesce(position = 0, false)) AS is_expired
   FROM state
   WHERE NOT ((coalesce(position = 0, false) AND carried_forward) OR coalesce(expiry < $prev_session, false))
 ), rows AS (
-  SELECT account, con_id, {other_state}, received_at, portfolio_at, pnl_single_at, carried_forward, is_expired,
+  SELECT account, con_id, {other_state}, received_at, portfolio_at, pnl_single_at, position_changed_at,
+  carried_forward, is_expired,
   {expired_cols}
   FROM kept
 ), gc AS (
@@ -235,7 +268,7 @@ SELECT $session::DATE AS trade_date, account, con_id, {state_cols},
   date_diff('microsecond', greeks_at, $cut) / 1e6 AS greeks_age_s,
   ((delta IS NULL OR gamma IS NULL OR vega IS NULL OR theta IS NULL OR und_price IS NULL)
     AND NOT coalesce(position = 0, false)) AS missing_greeks,
-  portfolio_at, pnl_single_at, is_expired
+  portfolio_at, pnl_single_at, is_expired, position_changed_at
 FROM adjusted
 """
     u_now, u_src = _unrealized_sql("e.")
@@ -248,16 +281,29 @@ WITH d AS (
     CASE WHEN p.account IS NOT NULL THEN p.position ELSE 0.0 END AS prev_position,
     e.ib_realized_pnl - CASE WHEN p.account IS NOT NULL THEN p.ib_realized_pnl ELSE 0.0 END AS single_realized,
     coalesce(e.portfolio_at > $prev_cut, false) AS portfolio_fresh,
-    coalesce(e.pnl_single_at > $prev_cut, false) AS single_fresh
+    coalesce(e.pnl_single_at > $prev_cut, false) AS single_fresh,
+    e.position_changed_at > $prev_cut AS traded,
+    (p.account IS NULL OR p.position_changed_at IS NULL
+      OR coalesce(p.pnl_single_at >= p.position_changed_at, false)) AS single_complete_prev
   FROM eod e LEFT JOIN prev p ON e.account = p.account AND e.con_id = p.con_id
+), ok AS (
+  -- a realized figure counts only if its stream reported at or after D's last position change
+  SELECT *,
+    portfolio_fresh AND CASE WHEN traded IS NULL THEN true
+      WHEN traded THEN coalesce(portfolio_at >= position_changed_at, false)
+      ELSE coalesce(realized_pnl, 0.0) = 0.0 END AS portfolio_ok,
+    single_realized IS NOT NULL AND single_complete_prev
+      AND (NOT coalesce(traded, false) OR coalesce(pnl_single_at >= position_changed_at, false)) AS single_ok,
+    coalesce(position_changed_at <= $prev_cut, false) AS no_trade
+  FROM d
 ), r AS (
   SELECT *,
-    CASE WHEN is_expired THEN u_prev WHEN portfolio_fresh THEN coalesce(realized_pnl, 0.0)
-      WHEN single_realized IS NOT NULL THEN single_realized WHEN carried_forward THEN 0.0 END AS realized,
-    CASE WHEN is_expired THEN 'expiry' WHEN portfolio_fresh THEN 'portfolio'
-      WHEN single_realized IS NOT NULL THEN 'pnl_single' WHEN carried_forward THEN 'no_update' END AS realized_source,
+    CASE WHEN is_expired THEN u_prev WHEN portfolio_ok THEN coalesce(realized_pnl, 0.0)
+      WHEN single_ok THEN single_realized WHEN carried_forward OR no_trade THEN 0.0 END AS realized,
+    CASE WHEN is_expired THEN 'expiry' WHEN portfolio_ok THEN 'portfolio' WHEN single_ok THEN 'pnl_single'
+      WHEN carried_forward THEN 'no_update' WHEN no_trade THEN 'no_trade' END AS realized_source,
     CASE WHEN single_fresh THEN ib_daily_pnl END AS ib_daily
-  FROM d
+  FROM ok
 )
 SELECT trade_date, account, con_id, symbol, sec_type, expiry, strike, "right", multiplier, currency, position,
   prev_position, u_now AS unrealized_pnl, u_prev AS prev_unrealized_pnl, u_now - u_prev AS unrealized_change,
@@ -353,20 +399,31 @@ def run_pandas(ds: Dataset) -> Outputs:
     # EOD state: the last update per position by (received_at, spool_offset), plus the last report per source
     u = updates[(updates["received_at"] > prev_cut) & (updates["received_at"] <= cut)]
     u = u.sort_values(["received_at", "spool_offset"])
+    prev_open = prev[~_is_zero(prev["position"])].rename(columns={"last_update_at": "received_at"})
+    prev_open = prev_open[[*KEYS, *STATE, "received_at", "portfolio_at", "pnl_single_at", "position_changed_at"]]
+    # position changes: the quantity differs from the key's update before (D's first update: from the previous
+    # EOD's open position, flat when absent)
+    before = u.groupby(KEYS, sort=False)["position"].shift(1)
+    first = ~u.duplicated(KEYS)
+    start = u.loc[first, KEYS].merge(prev_open[[*KEYS, "position"]], on=KEYS, how="left")["position"].fillna(0.0)
+    before = before.where(~first, pd.Series(start.to_numpy(), index=u.index[first]))
+    changed = ~(u["position"].eq(before) | (u["position"].isna() & before.isna()))
     cur = u.drop_duplicates(KEYS, keep="last")[[*KEYS, *STATE, "received_at"]]
     pat = u[u["source"] == "portfolio"].groupby(KEYS)["received_at"].max().rename("portfolio_at")
     sat = u[u["source"] == "pnl_single"].groupby(KEYS)["received_at"].max().rename("pnl_single_at")
-    cur = cur.merge(pat, on=KEYS, how="left").merge(sat, on=KEYS, how="left")
-    prev_open = prev[~_is_zero(prev["position"])].rename(columns={"last_update_at": "received_at"})
-    prev_open = prev_open[[*KEYS, *STATE, "received_at", "portfolio_at", "pnl_single_at"]]
+    chg = u[changed].groupby(KEYS)["received_at"].max().rename("position_changed_at")
+    cur = cur.merge(pat, on=KEYS, how="left").merge(sat, on=KEYS, how="left").merge(chg, on=KEYS, how="left")
+    # re-reported flat without a quantity change in D: no new state
+    cur = cur[~(_is_zero(cur["position"]) & cur["position_changed_at"].isna())]
     state = cur.merge(prev_open, on=KEYS, how="outer", suffixes=("", "_p"), indicator=True)
     carried = state["_merge"] == "right_only"
     for c in [*STATE, "received_at"]:
         state[c] = state[c].where(~carried, state[f"{c}_p"])
-    for c in ("portfolio_at", "pnl_single_at"):
+    freshness = ["portfolio_at", "pnl_single_at", "position_changed_at"]
+    for c in freshness:
         state[c] = state[c].combine_first(state[f"{c}_p"])
     state["carried_forward"] = carried
-    state = state[[*KEYS, *STATE, "received_at", "portfolio_at", "pnl_single_at", "carried_forward"]]
+    state = state[[*KEYS, *STATE, "received_at", *freshness, "carried_forward"]]
     expiry = pd.to_datetime(state["expiry"])
     zero = _is_zero(state["position"])
     expired_before = expiry < pd.Timestamp(ds.prev_session)
@@ -404,8 +461,9 @@ def run_pandas(ds: Dataset) -> Outputs:
 
     # daily PnL
     p = prev[
-        [*KEYS, "position", "unrealized_pnl", "ib_unrealized_pnl", "ib_realized_pnl", "portfolio_at", "pnl_single_at"]
-    ]
+        [*KEYS, "position", "unrealized_pnl", "ib_unrealized_pnl", "ib_realized_pnl", "portfolio_at", "pnl_single_at",
+         "position_changed_at"]
+    ]  # fmt: skip
     d = eod.merge(p.add_prefix("prev_").rename(columns={"prev_account": "account", "prev_con_id": "con_id"}), on=KEYS,
                   how="left", indicator=True)  # fmt: skip
     prev_exists = d["_merge"] == "both"
@@ -415,9 +473,21 @@ def run_pandas(ds: Dataset) -> Outputs:
     single_realized = d["ib_realized_pnl"] - d["prev_ib_realized_pnl"].where(prev_exists, 0.0)
     portfolio_fresh = (d["portfolio_at"] > prev_cut).fillna(False)
     single_fresh = (d["pnl_single_at"] > prev_cut).fillna(False)
-    conditions = [d["is_expired"], portfolio_fresh, single_realized.notna(), d["carried_forward"]]
-    realized = np.select(conditions, [u_prev, d["realized_pnl"].fillna(0.0), single_realized, 0.0], default=np.nan)
-    source = np.select(conditions, ["expiry", "portfolio", "pnl_single", "no_update"], default=None)
+    # a realized figure counts only if its stream reported at or after D's last position change (NaT compares False)
+    changed_at = d["position_changed_at"]
+    change_known, traded = changed_at.notna(), changed_at > prev_cut
+    portfolio_realized = d["realized_pnl"].fillna(0.0)
+    portfolio_ok = portfolio_fresh & (
+        ~change_known | (traded & (d["portfolio_at"] >= changed_at)) | (~traded & portfolio_realized.eq(0.0))
+    )
+    single_complete_prev = (
+        ~prev_exists | d["prev_position_changed_at"].isna() | (d["prev_pnl_single_at"] >= d["prev_position_changed_at"])
+    )
+    single_ok = single_realized.notna() & single_complete_prev & (~traded | (d["pnl_single_at"] >= changed_at))
+    no_trade = change_known & ~traded
+    conditions = [d["is_expired"], portfolio_ok, single_ok, d["carried_forward"], no_trade]
+    realized = np.select(conditions, [u_prev, portfolio_realized, single_realized, 0.0, 0.0], default=np.nan)
+    source = np.select(conditions, ["expiry", "portfolio", "pnl_single", "no_update", "no_trade"], default=None)
     ib_daily = d["ib_daily_pnl"].where(single_fresh, np.nan)
     daily = d[[*KEYS, "trade_date", "symbol", "sec_type", "expiry", "strike", "right", "multiplier", "currency",
                "position"]].copy()  # fmt: skip
@@ -472,7 +542,11 @@ def run_pandas(ds: Dataset) -> Outputs:
 
 
 def _normalised(df: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
-    casts = [pl.col(c).cast(pl.Float64) for c in columns if df.schema[c] != pl.Boolean]
+    casts = [
+        pl.col(c).cast(pl.Datetime("us", "UTC") if isinstance(df.schema[c], pl.Datetime) else pl.Float64)
+        for c in columns
+        if df.schema[c] not in (pl.Boolean, pl.String)
+    ]
     casts += [pl.col(c).cast(pl.Date) for c in ("expiry", "trade_date") if c in keys]
     return df.select([*keys, *columns]).with_columns(casts).sort(keys, nulls_last=True)
 

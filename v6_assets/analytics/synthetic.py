@@ -41,10 +41,21 @@ def synthetic_updates(
     n_accounts: int = 4,
     n_greeks_rows: int | None = None,
     seed: int = 0,
+    trade_fraction: float = 0.0,
+    flat_fraction: float = 0.0,
 ) -> SyntheticFrames:
-    """``n_rows`` position updates over ``n_positions`` (account, con_id) option positions during ``session``."""
+    """``n_rows`` position updates over ``n_positions`` (account, con_id) option positions during ``session``.
+
+    ``trade_fraction`` of the positions trade once during the session (at a random time; a third of them close to
+    0): later rows show the new quantity, updatePortfolio's daily ``realized_pnl`` and reqPnLSingle's cumulative
+    ``ib_realized_pnl`` of the trade. ``flat_fraction`` of the positions are flat all session (IB's lingering rows
+    of closed contracts). Both are drawn from a separate random stream: with the defaults (0) the frames are the
+    same as without these options, and the same seed gives the same book of positions whatever the fractions.
+    """
     if n_positions < 1 or n_rows < n_positions or n_accounts < 1:
         raise AnalyticsInputError("synthetic_updates: need n_positions >= 1, n_rows >= n_positions, n_accounts >= 1")
+    if not (0.0 <= trade_fraction <= 1.0 and 0.0 <= flat_fraction <= 1.0):
+        raise AnalyticsInputError("synthetic_updates: trade_fraction and flat_fraction must be within [0, 1]")
     n_greeks = n_rows // 4 if n_greeks_rows is None else n_greeks_rows
     if n_greeks < n_positions:
         n_greeks = n_positions
@@ -73,6 +84,24 @@ def synthetic_updates(
 
     price = np.round(base_price[pos] * (1.0 + 0.02 * rng.standard_normal(n_rows)).clip(0.01), 2)
     q, m = quantity[pos], multipliers[pos]
+    realized = np.full(n_rows, np.nan)  # updatePortfolio's daily figure: null = not traded this session
+    cumulative_realized = np.zeros(n_rows)  # reqPnLSingle's, since inception
+    if trade_fraction > 0.0 or flat_fraction > 0.0:
+        trades = np.random.default_rng([seed, 1])
+        flat = trades.random(n_positions) < flat_fraction
+        traded = (trades.random(n_positions) < trade_fraction) & ~flat
+        trade_us = trades.integers(start_us, cut_us + 1, n_positions)
+        closes = trades.random(n_positions) < 1 / 3
+        # reduce by 1..|q|-1 contracts (or close): realizes (trade price x m - average cost) per contract sold
+        cut_back = np.where(
+            closes, np.abs(quantity), np.floor(np.abs(quantity) * trades.uniform(0.1, 0.9, n_positions))
+        )
+        new_quantity = quantity - np.sign(quantity) * cut_back
+        trade_realized = np.round((base_price * multipliers - average_cost) * np.sign(quantity) * cut_back, 2)
+        after = traded[pos] & (times >= trade_us[pos])
+        q = np.where(flat[pos], 0.0, np.where(after, new_quantity[pos], q))
+        realized = np.where(after, trade_realized[pos], realized)
+        cumulative_realized = np.where(after, trade_realized[pos], cumulative_realized)
     market_value = q * price * m
     unrealized = market_value - average_cost[pos] * q
     from_portfolio = rng.random(n_rows) < 0.3
@@ -95,10 +124,10 @@ def synthetic_updates(
             "market_price": price,
             "market_value": market_value,
             "unrealized_pnl": unrealized,
-            "realized_pnl": np.full(n_rows, np.nan),
+            "realized_pnl": realized,
             "ib_daily_pnl": unrealized * 0.1,
             "ib_unrealized_pnl": unrealized,
-            "ib_realized_pnl": np.zeros(n_rows),
+            "ib_realized_pnl": cumulative_realized,
             "ib_value": market_value,
             "source": np.where(from_portfolio, "portfolio", "pnl_single"),
             "seq": np.arange(n_rows, dtype=np.int64),
