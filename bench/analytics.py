@@ -182,6 +182,8 @@ def _unrealized_sql(p: str) -> tuple[str, str]:
 
 def duckdb_sql() -> dict[str, str]:
     state_cols = ", ".join(f'"{c}"' for c in STATE)  # "right" is an SQL keyword
+    m_state = ", ".join(f'm."{c}"' for c in STATE)
+    last_greeks = ", ".join(f"arg_max_null({c}, (received_at, spool_offset)) AS {c}" for c in GREEKS)
     picked = ",\n  ".join(_pick(c) for c in [*STATE, "received_at"])
     greek_pick = ", ".join(
         f"CASE WHEN gc.con_id IS NOT NULL THEN gc.{c} ELSE gp.{c} END AS {c}" for c in [*GREEKS, "greeks_at"]
@@ -199,22 +201,30 @@ WITH u AS (
   SELECT account, con_id, {state_cols}, last_update_at AS received_at, portfolio_at, pnl_single_at,
     position_changed_at
   FROM prev WHERE NOT coalesce(position = 0, false)
-), marked AS (
-  -- a position change: the quantity differs from the key's update before (D's first update: from the previous
-  -- EOD's open position, flat when absent)
-  SELECT u.*, u.position IS DISTINCT FROM lag(u.position, 1, coalesce(s.position, 0.0))
-    OVER (PARTITION BY u.account, u.con_id ORDER BY u.received_at, u.spool_offset) AS changed
-  FROM u LEFT JOIN prev_open s ON u.account = s.account AND u.con_id = s.con_id
-), cur AS (
-  SELECT account, con_id, {state_cols}, received_at,
-    max(received_at) FILTER (WHERE source = 'portfolio') OVER w AS portfolio_at,
-    max(received_at) FILTER (WHERE source = 'pnl_single') OVER w AS pnl_single_at,
-    max(received_at) FILTER (WHERE changed) OVER w AS position_changed_at
-  FROM marked WINDOW w AS (PARTITION BY account, con_id)
-  QUALIFY row_number() OVER (PARTITION BY account, con_id ORDER BY received_at DESC, spool_offset DESC) = 1
+), marked AS MATERIALIZED (
+  -- one sort per position by (received_at, spool_offset): first and last update, and the quantity changes (the
+  -- quantity differs from the key's update before)
+  SELECT *, row_number() OVER w = 1 AS is_first, lead(spool_offset) OVER w IS NULL AS is_last,
+    row_number() OVER w > 1 AND position IS DISTINCT FROM lag(position) OVER w AS changed
+  FROM u WINDOW w AS (PARTITION BY account, con_id ORDER BY received_at, spool_offset)
+), per_key AS (
+  SELECT account, con_id,
+    max(received_at) FILTER (WHERE source = 'portfolio') AS portfolio_at,
+    max(received_at) FILTER (WHERE source = 'pnl_single') AS pnl_single_at,
+    max(received_at) FILTER (WHERE changed) AS changed_within,
+    any_value(position) FILTER (WHERE is_first) AS first_position,
+    min(received_at) AS first_at
+  FROM marked GROUP BY account, con_id
+), cur_changed AS (
+  -- D's first update changes the position if it differs from the previous EOD's open one (flat when absent)
+  SELECT m.account, m.con_id, {m_state}, m.received_at, k.portfolio_at, k.pnl_single_at, coalesce(k.changed_within,
+    CASE WHEN k.first_position IS DISTINCT FROM coalesce(s.position, 0.0) THEN k.first_at END) AS position_changed_at
+  FROM marked m JOIN per_key k ON m.account = k.account AND m.con_id = k.con_id
+  LEFT JOIN prev_open s ON m.account = s.account AND m.con_id = s.con_id
+  WHERE m.is_last
 ), cur_state AS (
   -- re-reported flat without a quantity change in D: no new state
-  SELECT * FROM cur WHERE NOT (coalesce(position = 0, false) AND position_changed_at IS NULL)
+  SELECT * FROM cur_changed WHERE NOT (coalesce(position = 0, false) AND position_changed_at IS NULL)
 ), state AS (
   SELECT coalesce(c.account, p.account) AS account, coalesce(c.con_id, p.con_id) AS con_id,
   {picked},
@@ -233,9 +243,9 @@ WITH u AS (
   {expired_cols}
   FROM kept
 ), gc AS (
-  SELECT con_id, {", ".join(GREEKS)}, received_at AS greeks_at FROM greeks
+  SELECT con_id, {last_greeks}, max(received_at) AS greeks_at FROM greeks
   WHERE received_at > $prev_cut AND received_at <= $cut AND delta IS NOT NULL
-  QUALIFY row_number() OVER (PARTITION BY con_id ORDER BY received_at DESC, spool_offset DESC) = 1
+  GROUP BY con_id
 ), gp AS (
   SELECT con_id, {", ".join(GREEKS)}, greeks_at FROM prev
   WHERE greeks_at IS NOT NULL AND delta IS NOT NULL
@@ -401,18 +411,26 @@ def run_pandas(ds: Dataset) -> Outputs:
     u = u.sort_values(["received_at", "spool_offset"])
     prev_open = prev[~_is_zero(prev["position"])].rename(columns={"last_update_at": "received_at"})
     prev_open = prev_open[[*KEYS, *STATE, "received_at", "portfolio_at", "pnl_single_at", "position_changed_at"]]
+    by_key = u.groupby(KEYS, sort=False)  # one factorization of the position key, reused below
+    codes = by_key.ngroup()
     # position changes: the quantity differs from the key's update before (D's first update: from the previous
     # EOD's open position, flat when absent)
-    before = u.groupby(KEYS, sort=False)["position"].shift(1)
-    first = ~u.duplicated(KEYS)
+    before = by_key["position"].shift(1)
+    first = by_key.cumcount().eq(0)
     start = u.loc[first, KEYS].merge(prev_open[[*KEYS, "position"]], on=KEYS, how="left")["position"].fillna(0.0)
     before = before.where(~first, pd.Series(start.to_numpy(), index=u.index[first]))
     changed = ~(u["position"].eq(before) | (u["position"].isna() & before.isna()))
-    cur = u.drop_duplicates(KEYS, keep="last")[[*KEYS, *STATE, "received_at"]]
-    pat = u[u["source"] == "portfolio"].groupby(KEYS)["received_at"].max().rename("portfolio_at")
-    sat = u[u["source"] == "pnl_single"].groupby(KEYS)["received_at"].max().rename("pnl_single_at")
-    chg = u[changed].groupby(KEYS)["received_at"].max().rename("position_changed_at")
-    cur = cur.merge(pat, on=KEYS, how="left").merge(sat, on=KEYS, how="left").merge(chg, on=KEYS, how="left")
+    at = u["received_at"]
+    marks = pd.DataFrame(
+        {
+            "portfolio_at": at.where(u["source"].eq("portfolio")),
+            "pnl_single_at": at.where(u["source"].eq("pnl_single")),
+            "position_changed_at": at.where(changed),
+        }
+    )
+    per_key = marks.groupby(codes).max()
+    last = by_key.cumcount(ascending=False).eq(0)
+    cur = u.loc[last, [*KEYS, *STATE, "received_at"]].set_index(codes[last]).join(per_key).reset_index(drop=True)
     # re-reported flat without a quantity change in D: no new state
     cur = cur[~(_is_zero(cur["position"]) & cur["position_changed_at"].isna())]
     state = cur.merge(prev_open, on=KEYS, how="outer", suffixes=("", "_p"), indicator=True)

@@ -179,3 +179,30 @@ def test_synthetic_generator_feeds_all_three_outputs() -> None:
     assert (joined["position"] == joined["position_u"]).all()
     assert exposure(eod)["positions"].sum() == 200
     assert daily_pnl(eod, None, [day])["is_baseline"].all()
+
+
+def test_synthetic_trades_and_flat_rows_follow_the_realized_pnl_rules() -> None:
+    prev_day, day = DAYS[0], DAYS[1]
+    base = synthetic_updates(4_000, 200, prev_day, seed=11, flat_fraction=0.05)
+    prev_eod = eod_positions(base.updates, base.greeks, [prev_day])
+    frames = synthetic_updates(20_000, 200, day, seed=11, trade_fraction=0.3, flat_fraction=0.05)
+    upd = frames.updates
+    # the options do not change the book: the same positions as without them, flat ones flat all session
+    plain = synthetic_updates(20_000, 200, day, seed=11).updates
+    assert upd.select("account", "con_id", "received_at").equals(plain.select("account", "con_id", "received_at"))
+    traded = set(upd.filter(pl.col("realized_pnl").is_not_null())["con_id"])
+    all_flat = upd.group_by("con_id").agg((pl.col("position") == 0).all().alias("f")).filter("f")["con_id"]
+    flat = set(all_flat) - traded  # (a position closed before its first update of the session looks flat too)
+    assert flat and traded and not flat & traded
+    eod = eod_positions(upd, frames.greeks, [day], prev_eod)
+    # lingering flat rows (flat the day before too) create no row; a closing trade leaves a closed row
+    assert not set(eod["con_id"]) & flat and eod.height == 200 - len(flat)
+    assert eod.filter(pl.col("is_closed"))["con_id"].is_in(list(traded)).all()
+    daily = daily_pnl(eod, prev_eod, [day]).join(
+        upd.group_by("con_id").agg(pl.col("realized_pnl").drop_nulls().last().alias("trade_realized")), on="con_id"
+    )
+    # a traded position's realized PnL is the trade's, from whichever stream reported after the trade
+    moved = daily.filter(pl.col("con_id").is_in(list(traded)))
+    assert moved["realized_source"].is_in(["portfolio", "pnl_single"]).all()
+    assert (moved["realized_pnl"] - moved["trade_realized"]).abs().max() < 1e-6  # type: ignore[operator]
+    assert (daily.filter(~pl.col("con_id").is_in(list(traded)))["realized_pnl"] == 0.0).all()
