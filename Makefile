@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(V6_HOME)/dagster_home
 # Instance config copied into DAGSTER_HOME: `make run DAGSTER_YAML=deploy/dagster.postgres.yaml` for PostgreSQL.
 DAGSTER_YAML ?= dagster.yaml
 
-.PHONY: help system-deps install lint format test test-fast demo run sim bench bench-quick chaos clean
+.PHONY: help system-deps install lint format test test-all test-fast demo run sim bench bench-quick chaos clean
 
 help:
 	@echo "make demo   - simulator + seeded history + dagster dev on http://127.0.0.1:3000"
@@ -37,7 +37,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The default suite; tests marked slow (a second and third dagster dev) run in make test-all, make chaos, make bench.
 test: lint
+	$(BIN)/python -m pytest -m "not slow" --durations=15
+
+test-all: lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -104,7 +104,9 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
     assert details["soak"]["details"]["simulator"]["order_violations"] == 0
 
 
+# slow: a second dagster dev just for the latency smoke; make bench runs the real thing.
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_latency_benchmark_runs_against_a_real_dagster_dev(tmp_path: Path) -> None:
     report = run_all(tmp_path, ["latency"], timeout=600)
     check_report(report, ["latency"])

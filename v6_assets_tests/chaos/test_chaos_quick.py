@@ -36,7 +36,9 @@ def test_scenario(name: str, tmp_path: Path) -> None:
     assert result.stored > 0
 
 
+# slow: a second dagster dev; make test's e2e module already reloads mid-stream, make chaos runs this 10x.
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_reload_under_dagster_dev(tmp_path: Path) -> None:
     result = run_scenario("reload", QUICK, tmp_path, seed=8)
     _assert_clean(result)
