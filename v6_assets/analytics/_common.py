@@ -220,7 +220,8 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.D
                 raise AnalyticsInputError(f"{what}: column {name!r} must be a Datetime, got {actual}")
             if actual.time_zone is None:
                 raise AnalyticsInputError(f"{what}: column {name!r} is a naive Datetime; UTC time stamps expected")
-            casts.append(pl.col(name).dt.convert_time_zone("UTC").cast(UTC_US))
+            if actual != UTC_US:  # a time-zone conversion costs ~0.1 s per million rows: only when needed
+                casts.append(pl.col(name).dt.convert_time_zone("UTC").cast(UTC_US))
         elif actual != dtype:
             casts.append(pl.col(name).cast(dtype, strict=True))
     if not casts:
