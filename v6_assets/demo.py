@@ -265,6 +265,7 @@ class SeedResult:
     stream_id: str
     rows_written: int
     rows_per_session: dict[str, int]
+    rows_per_table_session: dict[str, dict[str, int]]
     sessions_closed: list[str]
     caught_up_at: datetime
     duration_s: float
@@ -309,17 +310,56 @@ def seed_history(
     with Spool(settings.spool_path) as spool:
         result = drain_spool_to_lake(spool, lake, settings.stream_id, max_rows=10_000_000)
     per_session: dict[str, int] = {}
+    per_table: dict[str, dict[str, int]] = {}
     for table in result.tables.values():
         for day, n in table.rows_per_session.items():
             per_session[day.isoformat()] = per_session.get(day.isoformat(), 0) + n
+            per_table.setdefault(table.table, {})[day.isoformat()] = n
     return SeedResult(
         stream_id=settings.stream_id,
         rows_written=result.rows_written,
         rows_per_session=dict(sorted(per_session.items())),
+        rows_per_table_session=per_table,
         sessions_closed=list(sim.sessions_closed),
         caught_up_at=caught_up_at,
         duration_s=time.monotonic() - started,
     )
+
+
+def report_seed_materializations(dagster_home: Path, seed: SeedResult) -> int:
+    """Record the seeded sessions of the streamed tables in the demo's Dagster instance.
+
+    The seed writes Delta directly (no sensor tick ran), so without these runless events the UI would show the
+    seeded history of ``position_updates`` / ``greeks_updates`` as missing. Returns the number of events reported.
+    """
+    from dagster import AssetMaterialization, DagsterInstance
+
+    from v6_assets.defs.partitions import trading_day_partitions
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)  # dagster.yaml resolves its storage dir from it
+    reported = 0
+    try:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            for table, sessions in sorted(seed.rows_per_table_session.items()):
+                for key, rows in sorted(sessions.items()):
+                    if not trading_day_partitions.has_partition_key(key):
+                        continue
+                    instance.report_runless_asset_event(
+                        AssetMaterialization(
+                            asset_key=table,
+                            partition=key,
+                            description=f"{rows} rows of SIMULATED history seeded by make demo",
+                            metadata={"rows": rows, "stream_id": seed.stream_id, "simulated": True, "seeded": True},
+                        )
+                    )
+                    reported += 1
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    return reported
 
 
 def history_start(sessions_back: int, now: datetime | None = None) -> datetime:
@@ -443,6 +483,7 @@ def run_demo(
         print(f"Seeding simulated history from {scenario.clock.start:%Y-%m-%d %H:%M} UTC through the streamer:")
         seed = seed_history(sim, settings, lake, progress=print)
         print(f"Seeded {seed.rows_written} rows over {len(seed.rows_per_session)} sessions in {seed.duration_s:.0f}s.")
+        report_seed_materializations(state / "dagster_home", seed)
         dev = DagsterDevProcess(project_dir=project_dir, env=env, log_path=state / "dagster_dev.log", port=ui_port)
         print(f"Starting dagster dev on {dev.url} (log: {dev.log_path}) ...")
         dev.start()
@@ -454,14 +495,21 @@ def run_demo(
                     raise DemoError(f"dagster dev exited with code {dev.proc.returncode}; see {dev.log_path}")
                 time.sleep(1.0)
         finally:
-            print("\nStopping dagster dev ...", flush=True)
+            # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print
+            # must never skip the cleanup, so stop first and say so only where stdout still works.
+            _say("\nStopping dagster dev ...")
             try:
                 for what in dev.stop():
-                    print(f"  terminated: {what}")
+                    _say(f"  terminated: {what}")
             finally:
                 (state / "dagster_dev.sid").unlink(missing_ok=True)
-            print("Stopping the simulator ...", flush=True)
-    print("Demo stopped; no process left running.")
+            _say("Stopping the simulator ...")
+    _say("Demo stopped; no process left running.")
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(message, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -494,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sim_port=args.sim_port,
             )
     except KeyboardInterrupt:
-        print("Demo stopped; no process left running.")
+        _say("Demo stopped; no process left running.")
         return 0
     except DemoError as exc:
         print(f"demo: {exc}", file=sys.stderr)
