@@ -31,6 +31,7 @@ from polars.testing import assert_frame_equal
 from bench.common import BenchResult, Record, bench_argparser, finish, median_time, peak_rss_bytes, ratio_of
 from v6_assets import analytics
 from v6_assets import sessions as nyse
+from v6_assets.analytics import GREEK_COLUMNS, STATE_COLUMNS
 from v6_assets.lake import Lake
 
 SESSION = date(2025, 6, 3)
@@ -41,28 +42,10 @@ TARGET_1M_S = 2.0
 TRADE_FRACTION = 0.2
 FLAT_FRACTION = 0.02
 KEYS = ["account", "con_id"]
-STATE = [
-    "symbol",
-    "sec_type",
-    "expiry",
-    "strike",
-    "right",
-    "multiplier",
-    "currency",
-    "position",
-    "average_cost",
-    "market_price",
-    "market_value",
-    "unrealized_pnl",
-    "realized_pnl",
-    "ib_daily_pnl",
-    "ib_unrealized_pnl",
-    "ib_realized_pnl",
-    "ib_value",
-]
-GREEKS = ["delta", "gamma", "vega", "theta", "implied_vol", "und_price"]
+STATE = list(STATE_COLUMNS)  # the same state the analytics carry: one definition
+GREEKS = list(GREEK_COLUMNS)
 UPDATE_COLUMNS = [*KEYS, *STATE, "source", "received_at", "spool_offset"]
-GREEK_COLUMNS = ["con_id", *GREEKS, "received_at", "spool_offset"]
+GREEK_READ_COLUMNS = ["con_id", *GREEKS, "received_at", "spool_offset"]
 ZERO_WHEN_EXPIRED = ["position", "market_value", "unrealized_pnl", "ib_unrealized_pnl", "ib_value"]
 NULL_WHEN_EXPIRED = ["realized_pnl", "ib_daily_pnl", "ib_realized_pnl"]
 EXPOSURE_KEYS = ["trade_date", "account", "underlying", "expiry", "currency"]
@@ -403,7 +386,7 @@ def _unrealized_pd(df: pd.DataFrame, p: str = "") -> tuple[pd.Series, pd.Series]
 def run_pandas(ds: Dataset) -> Outputs:
     cut, prev_cut = pd.Timestamp(ds.cut), pd.Timestamp(ds.prev_cut)
     updates = _read_pandas(ds.update_files, UPDATE_COLUMNS)
-    greeks = _read_pandas(ds.greek_files, GREEK_COLUMNS)
+    greeks = _read_pandas(ds.greek_files, GREEK_READ_COLUMNS)
     prev = pd.read_parquet(ds.prev_eod_path)
 
     # EOD state: the last update per position by (received_at, spool_offset), plus the last report per source

@@ -14,8 +14,10 @@ from v6_assets.analytics._common import (
     DAILY_PNL_SCHEMA,
     EOD_POSITIONS_SCHEMA,
     EXPOSURE_SCHEMA,
+    GREEK_COLUMNS,
     GREEKS_UPDATES_SCHEMA,
     POSITION_UPDATES_SCHEMA,
+    STATE_COLUMNS,
     AnalyticsInputError,
 )
 from v6_assets.analytics.eod import DEFAULT_STALE_MARK_AFTER, eod_positions
@@ -29,7 +31,9 @@ __all__ = [
     "EOD_POSITIONS_SCHEMA",
     "EXPOSURE_SCHEMA",
     "GREEKS_UPDATES_SCHEMA",
+    "GREEK_COLUMNS",
     "POSITION_UPDATES_SCHEMA",
+    "STATE_COLUMNS",
     "AnalyticsInputError",
     "SyntheticFrames",
     "daily_pnl",

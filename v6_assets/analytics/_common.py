@@ -72,9 +72,8 @@ GREEKS_UPDATES_SCHEMA: dict[str, pl.DataType] = {
     "spool_offset": pl.Int64(),
 }
 # The columns the analytics read (the rest of the stored columns may be absent).
-POSITION_UPDATES_REQUIRED: tuple[str, ...] = (
-    "account",
-    "con_id",
+# Fields of the merged position state carried from the last update (after the account, con_id key).
+STATE_COLUMNS: tuple[str, ...] = (
     "symbol",
     "sec_type",
     "expiry",
@@ -92,21 +91,17 @@ POSITION_UPDATES_REQUIRED: tuple[str, ...] = (
     "ib_unrealized_pnl",
     "ib_realized_pnl",
     "ib_value",
+)
+GREEK_COLUMNS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "implied_vol", "und_price")
+POSITION_UPDATES_REQUIRED: tuple[str, ...] = (
+    "account",
+    "con_id",
+    *STATE_COLUMNS,
     "source",
     "received_at",
     "spool_offset",
 )
-GREEKS_UPDATES_REQUIRED: tuple[str, ...] = (
-    "con_id",
-    "delta",
-    "gamma",
-    "vega",
-    "theta",
-    "implied_vol",
-    "und_price",
-    "received_at",
-    "spool_offset",
-)
+GREEKS_UPDATES_REQUIRED: tuple[str, ...] = ("con_id", *GREEK_COLUMNS, "received_at", "spool_offset")
 POSITION_SOURCES: tuple[str, ...] = ("portfolio", "position", "pnl_single")
 
 # Outputs: exactly these columns in this order (extra columns only at the end; see the package docstring).

@@ -31,12 +31,14 @@ import polars as pl
 
 from v6_assets.analytics._common import (
     EOD_POSITIONS_SCHEMA,
+    GREEK_COLUMNS,
     GREEKS_UPDATES_REQUIRED,
     GREEKS_UPDATES_SCHEMA,
     POSITION_KEY,
     POSITION_SOURCES,
     POSITION_UPDATES_REQUIRED,
     POSITION_UPDATES_SCHEMA,
+    STATE_COLUMNS,
     UTC_US,
     AnalyticsInputError,
     Frame,
@@ -52,27 +54,6 @@ from v6_assets.analytics._common import (
 
 DEFAULT_STALE_MARK_AFTER = timedelta(minutes=30)
 
-# Fields of the merged position state carried from the last update.
-STATE_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "sec_type",
-    "expiry",
-    "strike",
-    "right",
-    "multiplier",
-    "currency",
-    "position",
-    "average_cost",
-    "market_price",
-    "market_value",
-    "unrealized_pnl",
-    "realized_pnl",
-    "ib_daily_pnl",
-    "ib_unrealized_pnl",
-    "ib_realized_pnl",
-    "ib_value",
-)
-GREEK_COLUMNS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "implied_vol", "und_price")
 POSITION_NUMBERS: tuple[str, ...] = (
     "strike",
     "multiplier",

@@ -29,6 +29,7 @@ from dagster import (
 )
 
 from v6_assets import analytics, sessions
+from v6_assets.analytics import GREEK_COLUMNS, STATE_COLUMNS
 from v6_assets.defs.metadata import bar_chart_markdown, column_lineage, largest_rows_preview, table_schema
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource, is_simulated
@@ -110,25 +111,11 @@ greeks_updates = AssetSpec(
 
 _CONTRACT = ("account", "con_id", "symbol", "sec_type", "expiry", "strike", "right", "multiplier", "currency")
 _PU, _GU, _EOD = "position_updates", "greeks_updates", "eod_positions"
-_GREEKS = ("delta", "gamma", "vega", "theta", "implied_vol", "und_price")
+_GREEKS = GREEK_COLUMNS
 
 EOD_LINEAGE: dict[str, list[tuple[str, str]]] = {
     **{c: [(_PU, c)] for c in _CONTRACT},
-    **{
-        c: [(_PU, c), (_PU, "received_at")]
-        for c in (
-            "position",
-            "average_cost",
-            "market_price",
-            "market_value",
-            "unrealized_pnl",
-            "realized_pnl",
-            "ib_daily_pnl",
-            "ib_unrealized_pnl",
-            "ib_realized_pnl",
-            "ib_value",
-        )
-    },
+    **{c: [(_PU, c), (_PU, "received_at")] for c in STATE_COLUMNS if c not in _CONTRACT},
     "trade_date": [(_PU, "received_at"), (_PU, "trade_date")],
     "last_update_at": [(_PU, "received_at")],
     "portfolio_at": [(_PU, "received_at"), (_PU, "source")],
