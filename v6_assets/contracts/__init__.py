@@ -1,0 +1,1 @@
+"""The ground floor: facts every layer shares (how money is compared, ...). Imports nothing from v6_assets."""
