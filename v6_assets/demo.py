@@ -40,6 +40,7 @@ from typing import IO, Any
 
 import psutil
 
+from v6_assets.contracts.clock import utc_now
 from v6_assets.sessions import NEW_YORK, last_sessions
 
 log = logging.getLogger("v6_assets.demo")
@@ -364,7 +365,7 @@ def report_seed_materializations(dagster_home: Path, seed: SeedResult) -> int:
 
 def history_start(sessions_back: int, now: datetime | None = None) -> datetime:
     """09:00 New York time, ``sessions_back`` NYSE sessions before today's (or the next) session."""
-    today = (now or datetime.now(UTC)).astimezone(NEW_YORK).date()
+    today = (now or utc_now()).astimezone(NEW_YORK).date()
     first = last_sessions(sessions_back + 1, today)[0]
     return datetime.combine(first, dt_time(9, 0), NEW_YORK).astimezone(UTC)
 

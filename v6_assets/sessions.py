@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from v6_assets.contracts.clock import utc_now
+
 NEW_YORK = ZoneInfo("America/New_York")
 EOD_CUT_AFTER_CLOSE = timedelta(minutes=15)
 CALENDAR_START = date(2015, 1, 2)
@@ -120,7 +122,7 @@ def last_sessions(n: int, up_to: date) -> list[date]:
 
 def current_session(now: datetime | None = None) -> date:
     """The session that updates arriving now belong to (today's before 16:15 ET, else the next one)."""
-    return session_for(now or datetime.now(UTC))
+    return session_for(now or utc_now())
 
 
 def trade_date_expr(received_at: pl.Expr | str) -> pl.Expr:

@@ -21,11 +21,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import polars as pl
 
+from v6_assets.contracts.clock import utc_now
 from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, AppendResult, Lake, MicroBatchWriter
@@ -105,7 +106,7 @@ class DrainResult:
         stamps = [t.last_received_at for t in self.tables.values() if t.last_received_at is not None]
         if not stamps:
             return None
-        return max(0.0, ((now or datetime.now(UTC)) - max(stamps)).total_seconds())
+        return max(0.0, ((now or utc_now()) - max(stamps)).total_seconds())
 
     def as_metadata(self) -> dict[str, Any]:
         return {

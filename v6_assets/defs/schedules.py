@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from v6_assets import sessions
+from v6_assets.contracts.clock import utc_now
 from v6_assets.defs.jobs import daily_assets_job, last_finished_session, table_maintenance
 
 NEW_YORK_TZ = "America/New_York"
@@ -30,7 +31,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 def _scheduled_time(context: ScheduleEvaluationContext) -> datetime:
     scheduled = context.scheduled_execution_time
     if scheduled is None:  # evaluated by hand (tests, UI "test schedule")
-        return datetime.now(sessions.NEW_YORK)
+        return utc_now().astimezone(sessions.NEW_YORK)
     return scheduled.astimezone(sessions.NEW_YORK)
 
 

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from dagster import (
@@ -33,6 +33,7 @@ from dagster import (
 )
 
 from v6_assets import sessions
+from v6_assets.contracts.clock import utc_now
 from v6_assets.defs.ingest import DrainResult, drain_lock, drain_spool_to_lake
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
@@ -198,7 +199,7 @@ def ib_position_stream(
     simulated = is_simulated()
     events = _materializations(result, status, simulated)
     cursor = _read_cursor(context.cursor)
-    now = datetime.now(UTC)
+    now = utc_now()
     new_data = result.acked_offset > cursor["refreshed_offset"]
     due = time.time() - cursor["refreshed_at"] >= refresh_minutes() * 60
     context.log.info(

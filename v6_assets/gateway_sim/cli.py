@@ -8,9 +8,10 @@ import contextlib
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from v6_assets.contracts.clock import utc_now
 from v6_assets.gateway_sim.scenario import ScenarioError, load_scenario
 from v6_assets.gateway_sim.server import GatewaySimulator
 
@@ -36,7 +37,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> int:
     start: datetime | None = None
     if args.start == "now" or (args.start is None and args.speed == 1):
-        start = datetime.now(UTC)  # --speed 1: the gateway runs at real time from now
+        start = utc_now()  # --speed 1: the gateway runs at real time from now
     elif args.start not in (None, "auto"):
         start = datetime.fromisoformat(args.start)
         if start.tzinfo is None:

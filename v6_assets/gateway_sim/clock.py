@@ -6,6 +6,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+from v6_assets.contracts.clock import utc_now
+
 
 class SimClock:
     """``now()`` is UTC simulated time. The simulator may jump it forward (skipping nights) or change its speed.
@@ -38,7 +40,7 @@ class SimClock:
             return self._frozen_at
         sim = self._base_sim + timedelta(seconds=(time.monotonic() - self._base_wall) * self._speed)
         if self._live_cap and self._speed != 1.0:
-            wall = datetime.now(UTC)
+            wall = utc_now()
             if sim >= wall:
                 # caught up with reality: continue in real time from here on
                 self._base_sim, self._base_wall, self._speed = wall, time.monotonic(), 1.0
@@ -66,7 +68,7 @@ class SimClock:
         with self._lock:
             now = self._now_locked()
             if self._live_cap:
-                target = min(target, datetime.now(UTC))  # never jump past reality
+                target = min(target, utc_now())  # never jump past reality
             if target > now:
                 self._base_sim, self._base_wall = target, time.monotonic()
                 if self._frozen_at is not None:

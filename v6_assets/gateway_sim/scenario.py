@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from v6_assets import sessions
+from v6_assets.contracts.clock import utc_now
 
 NEW_YORK = sessions.NEW_YORK
 OPTION_SEC_TYPES = ("OPT", "FOP")
@@ -214,7 +215,7 @@ def parse_expiry(wire: str, where: str) -> datetime:
 def _parse_start(value: Any, sessions_back: int, now: datetime | None) -> datetime:
     if value in (None, "auto"):
         # "N sessions ago at 09:00 ET": the demo seeds history, then continues live.
-        today = (now or datetime.now(UTC)).astimezone(NEW_YORK).date()
+        today = (now or utc_now()).astimezone(NEW_YORK).date()
         first = sessions.last_sessions(sessions_back + 1, today)[0]
         return datetime.combine(first, time(9, 0), NEW_YORK).astimezone(UTC)
     if isinstance(value, datetime):
@@ -559,7 +560,7 @@ def synthetic_scenario(
     data = {
         "name": f"synthetic-{positions}",
         "seed": seed,
-        "clock": {"start": (start or datetime.now(UTC)).isoformat(), "speed": speed},
+        "clock": {"start": (start or utc_now()).isoformat(), "speed": speed},
         "accounts": [{"id": f"DU{9_000_000 + a}"} for a in range(accounts)],
         "underlyings": [{"symbol": "SPY", "spot": 600.0, "vol": 0.18}],
         "contracts": contracts,

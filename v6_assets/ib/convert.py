@@ -15,10 +15,11 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from v6_assets.contracts.clock import utc_now
 from v6_assets.ib.models import POSITION_UPDATE_FIELDS, GreeksUpdate, PositionSource, PositionUpdate
 
 UNSET_DOUBLE = sys.float_info.max
@@ -27,10 +28,6 @@ NEW_YORK = ZoneInfo("America/New_York")
 MODEL_GREEKS_TICK = 13
 
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 _NOT_NUMBERS = frozenset((math.inf, -math.inf, UNSET_DOUBLE, -UNSET_DOUBLE))

@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from ib_async import IB, Contract
 from ib_async.ib import StartupFetch
 
-from v6_assets.ib.convert import MODEL_GREEKS_TICK, Clock, GreeksThrottle, PositionMerger, plan_greeks_lines, utc_now
+from v6_assets.contracts.clock import utc_now
+from v6_assets.ib.convert import MODEL_GREEKS_TICK, Clock, GreeksThrottle, PositionMerger, plan_greeks_lines
 from v6_assets.ib.fanout import FanOut, Handler, HandlerStats
 from v6_assets.ib.lease import ConnectionLease, LeaseHolder
 from v6_assets.ib.models import PositionUpdate
@@ -297,7 +298,7 @@ class IBPositionStreamer:
             last_age = max(0.0, time.time() - session.ib.wrapper.time)
         open_until = None
         if breaker is not None and breaker.state is CircuitState.OPEN:
-            open_until = datetime.now(UTC) + timedelta(seconds=breaker.open_for_s)
+            open_until = utc_now() + timedelta(seconds=breaker.open_for_s)
         merger = self._merger
         handler = self._spool_handler
         return StreamerStatus(
@@ -455,7 +456,7 @@ class IBPositionStreamer:
         self._sessions += 1
         if self._sessions > 1:
             self._reconnects += 1
-        self._connected_since = datetime.now(UTC)
+        self._connected_since = utc_now()
         self._farm_connected = True
         managed = tuple(ib.managedAccounts())
         allow = settings.accounts

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
+from v6_assets.contracts.clock import utc_now
 from v6_assets.ib.models import GreeksUpdate, PositionUpdate
 from v6_assets.sessions import trade_date_expr
 
@@ -428,7 +429,7 @@ def conform(table: TableDef, df: pl.DataFrame, *, now: datetime | None = None) -
                 )
         frame = frame.with_columns(computed)
     if "ingested_at" in table.derived and "ingested_at" not in frame.columns:
-        stamp = (now or datetime.now(UTC)).astimezone(UTC)
+        stamp = (now or utc_now()).astimezone(UTC)
         frame = frame.with_columns(pl.lit(stamp).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
 
     target_schema = table.polars_schema
