@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Debian packages for the e2e and scale-out tests (chromium, postgresql); needs root.
+# Debian packages for the e2e and scale-out tests (chromium, postgresql): installed when missing (as root), else
+# make stops at once with the one command to run. make test runs it itself.
 system-deps:
 	bash .ci/system-deps.sh
 
@@ -38,10 +39,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # The default suite; tests marked slow (a second and third dagster dev) run in make test-all, make chaos, make bench.
-test: lint
+test: system-deps lint
 	$(BIN)/python -m pytest -m "not slow" --durations=15
 
-test-all: lint
+test-all: system-deps lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -7,7 +7,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "system-deps: need root to install: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+    echo "system-deps: missing Debian packages: ${need[*]}. Run: sudo make system-deps" >&2
     exit 1
   fi
   apt-get update -qq

@@ -20,6 +20,7 @@ import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
 from v6_assets import sessions
+from v6_assets.contracts.money import amounts_disagree_expr
 from v6_assets.defs.assets import (
     EOD_TABLE,
     ROLLUP_DETAIL,
@@ -300,7 +301,8 @@ def eod_reconciles_with_stream(context: AssetCheckExecutionContext, lake: LakeRe
     name="matches_ib_daily_pnl",
     blocking=False,
     description=(
-        "Where IB's own daily PnL (reqPnLSingle) exists, |pnl - ib_daily_pnl| <= V6_PNL_TOLERANCE (default 0.01) "
+        "Where IB's own daily PnL (reqPnLSingle) exists, pnl and ib_daily_pnl agree within V6_PNL_TOLERANCE (default "
+        "0.01, plus float noise: the money rule of the README) "
         "for every position. IB resets its figure on its own schedule, so a failure is a warning to investigate."
     ),
 )
@@ -310,7 +312,7 @@ def pnl_matches_ib(context: AssetCheckExecutionContext, lake: LakeResource) -> A
     tolerance = pnl_tolerance()
     frame = lk.read_sessions("daily_pnl", days)
     both = frame.filter(pl.col("pnl").is_not_null() & pl.col("ib_daily_pnl").is_not_null())
-    off = both.filter((pl.col("pnl") - pl.col("ib_daily_pnl")).abs() > tolerance)
+    off = both.filter(amounts_disagree_expr(pl.col("pnl"), pl.col("ib_daily_pnl"), tolerance))
     worst = both.select((pl.col("pnl") - pl.col("ib_daily_pnl")).abs().max()).item() if both.height else None
     return AssetCheckResult(
         passed=off.height == 0,

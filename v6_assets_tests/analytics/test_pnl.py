@@ -6,10 +6,10 @@ from datetime import date, datetime
 from typing import Any
 
 import polars as pl
-import pytest
 
 from v6_assets import sessions
 from v6_assets.analytics import daily_pnl, eod_positions, pnl_by_account, pnl_by_underlying
+from v6_assets.contracts.money import Money
 from v6_assets_tests.analytics.helpers import et, greeks_frame, pos, row_of, updates_frame
 
 D0, D1, D2, D3, D4 = date(2026, 3, 10), date(2026, 3, 11), date(2026, 3, 12), date(2026, 3, 13), date(2026, 3, 16)
@@ -38,15 +38,15 @@ def test_hold_10_sell_4_the_check_example() -> None:
     assert state["last_update_at"] == et(D1, 15, 59) and not state["carried_forward"] and not state["is_stale_mark"]
     first = row_of(daily, trade_date=D0)
     assert first["is_baseline"] and first["pnl"] is None and first["prev_unrealized_pnl"] is None
-    assert first["unrealized_pnl"] == pytest.approx(1000.0)
+    assert first["unrealized_pnl"] == Money(1000.0)
     d = row_of(daily, trade_date=D1)
     assert d["prev_position"] == 10 and d["position"] == 6
-    assert d["prev_unrealized_pnl"] == pytest.approx(1000.0)
-    assert d["unrealized_pnl"] == pytest.approx(1200.0)
-    assert d["unrealized_change"] == pytest.approx(200.0)
-    assert d["realized_pnl"] == pytest.approx(600.0) and d["realized_source"] == "portfolio"
-    assert d["pnl"] == pytest.approx(800.0) and not d["is_baseline"]
-    assert d["pnl"] == pytest.approx(100 * (6 * 7.0 - 10 * 6.0 + 4 * 6.5))
+    assert d["prev_unrealized_pnl"] == Money(1000.0)
+    assert d["unrealized_pnl"] == Money(1200.0)
+    assert d["unrealized_change"] == Money(200.0)
+    assert d["realized_pnl"] == Money(600.0) and d["realized_source"] == "portfolio"
+    assert d["pnl"] == Money(800.0) and not d["is_baseline"]
+    assert d["pnl"] == Money(100 * (6 * 7.0 - 10 * 6.0 + 4 * 6.5))
     assert d["ib_daily_pnl"] is None and d["pnl_minus_ib"] is None
 
 
@@ -60,9 +60,9 @@ def test_pnl_single_only_account_realized_is_difference_of_cumulative_values() -
     ]  # fmt: skip
     _, daily = run(rows, [D0, D1])
     d = row_of(daily, trade_date=D1)
-    assert d["realized_source"] == "pnl_single" and d["realized_pnl"] == pytest.approx(600.0)
-    assert d["pnl"] == pytest.approx(800.0)
-    assert d["ib_daily_pnl"] == pytest.approx(805.0) and d["pnl_minus_ib"] == pytest.approx(-5.0)
+    assert d["realized_source"] == "pnl_single" and d["realized_pnl"] == Money(600.0)
+    assert d["pnl"] == Money(800.0)
+    assert d["ib_daily_pnl"] == Money(805.0) and d["pnl_minus_ib"] == Money(-5.0)
     assert d["unrealized_source"] == "pnl_single"
 
 
@@ -76,9 +76,9 @@ def test_fresher_pnl_single_unrealized_beats_older_portfolio_value() -> None:
     ]  # fmt: skip
     _, daily = run(rows, [D0, D1])
     d = row_of(daily, trade_date=D1)
-    assert d["unrealized_source"] == "pnl_single" and d["unrealized_pnl"] == pytest.approx(1700.0)
+    assert d["unrealized_source"] == "pnl_single" and d["unrealized_pnl"] == Money(1700.0)
     assert d["realized_source"] == "portfolio" and d["realized_pnl"] == 0.0  # portfolio reported during D, unset = 0
-    assert d["pnl"] == pytest.approx(700.0)
+    assert d["pnl"] == Money(700.0)
 
 
 def test_short_put() -> None:
@@ -89,8 +89,8 @@ def test_short_put() -> None:
     ]
     _, daily = run(rows, [D0, D1])
     d = row_of(daily, trade_date=D1)
-    assert d["prev_unrealized_pnl"] == pytest.approx(-150.0) and d["unrealized_pnl"] == pytest.approx(60.0)
-    assert d["pnl"] == pytest.approx(210.0) == pytest.approx(-3 * (1.8 - 2.5) * 100)
+    assert d["prev_unrealized_pnl"] == Money(-150.0) and d["unrealized_pnl"] == Money(60.0)
+    assert d["pnl"] == Money(210.0) == Money(-3 * (1.8 - 2.5) * 100)
 
 
 def test_fop_and_non_100_multiplier() -> None:
@@ -103,8 +103,8 @@ def test_fop_and_non_100_multiplier() -> None:
         pos("U1", 4, et(D1, 15, 0), position=-4, average_cost=150.0, market_price=0.9),
     ]
     _, daily = run(rows, [D0, D1])
-    assert row_of(daily, trade_date=D1, con_id=3)["pnl"] == pytest.approx(-200.0)
-    assert row_of(daily, trade_date=D1, con_id=4)["pnl"] == pytest.approx(180.0)
+    assert row_of(daily, trade_date=D1, con_id=3)["pnl"] == Money(-200.0)
+    assert row_of(daily, trade_date=D1, con_id=4)["pnl"] == Money(180.0)
 
 
 def test_intraday_add() -> None:
@@ -117,7 +117,7 @@ def test_intraday_add() -> None:
     ]
     _, daily = run(rows, [D0, D1])
     d = row_of(daily, trade_date=D1)
-    assert d["realized_pnl"] == 0.0 and d["pnl"] == pytest.approx(350.0)
+    assert d["realized_pnl"] == 0.0 and d["pnl"] == Money(350.0)
 
 
 def test_open_and_close_same_day_then_gone() -> None:
@@ -134,7 +134,7 @@ def test_open_and_close_same_day_then_gone() -> None:
     assert closed["is_closed"] and closed["position"] == 0
     d = row_of(daily, trade_date=D1, con_id=2)
     assert d["prev_position"] == 0 and d["prev_unrealized_pnl"] == 0 and not d["is_baseline"]
-    assert d["unrealized_pnl"] == 0 and d["realized_pnl"] == pytest.approx(200.0) and d["pnl"] == pytest.approx(200.0)
+    assert d["unrealized_pnl"] == 0 and d["realized_pnl"] == Money(200.0) and d["pnl"] == Money(200.0)
     assert eod.filter((pl.col("trade_date") == D2) & (pl.col("con_id") == 2)).height == 0
     assert daily.filter(pl.col("trade_date") == D2).height == 1
 
@@ -149,12 +149,12 @@ def test_expiry_without_an_update_closes_at_the_last_mark() -> None:
         pos("U1", 1, et(tue, 15, 0), position=1, average_cost=500.0, market_price=5.0),
     ]
     eod, daily = run(rows, [D2, D3, D4, tue])
-    assert row_of(daily, trade_date=D3, con_id=5)["pnl"] == pytest.approx(-30.0)
+    assert row_of(daily, trade_date=D3, con_id=5)["pnl"] == Money(-30.0)
     expired = row_of(eod, trade_date=D4, con_id=5)
     assert expired["is_expired"] and expired["is_closed"] and expired["position"] == 0 and expired["carried_forward"]
     d = row_of(daily, trade_date=D4, con_id=5)
-    assert d["realized_source"] == "expiry" and d["realized_pnl"] == pytest.approx(-100.0)
-    assert d["unrealized_change"] == pytest.approx(100.0) and d["pnl"] == pytest.approx(0.0)
+    assert d["realized_source"] == "expiry" and d["realized_pnl"] == Money(-100.0)
+    assert d["unrealized_change"] == Money(100.0) and d["pnl"] == Money(0.0)
     assert eod.filter((pl.col("trade_date") == tue) & (pl.col("con_id") == 5)).height == 0
 
 
@@ -167,7 +167,7 @@ def test_expiry_closed_by_ib_and_lingering_zero_rows_dropped() -> None:
     ]
     eod, daily = run(rows, [D3, D4, tue])
     d = row_of(daily, trade_date=D4, con_id=5)
-    assert d["realized_source"] == "portfolio" and d["pnl"] == pytest.approx(0.0)
+    assert d["realized_source"] == "portfolio" and d["pnl"] == Money(0.0)
     assert not row_of(eod, trade_date=D4, con_id=5)["is_expired"]
     assert eod.filter(pl.col("trade_date") == tue).height == 0
 
@@ -180,13 +180,13 @@ def test_several_accounts_same_contract() -> None:
         pos("U2", 1, et(D1, 15, 0), position=-2, average_cost=520.0, market_price=6.0),
     ]
     _, daily = run(rows, [D0, D1])
-    assert row_of(daily, trade_date=D1, account="U1")["pnl"] == pytest.approx(100.0)
-    assert row_of(daily, trade_date=D1, account="U2")["pnl"] == pytest.approx(-200.0)
+    assert row_of(daily, trade_date=D1, account="U1")["pnl"] == Money(100.0)
+    assert row_of(daily, trade_date=D1, account="U2")["pnl"] == Money(-200.0)
     by_account = pnl_by_account(daily)
-    assert row_of(by_account, trade_date=D1, account="U2")["pnl"] == pytest.approx(-200.0)
+    assert row_of(by_account, trade_date=D1, account="U2")["pnl"] == Money(-200.0)
     by_und = pnl_by_underlying(daily)
     spy = row_of(by_und, trade_date=D1, underlying="SPY")
-    assert spy["pnl"] == pytest.approx(-100.0) and spy["positions"] == 2
+    assert spy["pnl"] == Money(-100.0) and spy["positions"] == 2
     baseline = row_of(by_und, trade_date=D0, underlying="SPY")
     assert baseline["pnl"] is None and baseline["pnl_known"] is None and baseline["baseline_positions"] == 2
 
@@ -201,7 +201,7 @@ def test_session_with_no_updates_carries_forward_with_zero_pnl() -> None:
     assert mid["carried_forward"] and mid["is_stale_mark"] and mid["position"] == 3
     d1 = row_of(daily, trade_date=D1)
     assert d1["pnl"] == 0.0 and d1["realized_source"] == "no_update"
-    assert row_of(daily, trade_date=D2)["pnl"] == pytest.approx(-150.0)
+    assert row_of(daily, trade_date=D2)["pnl"] == Money(-150.0)
 
 
 def test_backfill_in_one_run_equals_session_by_session() -> None:
@@ -247,9 +247,9 @@ def test_account_rollup_converts_with_known_fx_and_keeps_unknown_apart() -> None
     )
     out = pnl_by_account(daily, fx).filter(pl.col("trade_date") == D1)
     usd = row_of(out, currency="USD")
-    assert usd["pnl"] == pytest.approx(100.0 + 110.0) and usd["is_base_currency"] and usd["positions"] == 2
+    assert usd["pnl"] == Money(100.0 + 110.0) and usd["is_base_currency"] and usd["positions"] == 2
     gbp = row_of(out, currency="GBP")
-    assert gbp["pnl"] == pytest.approx(150.0) and gbp["is_base_currency"] is False
+    assert gbp["pnl"] == Money(150.0) and gbp["is_base_currency"] is False
     no_fx = pnl_by_account(daily).filter(pl.col("trade_date") == D1)
     assert sorted(no_fx["currency"].to_list()) == ["EUR", "GBP", "USD"]
     assert no_fx["is_base_currency"].null_count() == 3
@@ -297,15 +297,13 @@ def test_stale_portfolio_realized_is_not_used_after_a_later_trade() -> None:
     assert row_of(eod, trade_date=D1, con_id=2)["position_changed_at"] == et(D1, 14, 0)
     assert row_of(eod, trade_date=D1, con_id=1)["position_changed_at"] == et(D1, 14, 0)
     round_trip = row_of(daily, trade_date=D1, con_id=2)
-    assert round_trip["realized_source"] == "pnl_single" and round_trip["realized_pnl"] == pytest.approx(200.0)
-    assert round_trip["unrealized_pnl"] == 0.0 and round_trip["pnl"] == pytest.approx(200.0)
+    assert round_trip["realized_source"] == "pnl_single" and round_trip["realized_pnl"] == Money(200.0)
+    assert round_trip["unrealized_pnl"] == 0.0 and round_trip["pnl"] == Money(200.0)
     buy_back = row_of(daily, trade_date=D1, con_id=1)
-    assert buy_back["realized_source"] == "pnl_single" and buy_back["realized_pnl"] == pytest.approx(100.0)
-    assert buy_back["prev_unrealized_pnl"] == pytest.approx(-200.0) and buy_back["unrealized_pnl"] == pytest.approx(
-        60.0
-    )
-    assert buy_back["pnl"] == pytest.approx(360.0)
-    assert buy_back["pnl"] == pytest.approx(-4 * (1.40 - 2.50) * 100 + 2 * (1.40 - 1.75) * 100 + (1.40 - 1.50) * 100)
+    assert buy_back["realized_source"] == "pnl_single" and buy_back["realized_pnl"] == Money(100.0)
+    assert buy_back["prev_unrealized_pnl"] == Money(-200.0) and buy_back["unrealized_pnl"] == Money(60.0)
+    assert buy_back["pnl"] == Money(360.0)
+    assert buy_back["pnl"] == Money(-4 * (1.40 - 2.50) * 100 + 2 * (1.40 - 1.75) * 100 + (1.40 - 1.50) * 100)
 
 
 def test_stale_portfolio_and_no_complete_source_leaves_realized_unknown() -> None:
@@ -337,10 +335,10 @@ def test_portfolio_row_stamped_after_the_cut_does_not_repeat_the_realized_pnl() 
         pos("U1", 1, et(D2, 15, 0), position=6, average_cost=500.0, market_price=7.2, realized_pnl=600.0),
     ]
     _, daily = run(rows, [D0, D1, D2])
-    assert row_of(daily, trade_date=D1)["realized_pnl"] == pytest.approx(600.0)
+    assert row_of(daily, trade_date=D1)["realized_pnl"] == Money(600.0)
     d2 = row_of(daily, trade_date=D2)
     assert d2["realized_source"] == "no_trade" and d2["realized_pnl"] == 0.0
-    assert d2["pnl"] == pytest.approx(120.0)
+    assert d2["pnl"] == Money(120.0)
 
 
 def test_flat_position_re_reported_after_the_cut_creates_no_row_next_session() -> None:
@@ -362,7 +360,7 @@ def test_flat_position_re_reported_after_the_cut_creates_no_row_next_session() -
     closed = row_of(eod, trade_date=D3, con_id=5)
     assert closed["is_closed"] and not closed["is_expired"] and closed["position_changed_at"] == et(D3, 16, 0)
     d3 = row_of(daily, trade_date=D3, con_id=5)
-    assert d3["realized_source"] == "portfolio" and d3["pnl"] == pytest.approx(-30.0)
+    assert d3["realized_source"] == "portfolio" and d3["pnl"] == Money(-30.0)
     assert eod.filter(pl.col("trade_date") == D4)["con_id"].to_list() == [1]
     assert daily.filter(pl.col("trade_date") == D4)["con_id"].to_list() == [1]
     upd, prev_eod, eods = updates_frame(rows), None, []

@@ -29,6 +29,7 @@ from dagster import (
 from polars.testing import assert_frame_equal
 
 from v6_assets import sessions
+from v6_assets.contracts.money import amounts_agree
 from v6_assets.defs.assets import DAILY_ASSETS, EOD_TABLE, ROLLUP_DETAIL, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
@@ -44,7 +45,6 @@ SIM_START = datetime(2025, 3, 3, 9, 0, tzinfo=NY)
 SESSIONS = 6  # 2025-03-03 .. 2025-03-10 (the expiry is in session 4)
 SPEED = 6000.0
 CLIENT_ID = 61
-CENT = 0.005
 
 
 @dataclasses.dataclass
@@ -214,12 +214,12 @@ def _assert_matches_truth(p: Pipeline) -> None:
         where = (row["trade_date"], row["account"], row["con_id"])
         if row["position_eod"] != row["position"]:
             problems.append((where, "position", row["position_eod"], row["position"]))
-        if abs((row["unrealized_pnl_pnl"] or 0.0) - row["unrealized_pnl"]) > CENT:
+        if not amounts_agree(row["unrealized_pnl_pnl"] or 0.0, row["unrealized_pnl"]):
             problems.append((where, "U_D", row["unrealized_pnl_pnl"], row["unrealized_pnl"]))
         if row["baseline"]:
             if not (row["is_baseline"] and row["pnl"] is None):
                 problems.append((where, "baseline", row["pnl"], None))
-        elif row["pnl"] is None or abs(row["pnl"] - row["daily_pnl"]) > CENT:
+        elif row["pnl"] is None or not amounts_agree(row["pnl"], row["daily_pnl"]):
             problems.append((where, "pnl", row["pnl"], row["daily_pnl"]))
         if row["closed"] != bool(row["is_closed"]):
             problems.append((where, "closed", row["is_closed"], row["closed"]))
@@ -299,7 +299,7 @@ def test_exposure_equals_values_computed_from_the_ground_truth_greeks(pipeline: 
     for key, values in expected.items():
         assert got[key]["greeks_coverage"] == 1.0, key
         for name, value in values.items():
-            if abs(got[key][name] - value) > max(CENT, 1e-9 * abs(value)):
+            if not amounts_agree(got[key][name], value):
                 problems.append((key, name, got[key][name], value))
     assert not problems, problems[:20]
 

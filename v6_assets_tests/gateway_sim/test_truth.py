@@ -10,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ib_async import IB
 
 from v6_assets import sessions
+from v6_assets.contracts.money import Money
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.gateway_sim.protocol import UNSET_DOUBLE
 from v6_assets_tests.gateway_sim.helpers import hand_scenario, run, tiny_scenario
@@ -62,21 +62,21 @@ def test_hand_computed_daily_pnl() -> None:
     eod = _eod(sim)
     d0, d1 = "2025-03-03", "2025-03-04"
     c11_d0, c11_d1 = eod[(d0, "DU1", 11)], eod[(d1, "DU1", 11)]
-    assert (c11_d0["position"], c11_d0["mark"], c11_d0["average_cost"]) == (10.0, 2.5, pytest.approx(150.10))
-    assert round(c11_d0["unrealized_pnl"], 2) == 999.00 and round(c11_d0["daily_pnl"], 2) == 999.00
+    assert (c11_d0["position"], c11_d0["mark"], c11_d0["average_cost"]) == (10.0, 2.5, Money(150.10))
+    assert c11_d0["unrealized_pnl"] == Money(999.00) and c11_d0["daily_pnl"] == Money(999.00)
     assert c11_d0["realized_pnl_sent"] == 0.0 and c11_d0["commissions"] == 1.0
     assert (c11_d1["position"], c11_d1["prev_position"], c11_d1["mark"]) == (6.0, 10.0, 3.0)
-    assert round(c11_d1["unrealized_pnl"], 2) == 899.40
-    assert round(c11_d1["realized_pnl"], 2) == 519.00
-    assert round(c11_d1["daily_pnl"], 2) == 419.40
+    assert c11_d1["unrealized_pnl"] == Money(899.40)
+    assert c11_d1["realized_pnl"] == Money(519.00)
+    assert c11_d1["daily_pnl"] == Money(419.40)
     c12_d0, c12_d1 = eod[(d0, "DU1", 12)], eod[(d1, "DU1", 12)]
     assert c12_d0["daily_pnl"] is None and c12_d0["baseline"] is True
     assert c12_d0["realized_pnl_sent"] == UNSET_DOUBLE  # not traded this session: IB's sentinel
     assert (c12_d1["position"], c12_d1["closed"], c12_d1["mark"]) == (0.0, True, 5.0)
-    assert round(c12_d1["realized_pnl"], 2) == 60.00 and round(c12_d1["daily_pnl"], 2) == 0.00
+    assert c12_d1["realized_pnl"] == Money(60.00) and c12_d1["daily_pnl"] == Money(0.00)
     c13_d1 = eod[(d1, "DU1", 13)]
-    assert (c13_d1["position"], c13_d1["mark"], round(c13_d1["realized_pnl"], 2)) == (0.0, 0.0, 80.00)
-    assert round(c13_d1["daily_pnl"], 2) == 0.00  # prev close mark was already 0 (1 day, far OTM, no vol)
+    assert (c13_d1["position"], c13_d1["mark"], c13_d1["realized_pnl"]) == (0.0, 0.0, Money(80.00))
+    assert c13_d1["daily_pnl"] == Money(0.00)  # prev close mark was already 0 (1 day, far OTM, no vol)
     assert not any(e["session"] > d1 for e in sim.truth["eod"])  # expired positions do not linger
     _check_identity(sim)
 
