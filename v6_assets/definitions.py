@@ -4,7 +4,7 @@ Importing this module never opens an IB connection (run workers, the CLI and tes
 started lazily by the ``ib_position_stream`` sensor only.
 """
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
@@ -20,4 +20,7 @@ defs = Definitions(
     sensors=[ib_position_stream],
     schedules=ALL_SCHEDULES,
     resources={"ib_stream": IBStreamResource.from_env(), "lake": LakeResource.from_env()},
+    # The daily steps are a chain (eod -> pnl, exposure) over one Delta lake: a process per step (Dagster's default
+    # multiprocess executor) buys no parallelism on a small machine and costs an interpreter start per step.
+    executor=in_process_executor,
 )
