@@ -40,6 +40,7 @@ from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.ib.streamer import IBPositionStreamer
 from v6_assets.lake import Lake
 
+pytestmark = pytest.mark.xdist_group("pipeline_sim")  # the module shares one simulated run
 NY = sessions.NEW_YORK
 SIM_START = datetime(2025, 3, 3, 9, 0, tzinfo=NY)
 SESSIONS = 6  # 2025-03-03 .. 2025-03-10 (the expiry is in session 4)

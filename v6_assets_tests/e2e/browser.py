@@ -52,8 +52,14 @@ def chromium() -> Iterator[Browser]:
 def page() -> Iterator[Page]:
     with chromium() as browser:
         context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+        pg = context.new_page()
         try:
-            yield context.new_page()
+            yield pg
+        except BaseException:
+            # what the browser showed when the test gave up: the first thing to look at in a failure
+            with contextlib.suppress(Exception):
+                screenshot(pg, "failure")
+            raise
         finally:
             context.close()
 

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from v6_assets import sessions
+from v6_assets.contracts.clock import OFFSET_VAR
 from v6_assets.contracts.money import Money
 from v6_assets.demo import SeedResult, history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
@@ -32,7 +34,8 @@ from v6_assets.lake import Lake
 from v6_assets_tests.e2e import browser
 from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+# one worker holds the module's one dagster dev (module fixture) under pytest-xdist
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), pytest.mark.xdist_group("e2e")]
 
 CLIENT_ID = 61
 SESSIONS_BACK = 4
@@ -42,6 +45,8 @@ FIVE_ASSETS = {"position_updates", "greeks_updates", "eod_positions", "daily_pnl
 UNSET_DOUBLE = 1.7976931348623157e308
 OPTION_TYPES = {"OPT", "FOP"}
 CHART = "pnl_by_underlying_chart"
+# A Tuesday mid-session: "today" is streaming, the three sessions before it are closed.
+PINNED_AT = datetime(2026, 11, 17, 13, 0, tzinfo=sessions.NEW_YORK)
 
 
 @dataclass
@@ -59,6 +64,17 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
     truth_dir = workdir / "truth"
+    # The whole stack reads "now" as PINNED_AT (+ the seconds the module runs), in this process and in every process
+    # of dagster dev: the verdict does not depend on the day or hour the suite runs.
+    offset_s = f"{(PINNED_AT - datetime.now(UTC)).total_seconds():.3f}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("V6_DEMO", "1")
+        mp.setenv(OFFSET_VAR, offset_s)
+        yield from _stack(workdir, truth_dir, offset_s)
+
+
+def _stack(workdir: Path, truth_dir: Path, offset_s: str) -> Iterator[Stack]:
+    assert sessions.current_session() == PINNED_AT.date()
     scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
     sim = GatewaySimulator(scenario, speed=SEED_SPEED, truth_dir=truth_dir, record_path=workdir / "requests.jsonl")
     with sim.running():
@@ -66,6 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             workdir,
             env={
                 "V6_DEMO": "1",
+                OFFSET_VAR: offset_s,
                 "V6_IB_PORT": str(sim.port),
                 "V6_IB_CLIENT_ID": str(CLIENT_ID),
                 "V6_SENSOR_INTERVAL_S": "2",

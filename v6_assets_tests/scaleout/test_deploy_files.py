@@ -15,7 +15,7 @@ from dagster._core.instance.config import dagster_instance_config_schema
 
 from v6_assets_tests.scaleout.conftest import POSTGRES_INSTANCE_YAML, PROJECT_ROOT
 
-pytestmark = [pytest.mark.scaleout]
+pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
 
 LAUNCHERS = PROJECT_ROOT / "deploy" / "run-launchers"
 VARIANTS = {"docker": LAUNCHERS / "dagster.docker.yaml", "k8s": LAUNCHERS / "dagster.k8s.yaml"}
