@@ -223,7 +223,11 @@ def test_browser_shows_lineage_and_daily_pnl_metadata(stack: Stack) -> None:
         # The lineage graph only draws nodes inside the viewport: a wide one holds both unfolded groups.
         pg.set_viewport_size({"width": 2600, "height": 1400})
         pg.goto(f"{stack.dev.url}/asset-groups", wait_until="networkidle")
-        # Groups (ib_stream, daily) start collapsed: unfold each until every asset node is drawn.
+        # Groups (ib_stream, daily) start collapsed: unfold each until every asset node is drawn. The graph is laid
+        # out in a web worker after the network is idle: wait until it has drawn something before looking for icons.
+        pg.locator('[aria-label="unfold_more"], [data-tooltip="daily_pnl"]').first.wait_for(
+            state="visible", timeout=60_000
+        )
         for _ in range(5):
             unfold = pg.locator('[aria-label="unfold_more"]')
             if unfold.count() == 0:
