@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
         for line in killed:
             print(f"  {line}")
     marker = reaper.new_marker()
-    os.environ[reaper.MARKER_VAR] = marker
+    os.environ[reaper.MARKER_VAR] = marker  # a real setenv: children inherit it; no native thread runs yet
     _watchdog = reaper.start_watchdog(marker)
 
 

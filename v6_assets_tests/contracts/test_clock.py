@@ -8,6 +8,7 @@ import pytest
 import time_machine
 
 from v6_assets.contracts.clock import OFFSET_VAR, ClockConfigError, clock_offset_s, utc_now
+from v6_assets_tests.pyenv import del_env, set_env
 
 PINNED = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
 
@@ -19,11 +20,11 @@ def test_time_machine_pins_utc_now() -> None:
 
 
 def test_offset_applies_only_to_simulated_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(OFFSET_VAR, "-86400")
-    monkeypatch.delenv("V6_DEMO", raising=False)
+    set_env(monkeypatch, OFFSET_VAR, "-86400")
+    del_env(monkeypatch, "V6_DEMO")
     with pytest.raises(ClockConfigError, match="V6_DEMO=1"):
         utc_now()
-    monkeypatch.setenv("V6_DEMO", "1")
+    set_env(monkeypatch, "V6_DEMO", "1")
     with time_machine.travel(PINNED, tick=False):
         assert utc_now() == datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 

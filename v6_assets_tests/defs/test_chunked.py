@@ -14,6 +14,7 @@ from v6_assets import analytics, sessions
 from v6_assets.defs.assets import derived_eod, eod_chunks, session_chunks
 from v6_assets.defs.checks import duplicate_offsets, reconcile_session, sentinel_counts, stream_positions_by_session
 from v6_assets.lake import Lake
+from v6_assets_tests.pyenv import set_env
 
 DAYS = sessions.sessions_between(date(2025, 1, 2), date(2025, 1, 10))  # 6 sessions (Jan 9: market closed)
 ROWS, POSITIONS = 600, 30
@@ -21,7 +22,7 @@ ROWS, POSITIONS = 600, 30
 
 @pytest.fixture
 def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
-    monkeypatch.setenv("V6_SESSIONS_PER_CHUNK", "2")
+    set_env(monkeypatch, "V6_SESSIONS_PER_CHUNK", "2")
     lk = Lake.at(str(tmp_path / "lake"))
     # the same book every session (one seed), as the stream of one account would be
     frames = [analytics.synthetic_updates(ROWS, POSITIONS, d, seed=3) for d in DAYS]

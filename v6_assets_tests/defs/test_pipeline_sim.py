@@ -39,6 +39,7 @@ from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.ib.streamer import IBPositionStreamer
 from v6_assets.lake import Lake
+from v6_assets_tests.pyenv import set_env
 
 pytestmark = pytest.mark.xdist_group("pipeline_sim")  # the module shares one simulated run
 NY = sessions.NEW_YORK
@@ -94,10 +95,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     home = tmp_path_factory.mktemp("v6home")
     scenario = load_scenario("demo", start_time=SIM_START)
     scenario = dataclasses.replace(scenario, nastiness=dataclasses.replace(scenario.nastiness, greeks_sentinel_every=5))
-    with pytest.MonkeyPatch.context() as mp, instance_for_test() as instance:
-        mp.setenv("V6_IB_GREEKS_THROTTLE_S", "0")  # a trailing-edge throttle would stamp greeks late in sim time
-        mp.setenv("V6_IB_PORTFOLIO_ROTATION_S", "0.3")
-        mp.setenv("V6_REFRESH_MINUTES", "0")
+    # set_dagster_home=False: no setenv while native threads run (v6_assets_tests.pyenv)
+    with pytest.MonkeyPatch.context() as mp, instance_for_test(set_dagster_home=False) as instance:
+        set_env(mp, "V6_IB_GREEKS_THROTTLE_S", "0")  # a trailing-edge throttle would stamp greeks late in sim time
+        set_env(mp, "V6_IB_PORTFOLIO_ROTATION_S", "0.3")
+        set_env(mp, "V6_REFRESH_MINUTES", "0")
         with GatewaySimulator(scenario, port=0, speed=SPEED).running() as sim:
             ib = IBStreamResource(host="127.0.0.1", port=sim.port, client_id=CLIENT_ID, home=str(home))
             lake_resource = LakeResource(uri=str(home / "lake"))

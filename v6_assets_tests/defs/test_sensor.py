@@ -14,6 +14,7 @@ from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.sensors import DAEMON_LOOP_S, _read_cursor, daemon_minimum_interval, ib_position_stream
 from v6_assets.ib.settings import SettingsError
 from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets_tests.pyenv import del_env, set_env
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,10 @@ def test_no_gateway_skips_with_a_reason_and_ingests_nothing(tmp_path: Path) -> N
     ib = IBStreamResource(host="127.0.0.1", port=free_port(), client_id=77, home=str(tmp_path))
     lake = LakeResource(uri=str(tmp_path / "lake"))
     resources = {"ib_stream": ib, "lake": lake}
-    with instance_for_test() as instance, build_sensor_context(instance=instance, resources=resources) as ctx:
+    with (
+        instance_for_test(set_dagster_home=False) as instance,
+        build_sensor_context(instance=instance, resources=resources) as ctx,
+    ):
         result = ib_position_stream(ctx)
     assert isinstance(result, SensorResult) and not result.run_requests and not result.asset_events
     message = result.skip_reason.skip_message if result.skip_reason else ""
@@ -44,18 +48,18 @@ def test_bad_configuration_names_the_variable(tmp_path: Path, monkeypatch: pytes
     ib = IBStreamResource(host="127.0.0.1", port=70000, client_id=61, home=str(tmp_path))
     with pytest.raises(SettingsError, match="V6_IB_PORT"):
         ib.settings()
-    monkeypatch.setenv("V6_IB_ACCOUNTS", "DU1,bad account")
+    set_env(monkeypatch, "V6_IB_ACCOUNTS", "DU1,bad account")
     with pytest.raises(SettingsError, match="V6_IB_ACCOUNTS"):
         IBStreamResource.from_env().process_config_and_initialize().settings()
 
 
 def test_resources_use_env_vars_when_set_and_safe_defaults_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("V6_IB_HOST", "V6_IB_PORT", "V6_IB_CLIENT_ID", "V6_IB_ACCOUNTS", "V6_HOME", "V6_LAKE_URI"):
-        monkeypatch.delenv(name, raising=False)
+        del_env(monkeypatch, name)
     defaults = IBStreamResource.from_env().process_config_and_initialize().settings()
     assert (defaults.host, defaults.port, defaults.client_id) == ("127.0.0.1", 4002, 61)
-    monkeypatch.setenv("V6_IB_PORT", "4001")
-    monkeypatch.setenv("V6_LAKE_URI", "/tmp/somewhere")
+    set_env(monkeypatch, "V6_IB_PORT", "4001")
+    set_env(monkeypatch, "V6_LAKE_URI", "/tmp/somewhere")
     assert IBStreamResource.from_env().process_config_and_initialize().settings().port == 4001
     assert LakeResource.from_env().process_config_and_initialize().lake().uri == "/tmp/somewhere"
 

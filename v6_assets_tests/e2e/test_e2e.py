@@ -33,6 +33,7 @@ from v6_assets.ib import IBPositionStreamer, StreamerSettings
 from v6_assets.lake import Lake
 from v6_assets_tests.e2e import browser
 from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
+from v6_assets_tests.pyenv import set_env
 
 # one worker holds the module's one dagster dev (module fixture) under pytest-xdist
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), pytest.mark.xdist_group("e2e")]
@@ -68,8 +69,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # of dagster dev: the verdict does not depend on the day or hour the suite runs.
     offset_s = f"{(PINNED_AT - datetime.now(UTC)).total_seconds():.3f}"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("V6_DEMO", "1")
-        mp.setenv(OFFSET_VAR, offset_s)
+        set_env(mp, "V6_DEMO", "1")
+        set_env(mp, OFFSET_VAR, offset_s)
         yield from _stack(workdir, truth_dir, offset_s)
 
 

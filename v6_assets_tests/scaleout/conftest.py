@@ -24,6 +24,7 @@ from dagster import DagsterInstance
 from psycopg2 import sql
 
 from v6_assets.lake import Lake
+from v6_assets_tests.pyenv import del_env, set_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = PROJECT_ROOT / ".ci" / "services.sh"
@@ -155,10 +156,10 @@ def scaleout_env(
     env["V6_HOME"] = str(tmp_path / "v6_home")
     env["V6_LAKE_URI"] = f"s3://{services.bucket}/t-{uuid.uuid4().hex[:12]}"
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        set_env(monkeypatch, key, value)
     # A developer's own settings must not leak into the servers under test.
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "V6_LAKE_S3_CONDITIONAL_PUT"):
-        monkeypatch.delenv(key, raising=False)
+        del_env(monkeypatch, key)
     return env
 
 

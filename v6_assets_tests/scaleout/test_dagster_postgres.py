@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -23,6 +24,7 @@ from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.scheduler.instigation import TickStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from v6_assets_tests.pyenv import del_env, set_env
 from v6_assets_tests.scaleout.conftest import POSTGRES_INSTANCE_YAML, PROJECT_ROOT, Services
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
@@ -90,7 +92,7 @@ def test_runs_and_materializations_land_in_postgres(
 
 
 def test_missing_credential_is_a_clear_error(scaleout_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DAGSTER_PG_PASSWORD")
+    del_env(monkeypatch, "DAGSTER_PG_PASSWORD")
     with pytest.raises(DagsterInvalidConfigError, match="DAGSTER_PG_PASSWORD"):
         DagsterInstance.from_config(scaleout_env["DAGSTER_HOME"])
 
@@ -99,7 +101,7 @@ def test_wrong_password_fails_without_echoing_it(
     scaleout_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "not-the-password-" + scaleout_env["DAGSTER_PG_PASSWORD"][:6]
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", wrong)
+    set_env(monkeypatch, "DAGSTER_PG_PASSWORD", wrong)
     with (
         pytest.raises(Exception, match="too many retries for DB connection") as excinfo,
         DagsterInstance.from_config(scaleout_env["DAGSTER_HOME"]) as instance,
@@ -157,8 +159,13 @@ def test_prune_runs_cli_against_dagster_home(scaleout_env: dict[str, str]) -> No
     with DagsterInstance.from_config(scaleout_env["DAGSTER_HOME"]) as instance:
         materialize([failing_probe], instance=instance, raise_on_error=False)
     cli = [sys.executable, str(PRUNE_SCRIPT)]
-    out = subprocess.run([*cli, "--older-than-days", "0"], capture_output=True, text=True, timeout=120, check=False)
+    env = dict(os.environ)  # the fixture set DAGSTER_HOME & co. for Python readers only (v6_assets_tests.pyenv)
+    out = subprocess.run(
+        [*cli, "--older-than-days", "0"], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert "deleted 1 finished run(s)" in out.stdout
-    bad = subprocess.run([*cli, "--older-than-days", "-3"], capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [*cli, "--older-than-days", "-3"], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
     assert bad.returncode == 2 and "must be >= 0" in bad.stderr

@@ -13,6 +13,7 @@ import yaml
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config_schema
 
+from v6_assets_tests.pyenv import set_env
 from v6_assets_tests.scaleout.conftest import POSTGRES_INSTANCE_YAML, PROJECT_ROOT
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
@@ -49,7 +50,7 @@ def test_launcher_variant_is_the_postgres_instance_plus_a_launcher(variant: str)
 @pytest.mark.parametrize("path", [POSTGRES_INSTANCE_YAML, *VARIANTS.values()], ids=lambda p: p.name)
 def test_instance_files_pass_dagsters_schema(path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in PLACEHOLDERS.items():
-        monkeypatch.setenv(key, value)
+        set_env(monkeypatch, key, value)
     result = process_config(dagster_instance_config_schema(), _load(path))
     assert result.success, [e.message for e in result.errors or []]
     processed = result.value
@@ -59,7 +60,7 @@ def test_instance_files_pass_dagsters_schema(path: Any, monkeypatch: pytest.Monk
 
 def test_schema_check_rejects_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in PLACEHOLDERS.items():
-        monkeypatch.setenv(key, value)
+        set_env(monkeypatch, key, value)
     config = _load(POSTGRES_INSTANCE_YAML)
     config["run_queue"]["max_concurrent_runs"] = "eight"
     result = process_config(dagster_instance_config_schema(), config)
