@@ -91,8 +91,9 @@ class ClientConnection(asyncio.Protocol):
             if not self.greeted:
                 if len(self.buffer) < len(GREETING):
                     return
-                if bytes(self.buffer[: len(GREETING)]) != GREETING:
-                    raise protocol.ProtocolError(f"expected 'API\\0' greeting, got {bytes(self.buffer[:4])!r}")
+                greeting = bytes(self.buffer[: len(GREETING)])
+                if greeting != GREETING:
+                    raise protocol.ProtocolError(f"expected 'API\\0' greeting, got {greeting!r}")
                 del self.buffer[: len(GREETING)]
                 self.greeted = True
             for fields in protocol.split_frames(self.buffer):
