@@ -77,7 +77,7 @@ class ChaosSimulator(GatewaySimulator):
         """Write ``data`` as is (no framing added) to every client past the handshake."""
 
         def run() -> None:
-            for client in self._ready_clients():
+            for client in self.registry.ready():
                 client.write_raw(data)
 
         self._call(run)

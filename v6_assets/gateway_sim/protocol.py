@@ -21,6 +21,7 @@ MIN_VERSION_PNL = 127
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+_INFINITY = math.inf
 _HANDSHAKE_RE = re.compile(r"^v(\d+)(?:\.\.(\d+))?(?: (.*))?$")
 
 
@@ -92,6 +93,8 @@ class Out:
 
 def fmt(value: object) -> str:
     """One field as TWS writes it: floats with repr (round-trips exactly), bools as 1/0, None as empty."""
+    if type(value) is float and -_INFINITY < value < _INFINITY:
+        return repr(value)  # the common case first: this runs for every float field of every message
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -103,8 +106,14 @@ def fmt(value: object) -> str:
     return str(value)
 
 
+def field_text(fields: Iterable[object]) -> str:
+    """Fields as NUL-terminated text (no framing)."""
+    parts = list(map(fmt, fields))
+    return "\0".join(parts) + "\0" if parts else ""
+
+
 def encode(fields: Iterable[object]) -> bytes:
-    payload = "".join(fmt(f) + "\0" for f in fields).encode()
+    payload = field_text(fields).encode()
     return LENGTH.pack(len(payload)) + payload
 
 

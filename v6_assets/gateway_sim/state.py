@@ -1,0 +1,143 @@
+"""The simulated world at the simulator's current time: the market, the account book and the accounts.
+
+Pure state and its rules (trades, expiries, the daily reset); who is told about a change is the publisher's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, datetime
+
+from v6_assets.gateway_sim.book import BookPosition
+from v6_assets.gateway_sim.market import Greeks, Market
+from v6_assets.gateway_sim.protocol import UNSET_DOUBLE
+from v6_assets.gateway_sim.scenario import ContractSpec, Scenario
+
+PositionKey = tuple[str, int]  # (account, con_id)
+NET_LIQUIDATION_CASH = 1_000_000.0  # the cash part of every account's net liquidation value
+
+
+class MarketState:
+    """The market, the book and simulated time ``now`` (advanced by the timeline driver only)."""
+
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        self.scenario = scenario
+        self.market = Market(scenario, seed)
+        self.book: dict[PositionKey, BookPosition] = {}
+        self.accounts = {a.account_id: a for a in scenario.accounts}
+        self.now: datetime = scenario.clock.start
+        self.next_order_id = scenario.next_valid_id
+        self._init_book()
+
+    def _init_book(self) -> None:
+        start = self.scenario.clock.start
+        for p in self.scenario.positions:
+            contract = self.scenario.contracts[p.con_id]
+            mark = self.market.quote(contract, start).price
+            avg = p.avg_cost if p.avg_cost is not None else round(mark * contract.multiplier, 4)
+            pos = BookPosition(p.account, contract, p.qty, avg)
+            # IB's daily PnL resets to the last mark before the start; the statement truth treats it as unknown.
+            pos.reset_mark = mark
+            pos.prev_close_mark = None
+            pos.prev_close_qty = p.qty
+            self.book[pos.key] = pos
+
+    # --- values as the gateway reports them
+    def quote(self, contract: ContractSpec) -> Greeks:
+        return self.market.quote(contract, self.now)
+
+    def realized_wire(self, pos: BookPosition) -> float:
+        """updatePortfolio's realizedPNL: this session's, unset (or 0, per scenario) when nothing was realized."""
+        if pos.realized_session is None:
+            return UNSET_DOUBLE if self.scenario.nastiness.unset_realized else 0.0
+        return pos.realized_session
+
+    def account_values(self, account: str) -> list[tuple[str, str, str]]:
+        """(key, value, currency) rows of an account download."""
+        acct = self.accounts[account]
+        base = acct.base_currency
+        positions = [p for p in self.book.values() if p.account == account]
+        unrealized = sum(p.unrealized(self.quote(p.contract).price) for p in positions if p.qty)
+        market_value = sum(p.market_value(self.quote(p.contract).price) for p in positions if p.qty)
+        return [
+            ("AccountCode", account, ""),
+            ("Currency", base, base),
+            ("NetLiquidation", f"{NET_LIQUIDATION_CASH + market_value:.2f}", base),
+            ("UnrealizedPnL", f"{unrealized:.2f}", base),
+            ("ExchangeRate", "1.00", "BASE"),
+            *[("ExchangeRate", repr(rate), currency) for currency, rate in sorted(acct.fx_rates.items())],
+        ]
+
+    def pnl_single_values(self, pos: BookPosition) -> tuple[float, float, float, float, float]:
+        """reqPnLSingle's (position, daily, unrealized, realized since inception, value)."""
+        mark = self.quote(pos.contract).price
+        m = pos.contract.multiplier
+        traded = sum(f.qty * f.price * m + f.commission for f in pos.fills_session)
+        # IB's formula: PositionNow*PriceNow - PositionAtReset*PriceAtReset - NetAmountTraded (commissions included).
+        daily = pos.qty * mark * m - pos.prev_close_qty * pos.reset_mark * m - traded
+        return pos.qty, daily, pos.unrealized(mark), pos.realized_total, pos.market_value(mark)
+
+    def pnl_values(self, account: str) -> tuple[float, float, float]:
+        """reqPnL's (daily, unrealized, realized): the account's PnL-single values summed."""
+        daily = unrealized = realized = 0.0
+        for pos in self.book.values():
+            if pos.account == account:
+                _, d, u, r, _ = self.pnl_single_values(pos)
+                daily, unrealized, realized = daily + d, unrealized + u, realized + r
+        return daily, unrealized, realized
+
+    # --- changes
+    def trade(self, account: str, con_id: int, qty: float, price: float, commission: float) -> BookPosition:
+        """Book a fill (opening the position if new); returns the changed position."""
+        key = (account, con_id)
+        pos = self.book.get(key)
+        if pos is None:
+            contract = self.scenario.contracts[con_id]
+            pos = BookPosition(account, contract, 0.0, 0.0)
+            pos.reset_mark = self.quote(contract).price
+            pos.opened_this_session = True
+            self.book[key] = pos
+        elif pos.qty == 0 and pos.closed_at_session:
+            pos.closed_at_session = False
+        pos.apply_trade(qty, price, commission)
+        return pos
+
+    def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
+        """Close expired option positions at intrinsic value, yielding each one right after it closed.
+
+        ``con_ids`` given: exactly those; otherwise every option due by ``session_day`` or by now.
+        """
+        for pos in list(self.book.values()):
+            c = pos.contract
+            if not c.is_option or pos.qty == 0 or c.expiry_at is None:
+                continue
+            if con_ids is not None and c.con_id not in con_ids:
+                continue
+            if con_ids is None:
+                due = c.expiry_date is not None and session_day is not None and c.expiry_date <= session_day
+                due = due or c.expiry_at <= self.now
+                if not due:
+                    continue
+            spot = self.market.underlying_price(c.symbol, self.now)
+            intrinsic = max(spot - c.strike, 0.0) if c.right == "C" else max(c.strike - spot, 0.0)
+            intrinsic = round(intrinsic, 4)
+            # worthless -> closed at 0; in the money -> closed at intrinsic (cash-settled view of exercise)
+            self.market.mark_overrides[c.con_id] = intrinsic
+            pos.apply_trade(-pos.qty, intrinsic, 0.0)
+            yield pos
+
+    def session_cut(self) -> None:
+        """Daily reset at the EOD cut: the account window's realized PnL and the PnL reset reference roll over."""
+        for key, pos in list(self.book.items()):
+            if pos.qty == 0:
+                del self.book[key]
+                continue
+            mark = self.quote(pos.contract).price
+            pos.prev_close_mark = mark
+            pos.reset_mark = mark
+            pos.prev_close_qty = pos.qty
+            pos.realized_session = None
+            pos.commissions_session = 0.0
+            pos.fills_session = []
+            pos.traded_this_session = False
+            pos.opened_this_session = False
