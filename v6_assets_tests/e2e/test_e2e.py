@@ -26,7 +26,8 @@ from playwright.sync_api import Locator, Page
 from v6_assets import sessions
 from v6_assets.demo import SeedResult, history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
-from v6_assets.ib import IBPositionStreamer, StreamerSettings
+from v6_assets.ib import StreamerSettings
+from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
 from v6_assets_tests.e2e import browser
 from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
@@ -76,7 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             seed = seed_history(sim, StreamerSettings.from_env(env), lake, timeout_s=300)
         finally:
-            IBPositionStreamer.reset_for_tests()
+            discard_process_streamer()
         started_at = time.time()
         with dev:
             yield Stack(sim, dev, dev.graphql(), lake, seed, truth_dir, started_at)
