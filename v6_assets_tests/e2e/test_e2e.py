@@ -1,7 +1,7 @@
 """End to end in ONE real ``dagster dev``: simulator -> streamer -> spool -> sensor -> Delta -> assets -> UI.
 
 The stack (module scope, ~2-3 min): the gateway simulator (``demo`` scenario) in this process, its clock starting
-4 sessions back at high speed; history seeded exactly like ``make demo`` (``v6_assets.demo.seed_history``); then
+4 sessions back at high speed; history seeded exactly like ``make demo`` (``v6_assets.history_seed.seed_history``); then
 ``dagster dev`` (free port, temp DAGSTER_HOME / V6_HOME / lake) whose ``ib_position_stream`` sensor takes over the
 stream. Tests run in file order and share it: reload mid-stream, today's refresh, a 3-session backfill against
 the simulator's EOD truth, the browser, and last the exactly-once audit of everything the simulator sent.
@@ -24,8 +24,8 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from v6_assets import sessions
-from v6_assets.demo import SeedResult, history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
+from v6_assets.history_seed import SeedResult, history_start, seed_history
 from v6_assets.ib import StreamerSettings
 from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
