@@ -54,7 +54,9 @@ from bench.chaos_common import (
 from v6_assets import failpoints, sessions
 from v6_assets.defs.ingest import drain_spool_to_lake
 from v6_assets.gateway_sim import load_scenario
-from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
+from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings, StreamerStatus
+from v6_assets.ib.decoder_errors import decoder_error_counter
+from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
 
 log = logging.getLogger("chaos")
@@ -448,7 +450,7 @@ class SensorRig:
         return str(getattr(skip, "skip_message", skip) or "")
 
     def close(self) -> None:
-        IBPositionStreamer.reset_for_tests()
+        discard_process_streamer()
         self._instance_cm.__exit__(None, None, None)
 
 
@@ -460,8 +462,12 @@ IN_PROCESS_ENV = {
 }
 
 
-def _streamer_status() -> Any:
+def _streamer_status() -> StreamerStatus:
     return IBPositionStreamer().status()
+
+
+def _reconnected_since(status: StreamerStatus, reconnects_before: int) -> bool:
+    return status.connection.reconnects > reconnects_before and status.connection.connected
 
 
 # -- 2. gateway refuses connections -------------------------------------------------------------------------------
@@ -476,7 +482,7 @@ def scenario_refuse(params: Params, workdir: Path, rng: random.Random) -> Scenar
         rig = SensorRig(workdir, sim.port)
         try:
             rig.tick()
-            wait_for(lambda: _streamer_status().connected, 30, "connected")
+            wait_for(lambda: _streamer_status().connection.connected, 30, "connected")
             rig.tick()
             t0 = time.time()
             sim.refuse_connections(params.refuse_s)
@@ -490,14 +496,14 @@ def scenario_refuse(params: Params, workdir: Path, rng: random.Random) -> Scenar
             if not opened:
                 result.violations.append("the sensor's skip reason never said the circuit was open")
             t_end = t0 + params.refuse_s
-            wait_for(lambda: _streamer_status().connected, 60, "reconnect after refusal")
+            wait_for(lambda: _streamer_status().connection.connected, 60, "reconnect after refusal")
             t1 = time.time()
             windows.append((t0, t1))
             result.recoveries_s.append(t1 - t_end)
             result.repetitions = 1
             time.sleep(1.5)
             final = rig.tick()
-            state = _streamer_status().circuit_state
+            state = _streamer_status().connection.circuit_state
             result.notes["circuit_after"] = state
             result.notes["skip_reason_after"] = rig.reason(final)
             if "circuit open" in rig.reason(final) or state != "closed":
@@ -559,7 +565,7 @@ def scenario_write_failures(params: Params, workdir: Path, rng: random.Random) -
         spool_path = rig.ib.settings().spool_path
         try:
             rig.tick()
-            wait_for(lambda: _streamer_status().connected, 30, "connected")
+            wait_for(lambda: _streamer_status().connection.connected, 30, "connected")
             time.sleep(1.0)
             rig.tick()
 
@@ -606,17 +612,17 @@ def scenario_write_failures(params: Params, workdir: Path, rng: random.Random) -
                 # c) the spool's filesystem is full: events wait in memory, the streamer keeps its connection
                 rig.tick()
                 filler = _fill(home / "spool")
-                wait_for(lambda: _streamer_status().spool_error is not None, 30, "the spool to report full")
+                wait_for(lambda: _streamer_status().spool.error is not None, 30, "the spool to report full")
                 status = _streamer_status()
-                result.notes["spool_full_error"] = (status.spool_error or "")[:300]
-                result.notes["spool_pending_in_memory"] = status.spool_pending
+                result.notes["spool_full_error"] = (status.spool.error or "")[:300]
+                result.notes["spool_pending_in_memory"] = status.spool.pending
                 time.sleep(1.0)
                 filler.unlink()
                 t0 = time.time()
-                wait_for(lambda: _streamer_status().spool_error is None, 30, "the spool to take writes again")
+                wait_for(lambda: _streamer_status().spool.error is None, 30, "the spool to take writes again")
                 result.recoveries_s.append(time.time() - t0)
                 result.repetitions += 1
-                if not _streamer_status().connected:
+                if not _streamer_status().connection.connected:
                     result.violations.append("the streamer lost its connection while the spool was full")
             time.sleep(1.0)
             rig.tick()
@@ -648,8 +654,6 @@ def _fuzz_frame(rng: random.Random) -> tuple[str, bytes]:
 
 
 def scenario_fuzz(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
-    from v6_assets.ib import streamer as streamer_module
-
     result = ScenarioResult("7 malformed input + sentinels")
     env = {**IN_PROCESS_ENV, "V6_IB_HEARTBEAT_S": "1", "V6_IB_PROBE_TIMEOUT_S": "1", "V6_IB_CONNECT_TIMEOUT_S": "2"}
     windows: list[tuple[float, float]] = []
@@ -661,9 +665,9 @@ def scenario_fuzz(params: Params, workdir: Path, rng: random.Random) -> Scenario
         streamer = IBPositionStreamer()
         try:
             streamer.ensure_started(settings)
-            wait_for(lambda: streamer.status().connected, 30, "connected")
+            wait_for(lambda: streamer.status().connection.connected, 30, "connected")
             time.sleep(0.5)
-            counter = streamer_module._decoder_errors
+            counter = decoder_error_counter()
             counted_before = counter.count
             kinds: dict[str, int] = {}
             sent = 0
@@ -688,12 +692,12 @@ def scenario_fuzz(params: Params, workdir: Path, rng: random.Random) -> Scenario
                     )  # type: ignore[misc]
                     framed_mismatch += counter.count - counted_before - desync_errors - sent
                     at_desync = counter.count
-                    before = streamer.status().reconnects
+                    before = streamer.status().connection.reconnects
                     t0 = time.time()
                     huge = desyncs % 2 == 1
                     prefix = (0x7FFFFFF0).to_bytes(4, "big") if huge else (500).to_bytes(4, "big")
                     sim.send_raw_bytes(prefix + b"61\0truncated")
-                    wait_for(lambda b=before: streamer.status().reconnects > b and streamer.status().connected, 60,  # type: ignore[misc]
+                    wait_for(lambda b=before: _reconnected_since(streamer.status(), b), 60,  # type: ignore[misc]
                              "reconnect after a desynchronising frame")  # fmt: skip
                     t1 = time.time()
                     # whatever the desynchronised stream decoded into (garbled frames) is logged and counted too
@@ -716,12 +720,12 @@ def scenario_fuzz(params: Params, workdir: Path, rng: random.Random) -> Scenario
                 result.violations.append(f"{sent} bad frames sent, {counted} counted as malformed")
             time.sleep(1.5)
             status = streamer.status()
-            if not (status.running and status.connected):
+            if not (status.running and status.connection.connected):
                 result.violations.append("the streamer did not survive the fuzzing")
             streamer.stop()
             windows.append((time.time(), float("inf")))
         finally:
-            IBPositionStreamer.reset_for_tests()
+            discard_process_streamer()
         _sim_observations(result, sim)
         truth = _truth(sim)
     _check_and_absorb(result, sim, home, lake, windows, truth)
@@ -765,12 +769,12 @@ def scenario_time(params: Params, workdir: Path, rng: random.Random) -> Scenario
             try:
                 streamer.ensure_started(settings, clock=sim.clock.now)
                 wait_for(streamer.status, 30, "started")
-                wait_for(lambda s=streamer: s.status().connected, 30, "connected")  # type: ignore[misc]
+                wait_for(lambda s=streamer: s.status().connection.connected, 30, "connected")  # type: ignore[misc]
                 if not sim.wait_sim_time(start + length, timeout=120):
                     result.violations.append(f"{label}: simulated time did not reach the end in 120 s")
                 streamer.stop()
             finally:
-                IBPositionStreamer.reset_for_tests()
+                discard_process_streamer()
             _sim_observations(result, sim)
             truth = _truth(sim)
         verdict_windows = [(time.time(), float("inf"))]
@@ -816,8 +820,8 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
             settings = StreamerSettings.from_env({**os.environ, "V6_IB_PORT": str(sim.port), "V6_HOME": str(home)})
         streamer.add_handler(SlowHandler())
         streamer.ensure_started(settings)
-        wait_for(lambda: streamer.status().connected, 60, "connected")
-        wait_for(lambda: streamer.status().pnl_subscriptions >= 2_000, 60, "PnL subscriptions")
+        wait_for(lambda: streamer.status().connection.connected, 60, "connected")
+        wait_for(lambda: streamer.status().subscriptions.pnl_subscriptions >= 2_000, 60, "PnL subscriptions")
         time.sleep(1.0)
 
         def drain_loop() -> None:
@@ -831,7 +835,7 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
 
         drainer = threading.Thread(target=drain_loop, daemon=True)
         drainer.start()
-        first_offset = streamer.status().spool_last_offset
+        first_offset = streamer.status().spool.last_offset
         rss: list[float] = []
         connections: list[int] = []
         sent = 0
@@ -849,8 +853,8 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
             )
             time.sleep(max(0.0, 1.0 - (time.monotonic() - second)))
         elapsed = time.monotonic() - started
-        wait_for(lambda: streamer.status().spool_last_offset - first_offset >= sent, 60, "spool to catch up", 0.1)
-        spooled = streamer.status().spool_last_offset - first_offset
+        wait_for(lambda: streamer.status().spool.last_offset - first_offset >= sent, 60, "spool to catch up", 0.1)
+        spooled = streamer.status().spool.last_offset - first_offset
         status = streamer.status()
         slow = next((h for h in status.handlers if h.name == "slow"), None)
         streamer.stop()
@@ -887,7 +891,7 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
         result.notes["connections_sampled"] = len(connections)
     finally:
         stop_drain.set()
-        IBPositionStreamer.reset_for_tests()
+        discard_process_streamer()
         sim.close()
     return result
 
@@ -970,7 +974,7 @@ def run_scenario(name: str, params: Params, workdir: Path, seed: int = 8) -> Sce
         result = ScenarioResult(name, error=f"{type(exc).__name__}: {exc}")
         result.notes["traceback"] = traceback.format_exc()[-3000:]
     finally:
-        IBPositionStreamer.reset_for_tests()
+        discard_process_streamer()
         failpoints.reload_from_env()
     result.duration_s = time.monotonic() - started
     return result

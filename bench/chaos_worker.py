@@ -58,11 +58,11 @@ def _loop(streamer: IBPositionStreamer, settings: StreamerSettings, lake: Lake, 
         line = {
             "pid": os.getpid(),
             "t": time.time(),
-            "connected": status.connected,
-            "lease_held": status.lease_held,
-            "reconnects": status.reconnects,
-            "last_offset": status.spool_last_offset,
-            "malformed": status.malformed_messages,
+            "connected": status.connection.connected,
+            "lease_held": status.connection.lease_held,
+            "reconnects": status.connection.reconnects,
+            "last_offset": status.spool.last_offset,
+            "malformed": status.counters.malformed_messages,
             "drain_error": drain_error,
         }
         print(json.dumps(line), flush=True)

@@ -136,7 +136,11 @@ def streamer_to_spool(sim: SimChild, messages: int, home: Path) -> dict[str, flo
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = streamer.status()
-            if status.connected and status.pnl_subscriptions > 0 and status.portfolio_account:
+            if (
+                status.connection.connected
+                and status.subscriptions.pnl_subscriptions > 0
+                and status.subscriptions.portfolio_account
+            ):
                 break
             time.sleep(0.1)
         else:
@@ -162,7 +166,7 @@ def streamer_to_spool(sim: SimChild, messages: int, home: Path) -> dict[str, flo
         "received": got,
         "seconds": seconds,
         "rate": got / seconds,
-        "malformed": status.malformed_messages,
+        "malformed": status.counters.malformed_messages,
     }
 
 

@@ -76,7 +76,11 @@ def measure(minutes: float, rate: int, workdir: Path) -> dict[str, Any]:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             status = streamer.status()
-            if status.connected and status.pnl_subscriptions >= positions and status.portfolio_account:
+            if (
+                status.connection.connected
+                and status.subscriptions.pnl_subscriptions >= positions
+                and status.subscriptions.portfolio_account
+            ):
                 break
             time.sleep(0.2)
         else:
@@ -112,7 +116,7 @@ def measure(minutes: float, rate: int, workdir: Path) -> dict[str, Any]:
                     "rss": float(current_rss_bytes()),
                     "depth": float(spool.depth()),
                     "lag_s": lag,
-                    "written": float(streamer.status().spool_written),
+                    "written": float(streamer.status().spool.written),
                 }
             )
         stop.set()

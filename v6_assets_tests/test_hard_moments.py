@@ -21,9 +21,10 @@ import time_machine
 
 from v6_assets import analytics, sessions
 from v6_assets.contracts.money import amounts_agree
-from v6_assets.demo import history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
-from v6_assets.ib import IBPositionStreamer, StreamerSettings
+from v6_assets.history_seed import history_start, seed_history
+from v6_assets.ib import StreamerSettings
+from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
 
 NY = sessions.NEW_YORK
@@ -140,7 +141,7 @@ def test_ground_truth_at_a_hard_moment(pinned: Moment, tmp_path: Path) -> None:
             settings = StreamerSettings(port=sim.port, client_id=61, home=tmp_path / "v6")
             seed = seed_history(sim, settings, lake, timeout_s=120)
         finally:
-            IBPositionStreamer.reset_for_tests()
+            discard_process_streamer()
         caught_up = sim.clock.now()
     assert caught_up >= moment.at.astimezone(caught_up.tzinfo), "the simulator reached the pinned moment"
 

@@ -38,7 +38,8 @@ from v6_assets.defs.ingest import DrainResult, drain_lock, drain_spool_to_lake
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
-from v6_assets.ib.streamer import IBPositionStreamer, StreamerStatus
+from v6_assets.ib.status import StreamerStatus
+from v6_assets.ib.streamer import IBPositionStreamer
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
@@ -88,9 +89,9 @@ def refresh_minutes() -> float:
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
     return {
         "connection": status.describe(),
-        "connected": status.connected,
-        "lease_held_here": status.lease_held,
-        "circuit": status.circuit_state,
+        "connected": status.connection.connected,
+        "lease_held_here": status.connection.lease_held,
+        "circuit": status.connection.circuit_state,
     }
 
 
@@ -148,14 +149,15 @@ def _refresh_session(touched: list[date], now: datetime) -> date:
 
 
 def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
-    if status.running and not status.lease_held:
-        holder = status.lease_holder
+    conn = status.connection
+    if status.running and not conn.lease_held:
+        holder = conn.lease_holder
         who = f"pid {holder.pid} on {holder.host}" if holder else "another process"
         return f"stream held by {who}; no new updates in the shared spool (acked to offset {result.acked_offset})"
-    if status.circuit_open_until is not None:
-        until = status.circuit_open_until.astimezone(sessions.NEW_YORK).strftime("%H:%M:%S")
-        return f"circuit open until {until} ET after repeated connection failures ({status.last_error})"
-    if not status.connected:
+    if conn.circuit_open_until is not None:
+        until = conn.circuit_open_until.astimezone(sessions.NEW_YORK).strftime("%H:%M:%S")
+        return f"circuit open until {until} ET after repeated connection failures ({conn.last_error})"
+    if not conn.connected:
         return f"IB not connected ({status.describe()}); no new updates"
     return f"no new updates (spool acked to offset {result.acked_offset}; {status.describe()})"
 

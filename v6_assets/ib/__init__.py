@@ -8,10 +8,12 @@ from v6_assets.ib.lease import ConnectionLease, LeaseHolder
 from v6_assets.ib.models import GreeksUpdate, PositionUpdate
 from v6_assets.ib.settings import SettingsError, StreamerSettings
 from v6_assets.ib.spool import Spool, SpoolError, SpoolFrames, SpoolFullError, SpoolRecord
-from v6_assets.ib.streamer import IBPositionStreamer, StreamerStatus
+from v6_assets.ib.status import ConnectionStatus, SpoolStatus, StreamCounters, StreamerStatus, SubscriptionStatus
+from v6_assets.ib.streamer import IBPositionStreamer
 
 __all__ = [
     "ConnectionLease",
+    "ConnectionStatus",
     "GreeksUpdate",
     "GreeksUpdateHandler",
     "HandlerStats",
@@ -25,6 +27,9 @@ __all__ = [
     "SpoolFrames",
     "SpoolFullError",
     "SpoolRecord",
+    "SpoolStatus",
+    "StreamCounters",
     "StreamerSettings",
     "StreamerStatus",
+    "SubscriptionStatus",
 ]

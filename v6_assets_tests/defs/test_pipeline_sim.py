@@ -37,7 +37,7 @@ from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
-from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.ib.streamer import IBPositionStreamer, discard_process_streamer
 from v6_assets.lake import Lake
 from v6_assets_tests.pyenv import set_env
 
@@ -135,7 +135,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
                 break
         yield Pipeline(instance, ib, lake_resource, lake_resource.lake(), days, truth_eod, truth_sent, results,
                        previews, after_preview)  # fmt: skip
-    IBPositionStreamer.reset_for_tests()
+    discard_process_streamer()
 
 
 def materialize_daily(p: Pipeline, **kwargs: Any) -> None:

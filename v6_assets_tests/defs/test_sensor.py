@@ -13,14 +13,14 @@ from dagster import SensorResult, build_sensor_context, instance_for_test
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.sensors import DAEMON_LOOP_S, _read_cursor, daemon_minimum_interval, ib_position_stream
 from v6_assets.ib.settings import SettingsError
-from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets_tests.pyenv import del_env, set_env
 
 
 @pytest.fixture(autouse=True)
 def no_streamer_leak() -> Iterator[None]:
     yield
-    IBPositionStreamer.reset_for_tests()
+    discard_process_streamer()
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ Reusable outside pytest (no fixtures here)::
         ...
     # on exit: shutdown pipe -> SIGTERM -> SIGKILL of the whole session; leftovers are verified to be gone
 
-The process itself is ``v6_assets.demo.DagsterDevProcess`` (shared with ``make demo``). Why the shutdown pipe: a
+The process itself is ``v6_assets.devserver.DagsterDevProcess`` (shared with ``make demo``). Why the shutdown pipe: a
 background ``dagster dev`` may ignore SIGINT/SIGTERM, while ``--shutdown-pipe FD`` makes it interrupt itself and stop
 its webserver, daemon and code servers in order. It runs in its own session (``start_new_session``), so every
 descendant, including run workers and code servers re-parented to init, carries its session id: that is what the
@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from v6_assets.demo import DagsterDevProcess, DemoError, describe_processes, free_port, session_processes
+from v6_assets.devserver import DagsterDevProcess, DevServerError, describe_processes, free_port, session_processes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCATION_NAME = "v6_assets"
@@ -143,7 +143,7 @@ class DagsterDev:
         )
         try:
             self.process.start()
-        except DemoError as exc:
+        except DevServerError as exc:
             raise HarnessError(str(exc)) from None
         return self
 
@@ -153,7 +153,7 @@ class DagsterDev:
             return []
         try:
             self.terminated = self.process.stop()
-        except DemoError as exc:
+        except DevServerError as exc:
             raise HarnessError(str(exc)) from None
         return self.terminated
 

@@ -1,7 +1,7 @@
 """End to end in ONE real ``dagster dev``: simulator -> streamer -> spool -> sensor -> Delta -> assets -> UI.
 
 The stack (module scope, ~2-3 min): the gateway simulator (``demo`` scenario) in this process, its clock starting
-4 sessions back at high speed; history seeded exactly like ``make demo`` (``v6_assets.demo.seed_history``); then
+4 sessions back at high speed; history seeded exactly like ``make demo`` (``v6_assets.history_seed.seed_history``); then
 ``dagster dev`` (free port, temp DAGSTER_HOME / V6_HOME / lake) whose ``ib_position_stream`` sensor takes over the
 stream. Tests run in file order and share it: reload mid-stream, today's refresh, a 3-session backfill against
 the simulator's EOD truth, the browser, and last the exactly-once audit of everything the simulator sent.
@@ -27,9 +27,10 @@ from playwright.sync_api import Locator, Page
 from v6_assets import sessions
 from v6_assets.contracts.clock import OFFSET_VAR
 from v6_assets.contracts.money import Money
-from v6_assets.demo import SeedResult, history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
-from v6_assets.ib import IBPositionStreamer, StreamerSettings
+from v6_assets.history_seed import SeedResult, history_start, seed_history
+from v6_assets.ib import StreamerSettings
+from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
 from v6_assets_tests.e2e import browser
 from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
@@ -95,7 +96,7 @@ def _stack(workdir: Path, truth_dir: Path, offset_s: str) -> Iterator[Stack]:
         try:
             seed = seed_history(sim, StreamerSettings.from_env(env), lake, timeout_s=300)
         finally:
-            IBPositionStreamer.reset_for_tests()
+            discard_process_streamer()
         started_at = time.time()
         with dev:
             yield Stack(sim, dev, dev.graphql(), lake, seed, truth_dir, started_at)

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from v6_assets.ib.models import GreeksUpdate, PositionUpdate
-from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.ib.streamer import discard_process_streamer
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
 
@@ -48,4 +48,4 @@ def greeks_update(seq: int, con_id: int = 1001) -> GreeksUpdate:
 @pytest.fixture(autouse=True)
 def no_streamer_leak() -> Iterator[None]:
     yield
-    IBPositionStreamer.reset_for_tests()
+    discard_process_streamer()

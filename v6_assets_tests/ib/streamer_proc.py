@@ -25,11 +25,11 @@ def main() -> None:
             json.dumps(
                 {
                     "pid": os.getpid(),
-                    "connected": status.connected,
-                    "lease_held": status.lease_held,
-                    "holder_pid": status.lease_holder.pid if status.lease_holder else None,
-                    "spool_written": status.spool_written,
-                    "last_offset": status.spool_last_offset,
+                    "connected": status.connection.connected,
+                    "lease_held": status.connection.lease_held,
+                    "holder_pid": status.connection.lease_holder.pid if status.connection.lease_holder else None,
+                    "spool_written": status.spool.written,
+                    "last_offset": status.spool.last_offset,
                 }
             ),
             flush=True,

@@ -80,7 +80,7 @@ def test_values_equal_ground_truth_no_sentinels_no_stock(sim: GatewaySimulator, 
     streamer.ensure_started(settings)  # idempotent
     with pytest.raises(ValueError, match="other settings"):
         streamer.ensure_started(settings_for(sim, tmp_path, client_id=99))
-    wait_for(lambda: streamer.status().connected, 10, "connection")
+    wait_for(lambda: streamer.status().connection.connected, 10, "connection")
     # Run through the open (speed 600: ~3 s real to 09:30 ET) so marks, PnL and greeks move.
     time.sleep(7)
     status = streamer.status()
@@ -96,7 +96,7 @@ def test_values_equal_ground_truth_no_sentinels_no_stock(sim: GatewaySimulator, 
     sent_keys = {(e["account"], e["con_id"]) for e in sent if e["kind"] == "position" and e["con_id"] in option_ids}
     assert {(r.account, r.con_id) for r in rows} == sent_keys
     assert all(r.sec_type in ("OPT", "FOP") for r in rows)
-    assert status.non_option_dropped > 0
+    assert status.counters.non_option_dropped > 0
     # Every value sent while connected is in the spool, equal (sentinels as None).
     missing = missing_from_spool(sent, rows, option_ids, CLIENT_ID, keep=lambda e: e["wall_time"] < stop_wall - 1.0)
     assert missing == []
@@ -130,29 +130,30 @@ def test_values_equal_ground_truth_no_sentinels_no_stock(sim: GatewaySimulator, 
     assert max(per_con.values()) <= 7 + 3
     # The registered handler saw the same stream as the spool.
     assert [u.seq for u in collector.positions] == [r.seq for r in rows]
-    assert status.pnl_subscriptions == len(sent_keys) and status.greeks_lines == len({k[1] for k in sent_keys})
-    assert len(set(status.accounts)) == 3 and status.portfolio_account in status.accounts
+    subs = status.subscriptions
+    assert subs.pnl_subscriptions == len(sent_keys) and subs.greeks_lines == len({k[1] for k in sent_keys})
+    assert len(set(subs.accounts)) == 3 and subs.portfolio_account in subs.accounts
 
 
 def test_accounts_allowlist_and_line_budget(sim: GatewaySimulator, tmp_path: Path) -> None:
     settings = settings_for(sim, tmp_path, accounts=("DU1000001", "DU1000002"), line_budget=3, greeks_rotation_s=0.5)
     streamer = IBPositionStreamer()
     streamer.ensure_started(settings, clock=sim.clock.now)
-    wait_for(lambda: streamer.status().connected, 10, "connection")
+    wait_for(lambda: streamer.status().connection.connected, 10, "connection")
     portfolio_accounts = set()
     lines_seen = set()
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
         status = streamer.status()
-        portfolio_accounts.add(status.portfolio_account)
-        lines_seen.add(status.greeks_lines)
+        portfolio_accounts.add(status.subscriptions.portfolio_account)
+        lines_seen.add(status.subscriptions.greeks_lines)
         assert sim.lines_in_use() <= 3 + 1  # a rotation cancels before it subscribes; allow one in flight
         time.sleep(0.1)
     status = streamer.status()
     streamer.stop()
     assert portfolio_accounts == {"DU1000001", "DU1000002"}
     assert lines_seen == {3}
-    assert status.foreign_account_dropped > 0
+    assert status.counters.foreign_account_dropped > 0
     rows = spooled_positions(settings.spool_path)
     assert {r.account for r in rows} == {"DU1000001", "DU1000002"}
     with Spool(settings.spool_path) as spool:
@@ -173,11 +174,11 @@ def test_lease_holder_reported_and_other_streamer_does_not_connect(sim: GatewayS
     streamer.ensure_started(settings, clock=sim.clock.now)
     time.sleep(1.0)
     status = streamer.status()
-    assert not status.connected and not status.lease_held
-    assert status.lease_holder is not None and "pid" in status.describe()
+    assert not status.connection.connected and not status.connection.lease_held
+    assert status.connection.lease_holder is not None and "pid" in status.describe()
     assert sim.active_client_ids() == []
     other.release()
-    wait_for(lambda: streamer.status().connected, 10, "takeover after the lease is released")
+    wait_for(lambda: streamer.status().connection.connected, 10, "takeover after the lease is released")
     streamer.stop()
 
 
@@ -189,11 +190,11 @@ def test_client_id_in_use_waits_and_retries_the_same_id(sim: GatewaySimulator, t
         settings = settings_for(sim, tmp_path, client_id_in_use_wait_s=0.3, connect_timeout_s=1.0)
         streamer = IBPositionStreamer()
         streamer.ensure_started(settings, clock=sim.clock.now)
-        wait_for(lambda: "326" in str(streamer.status().last_error), 10, "error 326 reported")
-        assert not streamer.status().connected
+        wait_for(lambda: "326" in str(streamer.status().connection.last_error), 10, "error 326 reported")
+        assert not streamer.status().connection.connected
     finally:
         squatter.disconnect()
-    wait_for(lambda: streamer.status().connected, 15, "connect once the id is free")
+    wait_for(lambda: streamer.status().connection.connected, 15, "connect once the id is free")
     streamer.stop()
     start_api_ids = {r.get("client_id") for r in sim.requests()}
     assert start_api_ids <= {CLIENT_ID, None}
@@ -211,55 +212,61 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
     )
     streamer = IBPositionStreamer()
     streamer.ensure_started(settings, clock=sim.clock.now)
-    wait_for(lambda: streamer.status().connected, 10, "connection")
+    wait_for(lambda: streamer.status().connection.connected, 10, "connection")
     time.sleep(1.0)
     blackouts: list[tuple[float, float]] = []  # wall-time windows where a fault may eat messages in flight
 
     # A malformed frame and a truncated message: logged, counted, dropped; the connection stays up.
-    before = streamer.status().malformed_messages
+    before = streamer.status().counters.malformed_messages
     sim.send_malformed_frame()
     sim.send_truncated_message()
-    wait_for(lambda: streamer.status().malformed_messages >= before + 2, 5, "malformed messages counted")
-    assert streamer.status().connected and streamer.status().reconnects == 0
+    wait_for(lambda: streamer.status().counters.malformed_messages >= before + 2, 5, "malformed messages counted")
+    assert streamer.status().connection.connected and streamer.status().connection.reconnects == 0
 
     # 1100 then 1101: farm connectivity tracked; data lost -> everything resubscribed on the same connection.
     pnl_requests = sum(1 for r in sim.requests() if r["msg_id"] == 94)
     sim.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
-    wait_for(lambda: not streamer.status().ib_farm_connected, 5, "1100 handled")
+    wait_for(lambda: not streamer.status().connection.ib_farm_connected, 5, "1100 handled")
     sim.send_error(1101, "Connectivity restored - data lost.")
-    wait_for(lambda: streamer.status().ib_farm_connected, 5, "1101 handled")
+    wait_for(lambda: streamer.status().connection.ib_farm_connected, 5, "1101 handled")
     wait_for(lambda: sum(1 for r in sim.requests() if r["msg_id"] == 94) >= 2 * pnl_requests, 5, "resubscribed")
-    assert streamer.status().reconnects == 0
+    assert streamer.status().connection.reconnects == 0
 
     # The gateway drops the connection: reconnect.
     t = time.time()
     sim.disconnect_all()
-    wait_for(lambda: streamer.status().reconnects >= 1 and streamer.status().connected, 10, "reconnect")
+    wait_for(
+        lambda: streamer.status().connection.reconnects >= 1 and streamer.status().connection.connected, 10, "reconnect"
+    )
     blackouts.append((t - 0.5, time.time() + 0.5))
 
     # The gateway stalls: heartbeat probe unanswered -> reconnect.
     t = time.time()
-    before = streamer.status().reconnects
+    before = streamer.status().connection.reconnects
     sim.stall_output(4.0)
-    wait_for(lambda: streamer.status().reconnects > before and streamer.status().connected, 15, "heartbeat reconnect")
+    wait_for(
+        lambda: streamer.status().connection.reconnects > before and streamer.status().connection.connected,
+        15,
+        "heartbeat reconnect",
+    )
     blackouts.append((t - 0.5, t + 5.0))
 
     # Refused reconnects: the circuit opens, then a half-open probe closes it once the gateway is back.
     t = time.time()
-    before = streamer.status().reconnects
+    before = streamer.status().connection.reconnects
     sim.refuse_connections(2.5)
     sim.disconnect_all()
     states = set()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         status = streamer.status()
-        states.add(status.circuit_state)
-        if status.reconnects > before and status.connected:
+        states.add(status.connection.circuit_state)
+        if status.connection.reconnects > before and status.connection.connected:
             break
         time.sleep(0.02)
     assert "open" in states
-    assert streamer.status().connected and streamer.status().circuit_state == "closed"
-    assert streamer.status().connect_failures >= 2
+    assert streamer.status().connection.connected and streamer.status().connection.circuit_state == "closed"
+    assert streamer.status().connection.connect_failures >= 2
     blackouts.append((t - 0.5, time.time() + 0.5))
 
     time.sleep(1.5)
@@ -284,7 +291,7 @@ def test_faults_recover_and_spool_holds_everything_sent_while_connected(sim: Gat
         if e["kind"] == "position" and e["client_id"] == CLIENT_ID and e["con_id"] in option_con_ids(sim)
     }
     assert 0 < sum(1 for r in rows if r.source == "position") <= len(position_states)
-    assert streamer.status().conversion_errors == 0
+    assert streamer.status().counters.conversion_errors == 0
 
 
 def test_unusable_home_is_a_clear_error_at_start(tmp_path: Path) -> None:
@@ -327,10 +334,12 @@ def test_pnl_single_follows_opens_and_closes_and_keeps_the_closing_realized_pnl(
         settings = settings_for(sim, tmp_path, portfolio_rotation_s=1000.0)  # DU2 is never the portfolio account
         streamer = IBPositionStreamer()
         streamer.ensure_started(settings, clock=sim.clock.now)
-        wait_for(lambda: streamer.status().pnl_subscriptions == 2, 10, "PnL-single for both open positions")
-        assert streamer.status().portfolio_account == "DU1"
+        wait_for(
+            lambda: streamer.status().subscriptions.pnl_subscriptions == 2, 10, "PnL-single for both open positions"
+        )
+        assert streamer.status().subscriptions.portfolio_account == "DU1"
         wait_for(lambda: sim.clock.now() >= scenario.clock.start + timedelta(seconds=260), 20, "the trades")
-        wait_for(lambda: streamer.status().pnl_subscriptions == 1, 15, "closed lines dropped")
+        wait_for(lambda: streamer.status().subscriptions.pnl_subscriptions == 1, 15, "closed lines dropped")
         streamer.stop()
         sent = [e for e in sim.truth["sent"] if e["client_id"] == CLIENT_ID and e["kind"] == "pnl_single"]
         cancels = [r for r in sim.requests() if r["msg_id"] == 95]

@@ -32,7 +32,7 @@ from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.ib.spool import Spool
-from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.ib.streamer import IBPositionStreamer, discard_process_streamer
 from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, Lake
 from v6_assets.lake.maintenance import active_files
 from v6_assets_tests.scaleout.conftest import Services
@@ -52,7 +52,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 @pytest.fixture
 def streamer() -> Iterator[IBPositionStreamer]:
     yield IBPositionStreamer()
-    IBPositionStreamer.reset_for_tests()
+    discard_process_streamer()
 
 
 def _tick(instance: DagsterInstance, resources: dict[str, object], cursor: str | None) -> SensorResult | SkipReason:

@@ -1,0 +1,228 @@
+"""``dagster dev`` as a managed child process: start it, wait until it serves, stop it and everything it started.
+
+Used by ``make demo`` (``v6_assets.demo``) and by the end-to-end tests, benchmarks and chaos runs
+(``v6_assets_tests.e2e.harness``). ``dagster dev`` runs in its own session (``start_new_session``), so every
+descendant, run workers and code servers re-parented to init included, carries its session id: that is what the
+leftover check and the last-resort kill look for. It is stopped through ``--shutdown-pipe`` first: a background
+``dagster dev`` may ignore SIGINT/SIGTERM, the pipe makes it stop its webserver, daemon and code servers in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 3000
+_SHUTDOWN_MESSAGE = b"SHUTDOWN\n"  # dagster_shared.ipc._PIPE_SHUTDOWN_INDICATOR
+
+
+class DevServerError(RuntimeError):
+    """dagster dev did not start, exited, or left processes behind that even SIGKILL did not end."""
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    """Every live, non-zombie process whose session id is ``sid``."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def describe_processes(procs: Sequence[psutil.Process]) -> str:
+    out = []
+    for proc in procs:
+        try:
+            out.append(f"{proc.pid}: {' '.join(proc.cmdline())[:160]}")
+        except psutil.Error:
+            out.append(f"{proc.pid}: <gone>")
+    return "; ".join(out)
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port on ``host`` that is free right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DagsterDevProcess:
+    """``dagster dev -h 127.0.0.1 -p PORT -w WORKSPACE --shutdown-pipe FD`` in its own session.
+
+    ``start()`` returns once ``GET /server_info`` answers (``ready_probe`` may demand more, e.g. a loaded code
+    location). ``stop()`` writes the shutdown message to the pipe (dagster dev then stops its webserver, daemon and
+    code servers in order), escalates to SIGTERM and SIGKILL of the whole session, and raises ``DevServerError`` if any
+    process of the session had to be killed. Output goes to ``log_path``.
+    """
+
+    project_dir: Path
+    env: Mapping[str, str]
+    log_path: Path
+    port: int = DEFAULT_PORT
+    workspace: str = "workspace.yaml"
+    log_level: str = "info"
+    start_timeout_s: float = 180.0
+    stop_timeout_s: float = 60.0
+    ready_probe: Callable[[], bool] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _pipe_w: int | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def sid(self) -> int:
+        if self.proc is None:
+            raise DevServerError("dagster dev is not started")
+        return self.proc.pid  # start_new_session: the leader's pid is the session id
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes dagster dev started: webserver, daemon, code server + its gRPC child, run workers."""
+        return session_processes(self.sid) if self.proc is not None else []
+
+    def server_info(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/server_info", timeout=5) as resp:
+                return dict(json.loads(resp.read()))
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "<no log>"
+
+    def start(self) -> DagsterDevProcess:
+        if self.proc is not None:
+            raise DevServerError("dagster dev already started")
+        if not port_is_free(self.port):
+            raise DevServerError(
+                f"port {self.port} on {LOOPBACK} is in use (another dagster dev?); stop it or pick --port"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        pipe_r, self._pipe_w = os.pipe()
+        dagster = Path(sys.executable).with_name("dagster")
+        cmd = [str(dagster), "dev", "-h", LOOPBACK, "-p", str(self.port), "-w", self.workspace]
+        cmd += ["--log-level", self.log_level, "--shutdown-pipe", str(pipe_r)]
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.project_dir,
+                env=dict(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                pass_fds=[pipe_r],
+                start_new_session=True,  # Ctrl-C reaches us only; we stop it in order through the pipe
+            )
+        finally:
+            os.close(pipe_r)
+        try:
+            self.wait_ready()
+        except BaseException:
+            with contextlib.suppress(DevServerError):
+                self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DevServerError(f"dagster dev exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            if self.server_info() is not None and (self.ready_probe is None or self.ready_probe()):
+                return
+            if time.monotonic() > deadline:
+                raise DevServerError(f"dagster dev not ready after {self.start_timeout_s:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.5)
+
+    def stop(self) -> list[str]:
+        """Stop everything it started; return what had to be terminated after dagster dev itself exited.
+
+        Runs still in flight (run workers outlive ``dagster dev``) are sent SIGTERM, then SIGKILL after 15 s.
+        Raises ``DevServerError`` only if a process of the session survives even that.
+        """
+        if self.proc is None:
+            return []
+        sid = self.sid
+        terminated: list[str] = []
+        try:
+            if self._pipe_w is not None:
+                with contextlib.suppress(OSError):
+                    os.write(self._pipe_w, _SHUTDOWN_MESSAGE)
+                with contextlib.suppress(OSError):
+                    os.close(self._pipe_w)
+                self._pipe_w = None
+            try:
+                self.proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                terminated.append(f"dagster dev {self.proc.pid} (no exit {self.stop_timeout_s:.0f}s after shutdown)")
+                signal_session(sid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
+            # The code server's gRPC child may take a moment after dagster dev itself has gone.
+            deadline = time.monotonic() + 5
+            while session_processes(sid) and time.monotonic() < deadline:
+                time.sleep(0.25)
+            left = session_processes(sid)
+            if left:
+                terminated.append(describe_processes(left))
+                signal_session(sid, signal.SIGTERM)
+                _gone, alive = psutil.wait_procs(left, timeout=15)
+                if alive:
+                    signal_session(sid, signal.SIGKILL)
+                    psutil.wait_procs(alive, timeout=5)
+            survivors = session_processes(sid)
+            if survivors:
+                raise DevServerError(f"processes survived SIGKILL: {describe_processes(survivors)}")
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return terminated
+
+    def __enter__(self) -> DagsterDevProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def signal_session(sid: int, sig: signal.Signals) -> None:
+    for proc in session_processes(sid):
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
