@@ -128,9 +128,7 @@ def _daily_from_lake(lake: Lake, days: list[date]) -> tuple[pl.DataFrame, pl.Dat
     return eod, analytics.daily_pnl(eod, None, days)
 
 
-@pytest.mark.parametrize("pinned", list(MOMENTS), indirect=True)
-def test_ground_truth_at_a_hard_moment(pinned: Moment, tmp_path: Path) -> None:
-    moment = pinned
+def _check_ground_truth_at(moment: Moment, tmp_path: Path) -> None:
     assert sessions.current_session() == moment.current_session, moment.covers
     assert sessions.previous_session(moment.current_session) == moment.previous_session, moment.covers
     scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
@@ -179,3 +177,37 @@ def test_ground_truth_at_a_hard_moment(pinned: Moment, tmp_path: Path) -> None:
             compared += 1
     assert not problems, problems[:20]
     assert compared > 0, "no session after the baseline had PnL to compare"
+
+
+# Three classes so that pytest-xdist (--dist loadscope) can run them on different workers.
+class TestCalendar:
+    @pytest.mark.parametrize(
+        "pinned",
+        ["saturday_0200", "monday_after_good_friday", "early_close_after_thanksgiving", "christmas_week"],
+        indirect=True,
+    )
+    def test_ground_truth(self, pinned: Moment, tmp_path: Path) -> None:
+        _check_ground_truth_at(pinned, tmp_path)
+
+
+class TestAroundTheCut:
+    @pytest.mark.parametrize("pinned", ["session_1610", "session_1620"], indirect=True)
+    def test_ground_truth(self, pinned: Moment, tmp_path: Path) -> None:
+        _check_ground_truth_at(pinned, tmp_path)
+
+
+class TestDaylightSaving:
+    @pytest.mark.parametrize(
+        "pinned", ["dst_spring_sunday", "dst_spring_monday", "dst_fall_sunday", "dst_fall_monday"], indirect=True
+    )
+    def test_ground_truth(self, pinned: Moment, tmp_path: Path) -> None:
+        _check_ground_truth_at(pinned, tmp_path)
+
+
+def test_every_moment_is_in_a_class() -> None:
+    covered = {
+        *TestCalendar.test_ground_truth.pytestmark[0].args[1],  # type: ignore[attr-defined]
+        *TestAroundTheCut.test_ground_truth.pytestmark[0].args[1],  # type: ignore[attr-defined]
+        *TestDaylightSaving.test_ground_truth.pytestmark[0].args[1],  # type: ignore[attr-defined]
+    }
+    assert covered == set(MOMENTS)

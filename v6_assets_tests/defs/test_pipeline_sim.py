@@ -41,7 +41,6 @@ from v6_assets.ib.streamer import IBPositionStreamer, discard_process_streamer
 from v6_assets.lake import Lake
 from v6_assets_tests.pyenv import set_env
 
-pytestmark = pytest.mark.xdist_group("pipeline_sim")  # the module shares one simulated run
 NY = sessions.NEW_YORK
 SIM_START = datetime(2025, 3, 3, 9, 0, tzinfo=NY)
 SESSIONS = 6  # 2025-03-03 .. 2025-03-10 (the expiry is in session 4)

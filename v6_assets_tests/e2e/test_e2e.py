@@ -36,8 +36,7 @@ from v6_assets_tests.e2e import browser
 from v6_assets_tests.e2e.harness import DagsterDev, DagsterGraphQL, wait_until
 from v6_assets_tests.pyenv import set_env
 
-# one worker holds the module's one dagster dev (module fixture) under pytest-xdist
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600), pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 CLIENT_ID = 61
 SESSIONS_BACK = 4

@@ -27,7 +27,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from v6_assets_tests.pyenv import del_env, set_env
 from v6_assets_tests.scaleout.conftest import POSTGRES_INSTANCE_YAML, PROJECT_ROOT, Services
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
+pytestmark = [pytest.mark.scaleout]
 
 PRUNE_SCRIPT = PROJECT_ROOT / "deploy" / "prune_runs.py"
 

@@ -16,7 +16,7 @@ from dagster._core.instance.config import dagster_instance_config_schema
 from v6_assets_tests.pyenv import set_env
 from v6_assets_tests.scaleout.conftest import POSTGRES_INSTANCE_YAML, PROJECT_ROOT
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
+pytestmark = [pytest.mark.scaleout]
 
 LAUNCHERS = PROJECT_ROOT / "deploy" / "run-launchers"
 VARIANTS = {"docker": LAUNCHERS / "dagster.docker.yaml", "k8s": LAUNCHERS / "dagster.k8s.yaml"}

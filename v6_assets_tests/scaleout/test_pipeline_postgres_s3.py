@@ -37,7 +37,7 @@ from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, Lake
 from v6_assets.lake.maintenance import active_files
 from v6_assets_tests.scaleout.conftest import Services
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.s3, pytest.mark.xdist_group("scaleout")]
+pytestmark = [pytest.mark.scaleout, pytest.mark.s3]
 
 # 1 simulated hour per real second: a session passes in ~7 s (nights are skipped above speed 60), so 12 s of stream
 # span at least two sessions and every session gets several sensor commits even on a loaded machine.

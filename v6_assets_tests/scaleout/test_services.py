@@ -11,7 +11,7 @@ import pytest
 
 from v6_assets_tests.scaleout.conftest import Services, read_env_file, run_services_script
 
-pytestmark = [pytest.mark.scaleout, pytest.mark.xdist_group("scaleout")]  # one worker starts the servers
+pytestmark = [pytest.mark.scaleout]
 
 
 def _ports(services: Services) -> set[int]:
