@@ -22,10 +22,10 @@ import polars as pl
 
 from bench.common import BenchResult, Record, bench_argparser, finish, median_time
 from v6_assets.analytics import synthetic_updates
+from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
 from v6_assets.defs import sensors
 from v6_assets.defs.ingest import DrainResult, drain_spool_to_lake
 from v6_assets.ib import GreeksUpdate, PositionUpdate, Spool
-from v6_assets.ib.models import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
 from v6_assets.ib.streamer import IBPositionStreamer
 from v6_assets.lake import Lake
 

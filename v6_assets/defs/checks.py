@@ -20,6 +20,7 @@ import polars as pl
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
 from v6_assets import sessions
+from v6_assets.contracts.unset import ib_unset_expr
 from v6_assets.defs.assets import (
     EOD_TABLE,
     ROLLUP_DETAIL,
@@ -34,7 +35,7 @@ from v6_assets.defs.assets import (
 )
 from v6_assets.defs.metadata import markdown_table
 from v6_assets.defs.resources import LakeResource
-from v6_assets.lake import IB_UNSET_DOUBLE, TRADE_DATE, Lake
+from v6_assets.lake import TRADE_DATE, Lake
 
 # Greeks columns that cannot be negative: a -1/-2 there is IB's "not computed" sentinel stored as a number.
 NON_NEGATIVE_GREEKS = ("gamma", "vega", "implied_vol", "und_price", "opt_price")
@@ -108,7 +109,7 @@ def sentinel_counts(scan: pl.LazyFrame, days: Sequence[date]) -> tuple[int, dict
     for c, t in schema.items():
         if t != pl.Float64:
             continue
-        bad = pl.col(c).is_nan() | pl.col(c).is_infinite() | (pl.col(c).abs() >= IB_UNSET_DOUBLE / 2)
+        bad = ib_unset_expr(pl.col(c))
         if c in NON_NEGATIVE_GREEKS:
             bad = bad | (pl.col(c) < 0)
         exprs[c] = bad.fill_null(False).sum()

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 from ib_async import IB, Contract
 from ib_async.ib import StartupFetch
 
+from v6_assets.contracts.streams import PositionUpdate
 from v6_assets.ib.convert import MODEL_GREEKS_TICK, Clock, GreeksThrottle, PositionMerger, plan_greeks_lines, utc_now
 from v6_assets.ib.fanout import FanOut, Handler, HandlerStats
 from v6_assets.ib.lease import ConnectionLease, LeaseHolder
-from v6_assets.ib.models import PositionUpdate
 from v6_assets.ib.resilience import Backoff, CircuitBreaker, CircuitState
 from v6_assets.ib.settings import StreamerSettings
 from v6_assets.ib.spool import Spool, SpoolHandler

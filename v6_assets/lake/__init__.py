@@ -1,4 +1,5 @@
-"""Delta Lake layer: table contracts, the exactly-once micro-batch writer, session overwrites, maintenance.
+"""Delta Lake layer: the table contracts (``v6_assets.contracts``) enforced, the exactly-once micro-batch writer,
+session overwrites, maintenance.
 
 No Dagster, no IB imports. Typical use::
 
@@ -25,14 +26,13 @@ from v6_assets.lake.tables import (
     EOD_POSITIONS,
     EXPOSURE,
     GREEKS_UPDATES,
-    IB_UNSET_DOUBLE,
     POSITION_UPDATES,
     TABLES,
     TRADE_DATE,
     ColumnDef,
     LakeSchemaError,
     TableDef,
-    conform,
+    cast_and_validate,
 )
 from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
 
@@ -42,7 +42,6 @@ __all__ = [
     "EOD_POSITIONS",
     "EXPOSURE",
     "GREEKS_UPDATES",
-    "IB_UNSET_DOUBLE",
     "POSITION_UPDATES",
     "TABLES",
     "TRADE_DATE",
@@ -58,10 +57,10 @@ __all__ = [
     "OverwriteResult",
     "TableDef",
     "VacuumResult",
+    "cast_and_validate",
     "check_compatible",
     "checkpoint",
     "cleanup_logs",
     "compact",
-    "conform",
     "vacuum",
 ]

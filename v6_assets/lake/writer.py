@@ -24,7 +24,7 @@ from deltalake.exceptions import CommitFailedError
 
 from v6_assets.failpoints import failpoint
 from v6_assets.lake.store import Lake, check_compatible, hot_path_hooks, zstd_writer_properties
-from v6_assets.lake.tables import TRADE_DATE, TableDef, conform
+from v6_assets.lake.tables import TRADE_DATE, TableDef, cast_and_validate
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class MicroBatchWriter:
             raise ValueError(f"{self.table.name}: app_id must be a non-empty string, got {app_id!r}")
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ValueError(f"{self.table.name}: version must be a non-negative int, got {version!r}")
-        frame = conform(self.table, df)
+        frame = cast_and_validate(self.table, df)
         if offset_column is not None:
             self._check_offsets(frame, offset_column, version)
 

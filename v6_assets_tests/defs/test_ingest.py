@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.defs.ingest import DrainError, committed_offsets, drain_spool_to_lake
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import Lake, LakeSchemaError
 
