@@ -52,10 +52,10 @@ from bench.chaos_common import (
     worker_env,
 )
 from v6_assets import failpoints, sessions
-from v6_assets.defs.ingest import drain_spool_to_lake
 from v6_assets.gateway_sim import load_scenario
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
 from v6_assets.lake import Lake
+from v6_assets.pipeline.ingest import drain_spool_to_lake
 
 log = logging.getLogger("chaos")
 Windows = list[tuple[float, float]]

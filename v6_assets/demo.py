@@ -285,8 +285,8 @@ def seed_history(
     stream id and spool, so the live stream continues after the seed). The streamer's timestamps come from the
     simulator's clock, so every update lands in the session it was simulated in.
     """
-    from v6_assets.defs.ingest import drain_spool_to_lake
     from v6_assets.ib import IBPositionStreamer, Spool
+    from v6_assets.pipeline.ingest import drain_spool_to_lake
 
     started = time.monotonic()
     seed_settings = dataclasses.replace(settings, portfolio_rotation_s=SEED_PORTFOLIO_ROTATION_S)
