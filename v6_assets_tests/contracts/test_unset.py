@@ -1,4 +1,5 @@
-"""The IB-unset rule: one rule, the same answer in its scalar and polars forms and in every layer that applies it."""
+"""The IB-unset rule: one rule, the same answer in its scalar and polars forms (each layer's tests check that it
+applies this rule: ib/test_convert.py, analytics/test_property_and_bad_input.py, lake/test_tables.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import math
 import polars as pl
 import pytest
 
-from v6_assets.analytics._common import AnalyticsInputError, check_no_sentinels
 from v6_assets.contracts.unset import IB_UNSET_DOUBLE, UNSET_MAGNITUDE, ib_unset_expr, is_ib_unset
-from v6_assets.ib.convert import clean_float
 
 VALUES = [0.0, -1.5, 1e299, -9.99e299, UNSET_MAGNITUDE, -UNSET_MAGNITUDE, 1e305, IB_UNSET_DOUBLE, -IB_UNSET_DOUBLE]
 SPECIAL = [math.nan, math.inf, -math.inf]
@@ -23,17 +22,6 @@ def test_unset_double_is_what_ib_sends() -> None:
 def test_scalar_and_polars_forms_agree(value: float) -> None:
     in_polars = pl.select(ib_unset_expr(pl.lit(value, dtype=pl.Float64))).item()
     assert in_polars is is_ib_unset(value)
-
-
-@pytest.mark.parametrize("value", VALUES + SPECIAL)
-def test_conversion_and_analytics_apply_the_same_rule(value: float) -> None:
-    assert (clean_float(value) is None) is is_ib_unset(value)
-    frame = pl.DataFrame({"x": [value]})
-    if is_ib_unset(value):
-        with pytest.raises(AnalyticsInputError):
-            check_no_sentinels(frame, ["x"], "frame")
-    else:
-        check_no_sentinels(frame, ["x"], "frame")
 
 
 def test_null_is_unknown_not_unset() -> None:

@@ -10,6 +10,7 @@ from ib_async import Contract, FuturesOption, Option, PnLSingle, PortfolioItem, 
 from ib_async.objects import OptionComputation
 
 from v6_assets.contracts.unset import IB_UNSET_DOUBLE as UNSET_DOUBLE
+from v6_assets.contracts.unset import is_ib_unset
 from v6_assets.ib.convert import (
     GreeksThrottle,
     PositionMerger,
@@ -44,6 +45,11 @@ def spx_call(con_id: int = 1001, multiplier: str = "100", expiry: str = "2025032
 )
 def test_clean_float_maps_sentinels_to_none(value: object) -> None:
     assert clean_float(value) is None
+
+
+@pytest.mark.parametrize("value", [0.0, -1.5, 9.99e299, 1e300, -1e305, UNSET_DOUBLE, math.nan, -math.inf])
+def test_clean_float_applies_the_one_unset_rule(value: float) -> None:
+    assert (clean_float(value) is None) is is_ib_unset(value)
 
 
 def test_clean_float_keeps_real_numbers_including_zero_and_negatives() -> None:

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
+from v6_assets.contracts.unset import is_ib_unset
 from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TABLES, LakeSchemaError, cast_and_validate
 from v6_assets_tests.lake.helpers import daily_rows, position_rows
 
@@ -76,11 +77,18 @@ def test_conform_rejects_a_trade_date_that_contradicts_received_at() -> None:
         cast_and_validate(POSITION_UPDATES, df)
 
 
-@pytest.mark.parametrize("value", [float("inf"), -1.7976931348623157e308])
-def test_conform_rejects_infinity_and_unset_double(value: float) -> None:
+@pytest.mark.parametrize("value", [float("inf"), -1.7976931348623157e308, 1e305, 1e300])
+def test_cast_and_validate_rejects_what_the_unset_rule_rejects(value: float) -> None:
+    assert is_ib_unset(value)
     df = position_rows(range(2)).with_columns(ib_daily_pnl=pl.lit(value))
     with pytest.raises(LakeSchemaError, match=r"position_updates\.ib_daily_pnl: 2 row"):
         cast_and_validate(POSITION_UPDATES, df)
+
+
+def test_cast_and_validate_keeps_large_real_numbers_and_stores_nan_as_null() -> None:
+    df = position_rows(range(2)).with_columns(ib_daily_pnl=pl.lit(9.99e299), ib_value=pl.lit(float("nan")))
+    out = cast_and_validate(POSITION_UPDATES, df)
+    assert out["ib_daily_pnl"].to_list() == [9.99e299, 9.99e299] and out["ib_value"].null_count() == 2
 
 
 def test_conform_rejects_non_frames_and_reports_the_column() -> None:
