@@ -66,26 +66,23 @@ def run_sessions(context: Any) -> list[date]:
 
 # -- streamed tables (external: the sensor appends them) ----------------------------------------------------------
 
-position_updates = AssetSpec(
-    key="position_updates",
-    description=POSITION_UPDATES.description
-    + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
-    + _SIM_NOTE,
-    partitions_def=trading_day_partitions,
-    group_name=GROUP_STREAM,
-    kinds={"deltalake"},
-    metadata={"dagster/column_schema": table_schema(POSITION_UPDATES), "dagster/table_name": "position_updates"},
-)
-greeks_updates = AssetSpec(
-    key="greeks_updates",
-    description=GREEKS_UPDATES.description
-    + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
-    + _SIM_NOTE,
-    partitions_def=trading_day_partitions,
-    group_name=GROUP_STREAM,
-    kinds={"deltalake"},
-    metadata={"dagster/column_schema": table_schema(GREEKS_UPDATES), "dagster/table_name": "greeks_updates"},
-)
+
+def stream_spec(table: TableDef) -> AssetSpec:
+    """The external asset of a streamed table (appended by the sensor, not materialized by a run)."""
+    return AssetSpec(
+        key=table.name,
+        description=table.description
+        + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
+        + _SIM_NOTE,
+        partitions_def=trading_day_partitions,
+        group_name=GROUP_STREAM,
+        kinds={"deltalake"},
+        metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table.name},
+    )
+
+
+position_updates = stream_spec(POSITION_UPDATES)
+greeks_updates = stream_spec(GREEKS_UPDATES)
 
 # -- column lineage ---------------------------------------------------------------------------------------------
 

@@ -10,6 +10,17 @@ No Dagster, no IB imports. Typical use::
     lake.read_sessions("eod_positions", [session]); lake.scan("position_updates")
 """
 
+from v6_assets.contracts.tables import (
+    DAILY_PNL,
+    EOD_POSITIONS,
+    EXPOSURE,
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    TABLES,
+    TRADE_DATE,
+    ColumnDef,
+    TableDef,
+)
 from v6_assets.lake.maintenance import (
     CheckpointResult,
     CleanupLogsResult,
@@ -21,19 +32,7 @@ from v6_assets.lake.maintenance import (
     vacuum,
 )
 from v6_assets.lake.store import DEFAULT_LAKE_URI, Lake, OverwriteResult, check_compatible
-from v6_assets.lake.tables import (
-    DAILY_PNL,
-    EOD_POSITIONS,
-    EXPOSURE,
-    GREEKS_UPDATES,
-    POSITION_UPDATES,
-    TABLES,
-    TRADE_DATE,
-    ColumnDef,
-    LakeSchemaError,
-    TableDef,
-    cast_and_validate,
-)
+from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
 
 __all__ = [

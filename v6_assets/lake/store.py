@@ -20,7 +20,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from v6_assets.lake.tables import TABLES, TRADE_DATE, LakeSchemaError, TableDef, cast_and_validate
+from v6_assets.contracts.tables import TABLES, TRADE_DATE, TableDef
+from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.sessions import is_session
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Casting and validating a polars frame to a table's contract before anything is written to the lake.
 
-The contracts themselves (columns, types, descriptions) live in ``v6_assets.contracts.tables`` and are re-exported
-here for the lake's users. ``cast_and_validate`` is the lake's gate: bad input raises ``LakeSchemaError`` naming the
-column, and nothing is written.
+The contracts themselves (columns, types, descriptions) live in ``v6_assets.contracts.tables`` (``v6_assets.lake``
+re-exports them for the lake's users). ``cast_and_validate`` is the lake's gate: bad input raises
+``LakeSchemaError`` naming the column, and nothing is written.
 """
 
 from __future__ import annotations
@@ -11,35 +11,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from v6_assets.contracts.tables import (
-    DAILY_PNL,
-    EOD_POSITIONS,
-    EXPOSURE,
-    GREEKS_UPDATES,
-    POSITION_UPDATES,
-    TABLES,
-    TRADE_DATE,
-    UTC_TIMESTAMP,
-    ColumnDef,
-    TableDef,
-)
+from v6_assets.contracts.tables import TRADE_DATE, ColumnDef, TableDef
 from v6_assets.contracts.unset import ib_unset_expr
 from v6_assets.sessions import trade_date_expr
-
-__all__ = [
-    "DAILY_PNL",
-    "EOD_POSITIONS",
-    "EXPOSURE",
-    "GREEKS_UPDATES",
-    "POSITION_UPDATES",
-    "TABLES",
-    "TRADE_DATE",
-    "UTC_TIMESTAMP",
-    "ColumnDef",
-    "LakeSchemaError",
-    "TableDef",
-    "cast_and_validate",
-]
 
 
 class LakeSchemaError(ValueError):

@@ -22,9 +22,10 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from v6_assets.contracts.tables import TRADE_DATE, TableDef
 from v6_assets.failpoints import failpoint
 from v6_assets.lake.store import Lake, check_compatible, hot_path_hooks, zstd_writer_properties
-from v6_assets.lake.tables import TRADE_DATE, TableDef, cast_and_validate
+from v6_assets.lake.tables import cast_and_validate
 
 log = logging.getLogger(__name__)
 
