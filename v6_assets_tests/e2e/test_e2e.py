@@ -24,6 +24,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from v6_assets import sessions
+from v6_assets.contracts.money import Money
 from v6_assets.demo import SeedResult, history_start, seed_history
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.ib import IBPositionStreamer, StreamerSettings
@@ -185,7 +186,9 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
             assert row["is_baseline"] and row["pnl"] is None, (key, row)
         else:
             assert row["pnl"] is not None, (key, row)
-            assert round(row["pnl"], 2) == round(expected["daily_pnl"], 2), (key, row["pnl"], expected["daily_pnl"])
+            # the money rule (half a cent plus float noise), never rounding both sides: -499.78499999999985 and
+            # -499.78500000000065 are the same amount
+            assert row["pnl"] == Money(expected["daily_pnl"]), (key, row["pnl"], expected["daily_pnl"])
         assert row["position"] == expected["position"], key
 
 
