@@ -52,12 +52,12 @@ from bench.chaos_common import (
     worker_env,
 )
 from v6_assets import failpoints, sessions
-from v6_assets.defs.ingest import drain_spool_to_lake
 from v6_assets.gateway_sim import load_scenario
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings, StreamerStatus
 from v6_assets.ib.decoder_errors import decoder_error_counter
 from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
+from v6_assets.pipeline.ingest import drain_spool_to_lake
 
 log = logging.getLogger("chaos")
 Windows = list[tuple[float, float]]

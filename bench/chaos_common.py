@@ -32,11 +32,12 @@ from typing import Any
 import polars as pl
 import psutil
 
+from v6_assets.contracts.unset import ib_unset_expr
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.gateway_sim import protocol as sim_protocol
 from v6_assets.ib.convert import clean_float
 from v6_assets.ib.spool import Spool
-from v6_assets.lake import IB_UNSET_DOUBLE, Lake
+from v6_assets.lake import Lake
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ID = 61
@@ -198,8 +199,7 @@ def count_sentinel_numbers(positions: pl.DataFrame, greeks: pl.DataFrame) -> int
     for frame in (positions, greeks):
         for name, dtype in frame.schema.items():
             if dtype == pl.Float64:
-                col = frame[name]
-                bad += int(((col == IB_UNSET_DOUBLE) | col.is_nan() | col.is_infinite()).sum() or 0)
+                bad += int(frame.select(ib_unset_expr(pl.col(name)).fill_null(False).sum()).item() or 0)
     if greeks.height:
         for name in ("implied_vol", "opt_price", "und_price", "gamma", "vega"):
             bad += int(greeks[name].is_in([-1.0, -2.0]).sum() or 0)

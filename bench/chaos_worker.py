@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 
-from v6_assets.defs.ingest import drain_spool_to_lake
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
 from v6_assets.lake import Lake
+from v6_assets.pipeline.ingest import drain_spool_to_lake
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from v6_assets.lake import POSITION_UPDATES, Lake, MicroBatchWriter, TableDef, conform
+from v6_assets.lake import POSITION_UPDATES, Lake, MicroBatchWriter, TableDef, cast_and_validate
 
 RESULTS = Path(__file__).parent / "results" / "lake_writer.json"
 SESSION = date(2024, 3, 5)
@@ -109,7 +109,7 @@ def bench_read_after_many_commits(lake: Lake, commits: int, rows: int) -> dict[s
         )
     write_s = time.perf_counter() - started
     one = POSITION_UPDATES.with_columns(name="one_commit")
-    all_rows = conform(POSITION_UPDATES, make_batch(0, commits * rows))
+    all_rows = cast_and_validate(POSITION_UPDATES, make_batch(0, commits * rows))
     lake.overwrite_sessions(one, all_rows, sorted(set(all_rows["trade_date"].to_list())))
     one_commit_s = timed_read(lake, one)
     before_s = timed_read(lake, micro)

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchResult, Record, bench_argparser, current_rss_bytes, finish, peak_rss_bytes
-from v6_assets.defs import sensors
-from v6_assets.defs.ingest import drain_spool_to_lake
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
 from v6_assets.lake import Lake
+from v6_assets.pipeline.ingest import DrainLimits, drain_spool_to_lake
 
 QUIET_SPEED = 0.001
 TICK_S = 5.0
@@ -87,6 +86,8 @@ def measure(minutes: float, rate: int, workdir: Path) -> dict[str, Any]:
             raise RuntimeError(f"streamer did not get ready: {streamer.status().describe()}")
         spool = Spool(settings.spool_path)
 
+        limits = DrainLimits.from_env()  # the sensor's per-tick limits
+
         def drain_loop() -> None:
             while not stop.wait(TICK_S):
                 started = time.monotonic()
@@ -94,9 +95,9 @@ def measure(minutes: float, rate: int, workdir: Path) -> dict[str, Any]:
                     spool,
                     lake,
                     settings.stream_id,
-                    max_rows=sensors.MAX_ROWS_PER_TICK,
-                    batch_rows=sensors.BATCH_ROWS,
-                    deadline=started + sensors.TICK_BUDGET_S,
+                    max_rows=limits.max_rows,
+                    batch_rows=limits.batch_rows,
+                    deadline=started + limits.budget_s,
                 )
                 drains.append(time.monotonic() - started)
                 stamps = [t.last_received_at for t in result.tables.values() if t.last_received_at is not None]

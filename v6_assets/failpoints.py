@@ -13,7 +13,7 @@ Crash points in the code:
 - ``after_spool_append`` (``ib.spool.SpoolHandler.flush``): a batch is committed to the spool, not yet released
   from memory;
 - ``delta_write`` (``lake.writer.MicroBatchWriter._commit``): a Delta append is about to be written;
-- ``after_delta_commit`` (``defs.ingest.drain_spool_to_lake``): one table's batch is committed to Delta, the other
+- ``after_delta_commit`` (``pipeline.ingest.drain_spool_to_lake``): one table's batch is committed to Delta, the other
   table and the spool acknowledgement are not yet done.
 """
 

@@ -59,8 +59,8 @@ def seed_history(
     simulator's clock, so every update lands in the session it was simulated in.
     """
     # Imported on use, like Dagster below: the demo CLI starts (and answers --help) without loading them.
-    from v6_assets.defs.ingest import drain_spool_to_lake
     from v6_assets.ib import IBPositionStreamer, Spool
+    from v6_assets.pipeline.ingest import drain_spool_to_lake
 
     started = time.monotonic()
     seed_settings = dataclasses.replace(settings, portfolio_rotation_s=SEED_PORTFOLIO_ROTATION_S)

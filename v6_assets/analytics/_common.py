@@ -12,11 +12,21 @@ from datetime import UTC, date
 import polars as pl
 
 from v6_assets import sessions as nyse
+from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
+from v6_assets.contracts.tables import (
+    DAILY_PNL,
+    EOD_POSITIONS,
+    EXPOSURE,
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    ROLLUP_COLUMN,
+    polars_dtypes,
+)
+from v6_assets.contracts.unset import ib_unset_expr
 
 Frame = pl.LazyFrame | pl.DataFrame
 
 POSITION_KEY: tuple[str, ...] = ("account", "con_id")
-UNSET_DOUBLE_THRESHOLD = 1e300  # IB's UNSET_DOUBLE is 1.7976931348623157e308; nothing real is this large
 UTC_US = pl.Datetime("us", "UTC")
 
 
@@ -24,75 +34,19 @@ class AnalyticsInputError(ValueError):
     """The input frames cannot give a correct answer (missing column, sentinel value, bad session list...)."""
 
 
-# Input: position_updates / greeks_updates as stored in Delta (the lake adds trade_date, stream_id, spool_offset).
-POSITION_UPDATES_SCHEMA: dict[str, pl.DataType] = {
-    "account": pl.String(),
-    "con_id": pl.Int64(),
-    "symbol": pl.String(),
-    "sec_type": pl.String(),
-    "expiry": pl.Date(),
-    "strike": pl.Float64(),
-    "right": pl.String(),
-    "multiplier": pl.Float64(),
-    "currency": pl.String(),
-    "exchange": pl.String(),
-    "trading_class": pl.String(),
-    "local_symbol": pl.String(),
-    "position": pl.Float64(),
-    "average_cost": pl.Float64(),
-    "market_price": pl.Float64(),
-    "market_value": pl.Float64(),
-    "unrealized_pnl": pl.Float64(),
-    "realized_pnl": pl.Float64(),
-    "ib_daily_pnl": pl.Float64(),
-    "ib_unrealized_pnl": pl.Float64(),
-    "ib_realized_pnl": pl.Float64(),
-    "ib_value": pl.Float64(),
-    "source": pl.String(),
-    "seq": pl.Int64(),
-    "received_at": UTC_US,
-    "trade_date": pl.Date(),
-    "stream_id": pl.String(),
-    "spool_offset": pl.Int64(),
-}
-GREEKS_UPDATES_SCHEMA: dict[str, pl.DataType] = {
-    "con_id": pl.Int64(),
-    "tick_type": pl.Int64(),
-    "delta": pl.Float64(),
-    "gamma": pl.Float64(),
-    "vega": pl.Float64(),
-    "theta": pl.Float64(),
-    "implied_vol": pl.Float64(),
-    "und_price": pl.Float64(),
-    "opt_price": pl.Float64(),
-    "seq": pl.Int64(),
-    "received_at": UTC_US,
-    "trade_date": pl.Date(),
-    "stream_id": pl.String(),
-    "spool_offset": pl.Int64(),
-}
+# Input: position_updates / greeks_updates as stored in Delta (the event's fields, then trade_date, stream_id,
+# spool_offset), from the table contracts. ``ingested_at`` is the lake's bookkeeping: the analytics never read it.
+POSITION_UPDATES_SCHEMA: dict[str, pl.DataType] = polars_dtypes(POSITION_UPDATES, without=("ingested_at",))
+GREEKS_UPDATES_SCHEMA: dict[str, pl.DataType] = polars_dtypes(GREEKS_UPDATES, without=("ingested_at",))
 # The columns the analytics read (the rest of the stored columns may be absent).
-# Fields of the merged position state carried from the last update (after the account, con_id key).
-STATE_COLUMNS: tuple[str, ...] = (
-    "symbol",
-    "sec_type",
-    "expiry",
-    "strike",
-    "right",
-    "multiplier",
-    "currency",
-    "position",
-    "average_cost",
-    "market_price",
-    "market_value",
-    "unrealized_pnl",
-    "realized_pnl",
-    "ib_daily_pnl",
-    "ib_unrealized_pnl",
-    "ib_realized_pnl",
-    "ib_value",
+# Fields of the merged position state carried from the last update (after the account, con_id key): every field of
+# the position stream that eod_positions holds too. Likewise the greeks carried into eod_positions.
+STATE_COLUMNS: tuple[str, ...] = tuple(
+    c for c in POSITION_UPDATE_FIELDS if c in EOD_POSITIONS.column_names and c not in POSITION_KEY
 )
-GREEK_COLUMNS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "implied_vol", "und_price")
+GREEK_COLUMNS: tuple[str, ...] = tuple(
+    c for c in GREEKS_UPDATE_FIELDS if c in EOD_POSITIONS.column_names and c not in POSITION_KEY
+)
 POSITION_UPDATES_REQUIRED: tuple[str, ...] = (
     "account",
     "con_id",
@@ -104,95 +58,13 @@ POSITION_UPDATES_REQUIRED: tuple[str, ...] = (
 GREEKS_UPDATES_REQUIRED: tuple[str, ...] = ("con_id", *GREEK_COLUMNS, "received_at", "spool_offset")
 POSITION_SOURCES: tuple[str, ...] = ("portfolio", "position", "pnl_single")
 
-# Outputs: exactly these columns in this order (extra columns only at the end; see the package docstring).
-EOD_POSITIONS_SCHEMA: dict[str, pl.DataType] = {
-    "trade_date": pl.Date(),
-    "account": pl.String(),
-    "con_id": pl.Int64(),
-    "symbol": pl.String(),
-    "sec_type": pl.String(),
-    "expiry": pl.Date(),
-    "strike": pl.Float64(),
-    "right": pl.String(),
-    "multiplier": pl.Float64(),
-    "currency": pl.String(),
-    "position": pl.Float64(),
-    "average_cost": pl.Float64(),
-    "market_price": pl.Float64(),
-    "market_value": pl.Float64(),
-    "unrealized_pnl": pl.Float64(),
-    "realized_pnl": pl.Float64(),
-    "ib_daily_pnl": pl.Float64(),
-    "ib_unrealized_pnl": pl.Float64(),
-    "ib_realized_pnl": pl.Float64(),
-    "last_update_at": UTC_US,
-    "mark_age_s": pl.Float64(),
-    "is_stale_mark": pl.Boolean(),
-    "carried_forward": pl.Boolean(),
-    "is_closed": pl.Boolean(),
-    "delta": pl.Float64(),
-    "gamma": pl.Float64(),
-    "vega": pl.Float64(),
-    "theta": pl.Float64(),
-    "implied_vol": pl.Float64(),
-    "und_price": pl.Float64(),
-    "greeks_at": UTC_US,
-    "greeks_age_s": pl.Float64(),
-    "missing_greeks": pl.Boolean(),
-    # extra columns (appended; the lake schema needs them for carry-forward and source freshness)
-    "ib_value": pl.Float64(),
-    "portfolio_at": UTC_US,
-    "pnl_single_at": UTC_US,
-    "is_expired": pl.Boolean(),
-    "position_changed_at": UTC_US,
-}
+# Outputs: exactly the table contracts' columns in their order (exposure without the ``rollup`` column, which the
+# pipeline adds with the roll-up rows).
+EOD_POSITIONS_SCHEMA: dict[str, pl.DataType] = polars_dtypes(EOD_POSITIONS)
+# Columns added to eod_positions after the first EODs were stored: filled with defaults when an input lacks them.
 EOD_EXTRA_COLUMNS: tuple[str, ...] = ("ib_value", "portfolio_at", "pnl_single_at", "is_expired", "position_changed_at")
-
-DAILY_PNL_SCHEMA: dict[str, pl.DataType] = {
-    "trade_date": pl.Date(),
-    "account": pl.String(),
-    "con_id": pl.Int64(),
-    "symbol": pl.String(),
-    "sec_type": pl.String(),
-    "expiry": pl.Date(),
-    "strike": pl.Float64(),
-    "right": pl.String(),
-    "multiplier": pl.Float64(),
-    "currency": pl.String(),
-    "position": pl.Float64(),
-    "prev_position": pl.Float64(),
-    "unrealized_pnl": pl.Float64(),
-    "prev_unrealized_pnl": pl.Float64(),
-    "unrealized_change": pl.Float64(),
-    "realized_pnl": pl.Float64(),
-    "realized_source": pl.String(),
-    "pnl": pl.Float64(),
-    "is_baseline": pl.Boolean(),
-    "ib_daily_pnl": pl.Float64(),
-    "pnl_minus_ib": pl.Float64(),
-    # extra column
-    "unrealized_source": pl.String(),
-}
-
-EXPOSURE_SCHEMA: dict[str, pl.DataType] = {
-    "trade_date": pl.Date(),
-    "account": pl.String(),
-    "underlying": pl.String(),
-    "expiry": pl.Date(),
-    "currency": pl.String(),
-    "positions": pl.UInt32(),
-    "contracts": pl.Float64(),
-    "delta_shares": pl.Float64(),
-    "dollar_delta": pl.Float64(),
-    "gamma_shares": pl.Float64(),
-    "dollar_gamma_1pct": pl.Float64(),
-    "vega": pl.Float64(),
-    "theta": pl.Float64(),
-    "notional": pl.Float64(),
-    "market_value": pl.Float64(),
-    "greeks_coverage": pl.Float64(),
-    "missing_greeks_positions": pl.UInt32(),
-}
+DAILY_PNL_SCHEMA: dict[str, pl.DataType] = polars_dtypes(DAILY_PNL)
+EXPOSURE_SCHEMA: dict[str, pl.DataType] = polars_dtypes(EXPOSURE, without=(ROLLUP_COLUMN,))
 
 
 def require_columns(frame: Frame, required: Iterable[str], what: str) -> list[str]:
@@ -203,7 +75,7 @@ def require_columns(frame: Frame, required: Iterable[str], what: str) -> list[st
     return names
 
 
-def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.DataFrame:
+def cast_present_columns(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.DataFrame:
     """Cast the columns present in ``schema`` to its types (strictly); time stamps must be time-zone aware."""
     casts = []
     for name, dtype in schema.items():
@@ -228,19 +100,12 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], what: str) -> pl.D
 
 
 def check_no_sentinels(df: pl.DataFrame, columns: Sequence[str], what: str) -> None:
-    """Reject NaN, infinities and IB's UNSET_DOUBLE: they must have been stored as null ("unknown")."""
+    """Reject doubles without a value by the IB-unset rule (NaN, infinities, IB's UNSET_DOUBLE): they must have been
+    stored as null ("unknown")."""
     present = [c for c in columns if c in df.columns]
     if not present or df.height == 0:
         return
-    bad = df.select(
-        [
-            (pl.col(c).is_nan() | pl.col(c).is_infinite() | (pl.col(c).abs() >= UNSET_DOUBLE_THRESHOLD))
-            .fill_null(False)
-            .sum()
-            .alias(c)
-            for c in present
-        ]
-    ).row(0, named=True)
+    bad = df.select([ib_unset_expr(pl.col(c)).fill_null(False).sum().alias(c) for c in present]).row(0, named=True)
     offenders = {c: n for c, n in bad.items() if n}
     if offenders:
         raise AnalyticsInputError(
@@ -278,13 +143,7 @@ def check_frame(
         return
     sentinel_columns = [c for c in no_sentinels if c in df.columns]
     exprs = [pl.col(c).null_count().alias(f"null:{c}") for c in not_null]
-    exprs += [
-        (pl.col(c).is_nan() | pl.col(c).is_infinite() | (pl.col(c).abs() >= UNSET_DOUBLE_THRESHOLD))
-        .fill_null(False)
-        .sum()
-        .alias(f"sentinel:{c}")
-        for c in sentinel_columns
-    ]
+    exprs += [ib_unset_expr(pl.col(c)).fill_null(False).sum().alias(f"sentinel:{c}") for c in sentinel_columns]
     exprs += [bad.fill_null(False).sum().alias(f"rule:{i}") for i, (bad, _) in enumerate(rules)]
     if not exprs:
         return
@@ -382,13 +241,13 @@ def to_reporting_currency(frame: pl.DataFrame, amounts: Sequence[str], fx_rates:
     if fx_rates is None:
         return frame.with_columns(pl.lit(None, dtype=pl.Boolean).alias("is_base_currency"))
     require_columns(fx_rates, FX_RATES_COLUMNS, "fx_rates")
-    fx = conform(
+    fx = cast_present_columns(
         fx_rates,
         {"account": pl.String(), "currency": pl.String(), "base_currency": pl.String(), "fx_rate": pl.Float64()},
         "fx_rates",
     )
     if "trade_date" in fx.columns:
-        fx = conform(fx, {"trade_date": pl.Date()}, "fx_rates")
+        fx = cast_present_columns(fx, {"trade_date": pl.Date()}, "fx_rates")
     check_no_nulls(fx, ["account", "currency", "base_currency"], "fx_rates")
     bases = fx.group_by("account").agg(pl.col("base_currency").unique().alias("bases"))
     several = bases.filter(pl.col("bases").list.len() > 1)
@@ -399,7 +258,7 @@ def to_reporting_currency(frame: pl.DataFrame, amounts: Sequence[str], fx_rates:
     rates = fx.select(*on, pl.col("fx_rate").alias("_rate"))
     if rates.select(on).is_duplicated().any():
         raise AnalyticsInputError(f"fx_rates: duplicate rows for the same {on}")
-    usable_rate = pl.col("_rate").is_not_nan() & (pl.col("_rate") > 0) & (pl.col("_rate") < UNSET_DOUBLE_THRESHOLD)
+    usable_rate = ~ib_unset_expr(pl.col("_rate")) & (pl.col("_rate") > 0)
     out = (
         frame.join(bases, on="account", how="left")
         .join(rates, on=on, how="left")

@@ -42,10 +42,10 @@ from v6_assets.analytics._common import (
     UTC_US,
     AnalyticsInputError,
     Frame,
+    cast_present_columns,
     check_frame,
     check_no_nulls,
     check_no_sentinels,
-    conform,
     require_columns,
     seconds_between,
     session_window,
@@ -108,7 +108,7 @@ def _read_window(
         df = lazy.filter(window).collect()
     except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
         raise AnalyticsInputError(f"{what}: a column has values of the wrong type: {exc}") from exc
-    return conform(df, schema, what).with_columns(_bucket(cuts).alias("_idx"))
+    return cast_present_columns(df, schema, what).with_columns(_bucket(cuts).alias("_idx"))
 
 
 def _update_order(df: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -225,7 +225,7 @@ def _previous_state(previous_eod: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFr
     for extra in ("ib_value", "portfolio_at", "pnl_single_at", "position_changed_at"):
         if extra not in prev.columns:  # an EOD written before these columns existed: freshness unknown
             prev = prev.with_columns(pl.lit(None, dtype=EOD_POSITIONS_SCHEMA[extra]).alias(extra))
-    prev = conform(prev, EOD_POSITIONS_SCHEMA, what)
+    prev = cast_present_columns(prev, EOD_POSITIONS_SCHEMA, what)
     check_no_nulls(prev, [*POSITION_KEY], what)
     if prev.select(POSITION_KEY).is_duplicated().any():
         raise AnalyticsInputError(f"{what}: duplicate (account, con_id) rows")

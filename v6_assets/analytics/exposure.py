@@ -24,8 +24,8 @@ import polars as pl
 from v6_assets.analytics._common import (
     EOD_POSITIONS_SCHEMA,
     EXPOSURE_SCHEMA,
+    cast_present_columns,
     check_no_sentinels,
-    conform,
     fresher,
     known_sum,
     require_columns,
@@ -67,7 +67,7 @@ def exposure(eod: pl.DataFrame) -> pl.DataFrame:
     for extra in ("ib_value", "portfolio_at", "pnl_single_at"):
         if extra not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=EOD_POSITIONS_SCHEMA[extra]).alias(extra))
-    frame = conform(frame, EOD_POSITIONS_SCHEMA, "eod")
+    frame = cast_present_columns(frame, EOD_POSITIONS_SCHEMA, "eod")
     check_no_sentinels(frame, ["position", "multiplier", "delta", "gamma", "vega", "theta", "und_price"], "eod")
     q, m, s = pl.col("position"), pl.col("multiplier"), pl.col("und_price")
     covered = ~pl.col("missing_greeks").fill_null(True) & m.is_not_null() & s.is_not_null()

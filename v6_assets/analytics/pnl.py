@@ -41,9 +41,9 @@ from v6_assets.analytics._common import (
     EOD_POSITIONS_SCHEMA,
     POSITION_KEY,
     AnalyticsInputError,
+    cast_present_columns,
     check_no_nulls,
     check_no_sentinels,
-    conform,
     known_sum,
     require_columns,
     session_window,
@@ -56,13 +56,13 @@ EOD_REQUIRED: tuple[str, ...] = tuple(c for c in EOD_POSITIONS_SCHEMA if c not i
 PNL_AMOUNTS: tuple[str, ...] = ("pnl", "unrealized_change", "realized_pnl", "ib_daily_pnl", "pnl_minus_ib")
 
 
-def _conform_eod(eod: pl.DataFrame, what: str) -> pl.DataFrame:
+def _eod_in_schema(eod: pl.DataFrame, what: str) -> pl.DataFrame:
     require_columns(eod, EOD_REQUIRED, what)
     for extra in EOD_EXTRA_COLUMNS:
         if extra not in eod.columns:  # written before the column existed: freshness unknown, not expired
             default = False if extra == "is_expired" else None
             eod = eod.with_columns(pl.lit(default, dtype=EOD_POSITIONS_SCHEMA[extra]).alias(extra))
-    eod = conform(eod.select(list(EOD_POSITIONS_SCHEMA)), EOD_POSITIONS_SCHEMA, what)
+    eod = cast_present_columns(eod.select(list(EOD_POSITIONS_SCHEMA)), EOD_POSITIONS_SCHEMA, what)
     check_no_nulls(eod, ["trade_date", *POSITION_KEY], what)
     if eod.select("trade_date", *POSITION_KEY).is_duplicated().any():
         raise AnalyticsInputError(f"{what}: duplicate (trade_date, account, con_id) rows")
@@ -101,7 +101,7 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
     """
     days = validate_sessions(sessions)
     window = session_window(days)
-    cur = _conform_eod(eod, "eod")
+    cur = _eod_in_schema(eod, "eod")
     outside = cur.filter(~pl.col("trade_date").is_in(days))
     if outside.height:
         raise AnalyticsInputError(
@@ -111,7 +111,7 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
     prev_frames = [cur.filter(pl.col("trade_date") < days[-1])]
     first_prev = window["trade_date"][0]
     if previous_eod is not None:
-        prev = _conform_eod(previous_eod, "previous_eod")
+        prev = _eod_in_schema(previous_eod, "previous_eod")
         wrong = prev.filter(pl.col("trade_date") != first_prev)
         if wrong.height:
             raise AnalyticsInputError(

@@ -5,14 +5,13 @@
     greeks_updates ───┘                  └─> exposure
 
 Daily assets read Delta through the lake layer and write with ONE partition overwrite per run (the whole partition
-range of a single-run backfill, ``BackfillPolicy.single_run()``). No IO manager: the tables are the data, Dagster
-records lineage and metadata (see /work/shared/notes/dagster.md on why not the deltalake IO manager).
-Definitions (EOD cut, pnl, exposure) are those of ``v6_assets.analytics`` and the README.
+range of a single-run backfill, ``BackfillPolicy.single_run()``). No IO manager: the tables are the data (the lake
+layer owns the exactly-once and partition-overwrite semantics), Dagster records lineage and metadata. The
+computation is ``v6_assets.pipeline.daily``; definitions (EOD cut, pnl, exposure) are those of ``v6_assets.analytics``
+and the README. This module only declares the assets and their metadata.
 """
 
-import dataclasses
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -30,48 +29,29 @@ from dagster import (
 
 from v6_assets import analytics, sessions
 from v6_assets.analytics import GREEK_COLUMNS, STATE_COLUMNS
-from v6_assets.defs.metadata import bar_chart_markdown, column_lineage, largest_rows_preview, table_schema
-from v6_assets.defs.partitions import trading_day_partitions
-from v6_assets.defs.resources import LakeResource, is_simulated
-from v6_assets.lake import (
+from v6_assets.contracts.tables import (
+    CONTRACT_COLUMNS,
     DAILY_PNL,
     EOD_POSITIONS,
     EXPOSURE,
     GREEKS_UPDATES,
     POSITION_UPDATES,
+    ROLLUP_COLUMN,
+    ROLLUP_DETAIL,
+    ROLLUP_UNDERLYING,
     TRADE_DATE,
-    Lake,
-    OverwriteResult,
     TableDef,
 )
+from v6_assets.defs.metadata import bar_chart_markdown, column_lineage, largest_rows_preview, table_schema
+from v6_assets.defs.partitions import trading_day_partitions
+from v6_assets.defs.resources import LakeResource, is_simulated
+from v6_assets.lake import OverwriteResult
+from v6_assets.pipeline import daily
 
 GROUP_STREAM = "ib_stream"
 GROUP_DAILY = "daily"
 SIMULATED = is_simulated()
 _SIM_NOTE = " SIMULATED data from the IB gateway simulator (V6_DEMO=1)." if SIMULATED else ""
-
-ROLLUP_DETAIL, ROLLUP_UNDERLYING, ROLLUP_ACCOUNT = "detail", "underlying", "account"
-DEFAULT_SESSIONS_PER_CHUNK = 5
-
-
-def output_table(base: TableDef, schema: Mapping[str, pl.DataType]) -> TableDef:
-    """The lake's table (the ONE definition, v6_assets/lake/tables.py), checked to hold every analytics column."""
-    missing = [name for name in schema if name not in base.column_names]
-    if missing:
-        raise KeyError(f"{base.name}: analytics column(s) {missing} missing from the lake registry (v6_assets/lake)")
-    return base
-
-
-EOD_TABLE = output_table(EOD_POSITIONS, analytics.EOD_POSITIONS_SCHEMA)
-DAILY_PNL_TABLE = output_table(DAILY_PNL, analytics.DAILY_PNL_SCHEMA)
-EXPOSURE_TABLE = output_table(EXPOSURE, {**analytics.EXPOSURE_SCHEMA, "rollup": pl.String()})
-OUTPUT_TABLES: dict[str, TableDef] = {t.name: t for t in (EOD_TABLE, DAILY_PNL_TABLE, EXPOSURE_TABLE)}
-
-
-def daily_lake(resource: LakeResource) -> Lake:
-    """The lake with the daily tables' contracts extended by the analytics' extra columns."""
-    lake = resource.lake()
-    return dataclasses.replace(lake, tables={**lake.tables, **OUTPUT_TABLES})
 
 
 def run_sessions(context: Any) -> list[date]:
@@ -86,30 +66,27 @@ def run_sessions(context: Any) -> list[date]:
 
 # -- streamed tables (external: the sensor appends them) ----------------------------------------------------------
 
-position_updates = AssetSpec(
-    key="position_updates",
-    description=POSITION_UPDATES.description
-    + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
-    + _SIM_NOTE,
-    partitions_def=trading_day_partitions,
-    group_name=GROUP_STREAM,
-    kinds={"deltalake"},
-    metadata={"dagster/column_schema": table_schema(POSITION_UPDATES), "dagster/table_name": "position_updates"},
-)
-greeks_updates = AssetSpec(
-    key="greeks_updates",
-    description=GREEKS_UPDATES.description
-    + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
-    + _SIM_NOTE,
-    partitions_def=trading_day_partitions,
-    group_name=GROUP_STREAM,
-    kinds={"deltalake"},
-    metadata={"dagster/column_schema": table_schema(GREEKS_UPDATES), "dagster/table_name": "greeks_updates"},
-)
+
+def stream_spec(table: TableDef) -> AssetSpec:
+    """The external asset of a streamed table (appended by the sensor, not materialized by a run)."""
+    return AssetSpec(
+        key=table.name,
+        description=table.description
+        + " Appended in micro-batches by the ib_position_stream sensor (txn version = spool offset)."
+        + _SIM_NOTE,
+        partitions_def=trading_day_partitions,
+        group_name=GROUP_STREAM,
+        kinds={"deltalake"},
+        metadata={"dagster/column_schema": table_schema(table), "dagster/table_name": table.name},
+    )
+
+
+position_updates = stream_spec(POSITION_UPDATES)
+greeks_updates = stream_spec(GREEKS_UPDATES)
 
 # -- column lineage ---------------------------------------------------------------------------------------------
 
-_CONTRACT = ("account", "con_id", "symbol", "sec_type", "expiry", "strike", "right", "multiplier", "currency")
+_CONTRACT = CONTRACT_COLUMNS
 _PU, _GU, _EOD = "position_updates", "greeks_updates", "eod_positions"
 _GREEKS = GREEK_COLUMNS
 
@@ -176,97 +153,6 @@ EXPOSURE_LINEAGE: dict[str, list[tuple[str, str]]] = {
 }
 
 
-# -- reading helpers --------------------------------------------------------------------------------------------
-
-
-def sessions_per_chunk() -> int:
-    """Sessions computed together in a range run (``V6_SESSIONS_PER_CHUNK``, default 5): bounds the updates in memory
-    (about 5 x 200,000 rows) whatever the length of the range; the previous EOD is carried from chunk to chunk."""
-    raw = os.environ.get("V6_SESSIONS_PER_CHUNK", "").strip()
-    if not raw:
-        return DEFAULT_SESSIONS_PER_CHUNK
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} is not an integer") from None
-    if value < 1:
-        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} must be >= 1")
-    return value
-
-
-def session_chunks(days: Sequence[date], size: int | None = None) -> list[list[date]]:
-    """``days`` (oldest first) in consecutive chunks of at most ``size`` sessions."""
-    n = size or sessions_per_chunk()
-    return [list(days[i : i + n]) for i in range(0, len(days), n)]
-
-
-def _updates_of(scan: pl.LazyFrame, first: date, last: date) -> pl.LazyFrame:
-    """Stream rows with trade_date in [first, last], lazily: only those partitions are read."""
-    return scan.filter((pl.col(TRADE_DATE) >= first) & (pl.col(TRADE_DATE) <= last))
-
-
-def first_stream_session(lake: Lake, up_to: date) -> date | None:
-    """The oldest session with position updates at or before ``up_to`` (None: the stream had not started)."""
-    frame = lake.scan(POSITION_UPDATES.name).filter(pl.col(TRADE_DATE) <= up_to).select(pl.col(TRADE_DATE).min())
-    value = frame.collect().item()
-    return value if isinstance(value, date) else None
-
-
-def stream_started_by(lake: Lake, session: date) -> bool:
-    """True when the position stream had reported anything at or before ``session``'s cut (D-1 state is known)."""
-    return first_stream_session(lake, session) is not None
-
-
-def stored_eod(lake: Lake, session: date) -> pl.DataFrame | None:
-    """The stored EOD rows of ``session``, None when the partition holds no rows (never computed, or flat)."""
-    frame = lake.read_sessions(EOD_TABLE, [session])
-    return frame if frame.height else None
-
-
-def _eod_of(frame: pl.DataFrame, session: date) -> pl.DataFrame | None:
-    rows = frame.filter(pl.col(TRADE_DATE) == session)
-    return rows if rows.height else None
-
-
-def eod_chunks(lake: Lake, days: Sequence[date], previous: pl.DataFrame | None) -> Iterator[pl.DataFrame]:
-    """The EOD of the contiguous sessions ``days``, one frame per chunk of sessions, each chunk reading only its own
-    trade_date partitions and starting from the EOD of the session before it (``previous`` for the first chunk,
-    None when there is no open position to carry). Memory: one chunk of updates, whatever the range."""
-    pu, gu = lake.scan(POSITION_UPDATES.name), lake.scan(GREEKS_UPDATES.name)
-    for chunk in session_chunks(days):
-        frame = analytics.eod_positions(
-            _updates_of(pu, chunk[0], chunk[-1]), _updates_of(gu, chunk[0], chunk[-1]), chunk, previous
-        )
-        previous = _eod_of(frame, chunk[-1])
-        yield frame
-
-
-def derived_eod(lake: Lake, session: date) -> pl.DataFrame | None:
-    """The EOD of ``session`` computed from the updates (chunk by chunk from the first session of the stream), None
-    when the stream had not started by then or nothing was held at its cut."""
-    first = first_stream_session(lake, session)
-    if first is None:
-        return None
-    previous: pl.DataFrame | None = None
-    for frame in eod_chunks(lake, sessions.sessions_between(first, session), None):
-        previous = frame  # only the last chunk's last session is kept
-    return _eod_of(previous, session) if previous is not None else None
-
-
-def previous_eod_state(lake: Lake, first: date) -> pl.DataFrame | None:
-    """The EOD of the session before ``first`` for carry-forward and U_{D-1}: stored when present, else derived
-    from the updates; None when the stream had not started by then (the first session ever is a baseline)."""
-    prev = sessions.previous_session(first)
-    if not stream_started_by(lake, prev):
-        return None
-    stored = stored_eod(lake, prev)
-    return stored if stored is not None else derived_eod(lake, prev)
-
-
-def _write(lake: Lake, table: TableDef, frame: pl.DataFrame, days: Sequence[date]) -> OverwriteResult:
-    return lake.overwrite_sessions(table, frame, days)
-
-
 def _common_metadata(
     table: TableDef, frame: pl.DataFrame, days: Sequence[date], written: OverwriteResult, lineage: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -294,40 +180,30 @@ def _common_metadata(
     deps=[position_updates, greeks_updates],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
-    description=EOD_TABLE.description
+    description=EOD_POSITIONS.description
     + " Positions without updates are carried forward from the previous session's stored EOD (derived from the"
     " updates when absent); closed positions stay for the session they closed in; greeks joined as-of with their age."
     + _SIM_NOTE,
-    metadata={"dagster/column_schema": table_schema(EOD_TABLE), "dagster/table_name": EOD_TABLE.name},
+    metadata={"dagster/column_schema": table_schema(EOD_POSITIONS), "dagster/table_name": EOD_POSITIONS.name},
 )
 def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = run_sessions(context)
-    lk = daily_lake(lake)
-    prev = sessions.previous_session(days[0])
-    previous = stored_eod(lk, prev)
-    origin = "stored"
-    if previous is None:
-        previous = derived_eod(lk, prev)
-        origin = "derived from the updates" if previous is not None else "none (no position held, or no stream yet)"
-    # Chunks of sessions carry the previous EOD forward; outputs (positions x sessions) are small, so the whole range
-    # is still written with ONE partition overwrite.
-    parts = list(eod_chunks(lk, days, previous))
-    frame = pl.concat(parts) if len(parts) > 1 else parts[0]
-    written = _write(lk, EOD_TABLE, frame, days)
+    run = daily.refresh_eod_positions(lake.lake(), days)
+    frame = run.frame
     context.log.info(
         "eod_positions %s..%s: %d rows in %d chunk(s) (previous EOD %s)",
         days[0],
         days[-1],
         frame.height,
-        len(parts),
-        origin,
+        run.chunks,
+        run.previous_eod,
     )
     open_rows = frame.filter(~pl.col("is_closed").fill_null(False))
     return MaterializeResult(
         metadata={
-            **_common_metadata(EOD_TABLE, frame, days, written, EOD_LINEAGE),
-            "previous_eod": origin,
-            "chunks": len(parts),
+            **_common_metadata(EOD_POSITIONS, frame, days, run.written, EOD_LINEAGE),
+            "previous_eod": run.previous_eod,
+            "chunks": run.chunks,
             "open_positions": open_rows.height,
             "stale_marks": int(frame["is_stale_mark"].fill_null(False).sum()) if frame.height else 0,
             "missing_greeks": int(frame["missing_greeks"].fill_null(False).sum()) if frame.height else 0,
@@ -362,18 +238,15 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
     deps=[AssetDep(eod_positions, partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=0))],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
-    description=DAILY_PNL_TABLE.description
+    description=DAILY_PNL.description
     + " Reads eod_positions of D and D-1 (the previous NYSE session, across weekends and holidays). Also reports"
     " roll-ups by underlying and by account in the materialization metadata." + _SIM_NOTE,
-    metadata={"dagster/column_schema": table_schema(DAILY_PNL_TABLE), "dagster/table_name": DAILY_PNL_TABLE.name},
+    metadata={"dagster/column_schema": table_schema(DAILY_PNL), "dagster/table_name": DAILY_PNL.name},
 )
 def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = run_sessions(context)
-    lk = daily_lake(lake)
-    eod = lk.read_sessions(EOD_TABLE, days)
-    previous = previous_eod_state(lk, days[0])
-    frame = analytics.daily_pnl(eod, previous, days)
-    written = _write(lk, DAILY_PNL_TABLE, frame, days)
+    run = daily.refresh_daily_pnl(lake.lake(), days)
+    frame = run.frame
     by_underlying = analytics.pnl_by_underlying(frame)
     by_account = analytics.pnl_by_account(frame)
     last = days[-1]
@@ -381,11 +254,11 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
     labels = [f"{u} ({c})" for u, c in zip(chart_rows["underlying"], chart_rows["currency"], strict=True)]
     return MaterializeResult(
         metadata={
-            **_common_metadata(DAILY_PNL_TABLE, frame, days, written, DAILY_PNL_LINEAGE),
+            **_common_metadata(DAILY_PNL, frame, days, run.written, DAILY_PNL_LINEAGE),
             "total_pnl_known": float(frame["pnl"].drop_nulls().sum()) if frame.height else 0.0,
             "baseline_positions": int(frame["is_baseline"].sum()) if frame.height else 0,
             "unknown_pnl_positions": int(frame["pnl"].null_count()),
-            "previous_eod": "none (first session of the stream: baseline)" if previous is None else "known",
+            "previous_eod": "known" if run.previous_known else "none (first session of the stream: baseline)",
             "preview": largest_rows_preview(
                 frame,
                 "pnl",
@@ -434,50 +307,31 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
     )
 
 
-def exposure_with_rollups(eod: pl.DataFrame) -> pl.DataFrame:
-    """Detail rows (account x underlying x expiry) plus roll-ups by underlying and by account (``rollup`` column)."""
-    detail = analytics.exposure(eod).with_columns(pl.lit(ROLLUP_DETAIL).alias("rollup"))
-    by_underlying = analytics.exposure_by_underlying(detail.drop("rollup")).with_columns(
-        pl.lit(ROLLUP_UNDERLYING).alias("rollup")
-    )
-    by_account = analytics.exposure_by_account(detail.drop("rollup")).drop("is_base_currency", strict=False)
-    by_account = by_account.with_columns(pl.lit(ROLLUP_ACCOUNT).alias("rollup"))
-    columns = list(EXPOSURE_TABLE.column_names)
-    schema = EXPOSURE_TABLE.polars_schema
-    parts = []
-    for part in (detail, by_underlying, by_account):
-        missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in columns if c not in part.columns]
-        parts.append(part.with_columns(missing).select([pl.col(c).cast(schema[c]) for c in columns]))
-    return pl.concat(parts)
-
-
 @asset(
     partitions_def=trading_day_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     deps=[eod_positions],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
-    description=EXPOSURE_TABLE.description
+    description=EXPOSURE.description
     + " Roll-up rows carry rollup = underlying (over accounts and expiries) or account (money figures only)."
     + _SIM_NOTE,
-    metadata={"dagster/column_schema": table_schema(EXPOSURE_TABLE), "dagster/table_name": EXPOSURE_TABLE.name},
+    metadata={"dagster/column_schema": table_schema(EXPOSURE), "dagster/table_name": EXPOSURE.name},
 )
 def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = run_sessions(context)
-    lk = daily_lake(lake)
-    eod = lk.read_sessions(EOD_TABLE, days)
-    frame = exposure_with_rollups(eod)
-    written = _write(lk, EXPOSURE_TABLE, frame, days)
+    run = daily.refresh_exposure(lake.lake(), days)
+    frame = run.frame
     last = days[-1]
-    underlying_rows = frame.filter((pl.col("rollup") == ROLLUP_UNDERLYING) & (pl.col(TRADE_DATE) == last))
+    underlying_rows = frame.filter((pl.col(ROLLUP_COLUMN) == ROLLUP_UNDERLYING) & (pl.col(TRADE_DATE) == last))
     underlying_rows = underlying_rows.sort("dollar_delta", descending=True, nulls_last=True)
     labels = [f"{u} ({c})" for u, c in zip(underlying_rows["underlying"], underlying_rows["currency"], strict=True)]
-    detail = frame.filter(pl.col("rollup") == ROLLUP_DETAIL)
+    detail = frame.filter(pl.col(ROLLUP_COLUMN) == ROLLUP_DETAIL)
     positions = int(detail["positions"].sum()) if detail.height else 0
     missing = int(detail["missing_greeks_positions"].sum()) if detail.height else 0
     return MaterializeResult(
         metadata={
-            **_common_metadata(EXPOSURE_TABLE, frame, days, written, EXPOSURE_LINEAGE),
+            **_common_metadata(EXPOSURE, frame, days, run.written, EXPOSURE_LINEAGE),
             "open_positions": positions,
             "greeks_coverage": (1.0 - missing / positions) if positions else 1.0,
             "missing_greeks_positions": missing,

@@ -7,9 +7,10 @@ from dagster import AssetSelection, Config, OpExecutionContext, define_asset_job
 from pydantic import Field
 
 from v6_assets import sessions
-from v6_assets.defs.assets import DAILY_ASSETS, OUTPUT_TABLES, STREAM_SPECS, daily_lake
+from v6_assets.contracts.tables import TABLES
+from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.resources import LakeResource
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, checkpoint, cleanup_logs, compact, vacuum
+from v6_assets.lake import checkpoint, cleanup_logs, compact, vacuum
 
 DAILY_ASSETS_SELECTION = AssetSelection.assets(*DAILY_ASSETS) | AssetSelection.checks_for_assets(
     *(s.key for s in STREAM_SPECS)
@@ -25,7 +26,7 @@ daily_assets_job = define_asset_job(
     tags={"v6/kind": "daily"},
 )
 
-MAINTAINED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, *OUTPUT_TABLES)
+MAINTAINED_TABLES: tuple[str, ...] = tuple(TABLES)
 
 
 class MaintenanceConfig(Config):
@@ -47,7 +48,7 @@ def maintain_tables(context: OpExecutionContext, config: MaintenanceConfig, lake
         raise ValueError(f"{session} is not an NYSE session")
     if config.vacuum_retention_hours < 0:
         raise ValueError("vacuum_retention_hours must be >= 0")
-    lk = daily_lake(lake)
+    lk = lake.lake()
     report: dict[str, Any] = {}
     for table in MAINTAINED_TABLES:
         if not lk.exists(table):

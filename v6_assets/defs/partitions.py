@@ -14,7 +14,7 @@ from dagster import DailyPartitionsDefinition
 
 from v6_assets import sessions
 
-NEW_YORK_TZ = "America/New_York"
+NEW_YORK_TZ = sessions.NEW_YORK.key  # Dagster takes the zone by name
 DEFAULT_START = "2025-01-02"
 
 

@@ -22,7 +22,7 @@ from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
 from v6_assets.defs.jobs import daily_assets_job, last_finished_session, table_maintenance
 
-NEW_YORK_TZ = "America/New_York"
+NEW_YORK_TZ = sessions.NEW_YORK.key  # Dagster takes the zone by name
 RERUN_SESSIONS = 5
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -6,7 +6,7 @@ Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon
 1. start the process-wide streamer if it is not running (it connects only if this process wins the cross-process
    lease; otherwise it reports who holds it);
 2. drain the spool into ``position_updates`` / ``greeks_updates`` in bounded batches within a time budget well inside
-   the 60 s tick timeout (a backlog is caught up over several ticks), exactly once (``defs.ingest``);
+   the 60 s tick timeout (a backlog is caught up over several ticks), exactly once (``pipeline.ingest``);
 3. report one ``AssetMaterialization`` per touched session of each table (rows, offsets, lag, connection status);
 4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
    refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
@@ -16,9 +16,7 @@ runs this function for real but keeps no cursor) cannot break exactly-once.
 """
 
 import json
-import os
 import time
-from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -34,32 +32,18 @@ from dagster import (
 
 from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
-from v6_assets.defs.ingest import DrainResult, drain_lock, drain_spool_to_lake
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.pipeline.ingest import DrainLimits, DrainResult, drain_lock, drain_spool_to_lake, env_number
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
 
 
-def _env_number(name: str, default: float, minimum: float, environ: Mapping[str, str] | None = None) -> float:
-    env = os.environ if environ is None else environ
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
-    return value
-
-
-SENSOR_INTERVAL_S = int(_env_number("V6_SENSOR_INTERVAL_S", 5, 1))
+SENSOR_INTERVAL_S = int(env_number("V6_SENSOR_INTERVAL_S", 5, 1))
 # The sensor daemon wakes every 5 s (dagster/_daemon/sensor.py MIN_INTERVAL_LOOP_TIME, not configurable in
 # dagster.yaml) and skips a sensor while now - its last tick's START < minimum_interval_seconds. That start is stamped
 # by a worker thread a few ms after the wake-up, so with minimum_interval_seconds = 5 the next wake-up sees 4.99 s and
@@ -76,14 +60,12 @@ def daemon_minimum_interval(interval_s: int, loop_s: int = DAEMON_LOOP_S) -> int
     return min(interval_s, loops * loop_s - loop_s // 2)
 
 
-# Drain budget per tick: well inside the 60 s gRPC tick timeout, leaving room for the Delta commits in flight.
-TICK_BUDGET_S = _env_number("V6_SENSOR_BUDGET_S", 30.0, 1.0)
-MAX_ROWS_PER_TICK = int(_env_number("V6_SENSOR_MAX_ROWS", 200_000, 1))
-BATCH_ROWS = int(_env_number("V6_SENSOR_BATCH_ROWS", 20_000, 1))
+# What one tick may drain (V6_SENSOR_BUDGET_S / _MAX_ROWS / _BATCH_ROWS): well inside the 60 s gRPC tick timeout.
+TICK_LIMITS = DrainLimits.from_env()
 
 
 def refresh_minutes() -> float:
-    return _env_number("V6_REFRESH_MINUTES", 5.0, 0.0)
+    return env_number("V6_REFRESH_MINUTES", 5.0, 0.0)
 
 
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
@@ -190,9 +172,9 @@ def ib_position_stream(
                 spool,
                 lake.lake(),
                 settings.stream_id,
-                max_rows=MAX_ROWS_PER_TICK,
-                batch_rows=BATCH_ROWS,
-                deadline=started + TICK_BUDGET_S,
+                max_rows=TICK_LIMITS.max_rows,
+                batch_rows=TICK_LIMITS.batch_rows,
+                deadline=started + TICK_LIMITS.budget_s,
             )
         finally:
             spool.close()

@@ -10,7 +10,9 @@ import re
 import struct
 from collections.abc import Iterable
 
-UNSET_DOUBLE = 1.7976931348623157e308
+from v6_assets.contracts.unset import IB_UNSET_DOUBLE
+
+UNSET_DOUBLE = IB_UNSET_DOUBLE  # what IB sends for a double without a value (the rule: v6_assets.contracts.unset)
 UNSET_INTEGER = 2**31 - 1
 SERVER_MAX_VERSION = 178
 SERVER_MIN_VERSION = 100

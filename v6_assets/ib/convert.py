@@ -1,6 +1,7 @@
 """The one place where ib_async objects become our events. Every IB sentinel becomes ``None`` here.
 
-Sentinels handled: UNSET_DOUBLE (1.7976931348623157e308) and NaN/inf -> None; greeks "not computed" -1 (implied vol,
+Sentinels handled: UNSET_DOUBLE (1.7976931348623157e308), NaN and inf -> None by the IB-unset rule
+(``v6_assets.contracts.unset``); greeks "not computed" -1 (implied vol,
 option price, underlying price) and -2 (delta, gamma, vega, theta; ib_async 2.1 leaks -2 for vega/theta) -> None;
 multiplier '' / '0' / unparsable -> None; expiry 'YYYYMMDD', 'YYYYMMDD HH:MM[:SS] [Zone]' (zone-aware: the expiry
 date is the New York date of that instant) or month-only 'YYYYMM' (-> None); strike <= 0 -> None; right 'CALL'/'PUT'
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,32 +20,28 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from v6_assets.contracts.clock import utc_now
-from v6_assets.ib.models import POSITION_UPDATE_FIELDS, GreeksUpdate, PositionSource, PositionUpdate
+from v6_assets.contracts.streams import POSITION_UPDATE_FIELDS, GreeksUpdate, PositionSource, PositionUpdate
+from v6_assets.contracts.unset import is_ib_unset
+from v6_assets.sessions import NEW_YORK
 
-UNSET_DOUBLE = sys.float_info.max
 UNSET_INTEGER = 2**31 - 1
-NEW_YORK = ZoneInfo("America/New_York")
 MODEL_GREEKS_TICK = 13
 
 Clock = Callable[[], datetime]
 
 
-_NOT_NUMBERS = frozenset((math.inf, -math.inf, UNSET_DOUBLE, -UNSET_DOUBLE))
-
-
 def clean_float(value: Any) -> float | None:
-    """A number IB sent, or None for its sentinels (UNSET_DOUBLE, NaN, inf) and for None/empty."""
+    """A number IB sent, or None when it carries no value by the IB-unset rule (``v6_assets.contracts.unset``:
+    UNSET_DOUBLE, NaN, inf) and for None/empty."""
     if type(value) is float:  # the hot path: ib_async hands us floats
-        return None if value != value or value in _NOT_NUMBERS else value
+        return None if is_ib_unset(value) else value
     if value is None or value == "":
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if number != number or number in (math.inf, -math.inf) or number == UNSET_DOUBLE or number == -UNSET_DOUBLE:
-        return None
-    return number
+    return None if is_ib_unset(number) else number
 
 
 def clean_greek(value: Any, not_computed: float) -> float | None:

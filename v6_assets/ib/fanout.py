@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.ib.spool import SpoolHandler
 
 log = logging.getLogger(__name__)

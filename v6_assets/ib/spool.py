@@ -23,8 +23,9 @@ from typing import Any, Literal
 
 import polars as pl
 
+from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
+from v6_assets.contracts.tables import GREEKS_UPDATES, POSITION_UPDATES
 from v6_assets.failpoints import failpoint
-from v6_assets.ib.models import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
 
 log = logging.getLogger(__name__)
 
@@ -37,48 +38,9 @@ _POS_EXPIRY = POSITION_UPDATE_FIELDS.index("expiry")
 _POS_RECEIVED = POSITION_UPDATE_FIELDS.index("received_at")
 _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
 
-POSITION_SCHEMA: dict[str, Any] = {
-    "account": pl.String,
-    "con_id": pl.Int64,
-    "symbol": pl.String,
-    "sec_type": pl.String,
-    "expiry": pl.Date,
-    "strike": pl.Float64,
-    "right": pl.String,
-    "multiplier": pl.Float64,
-    "currency": pl.String,
-    "exchange": pl.String,
-    "trading_class": pl.String,
-    "local_symbol": pl.String,
-    "position": pl.Float64,
-    "average_cost": pl.Float64,
-    "market_price": pl.Float64,
-    "market_value": pl.Float64,
-    "unrealized_pnl": pl.Float64,
-    "realized_pnl": pl.Float64,
-    "ib_daily_pnl": pl.Float64,
-    "ib_unrealized_pnl": pl.Float64,
-    "ib_realized_pnl": pl.Float64,
-    "ib_value": pl.Float64,
-    "source": pl.String,
-    "seq": pl.Int64,
-    "received_at": pl.Datetime("us", "UTC"),
-}
-GREEKS_SCHEMA: dict[str, Any] = {
-    "con_id": pl.Int64,
-    "tick_type": pl.Int64,
-    "delta": pl.Float64,
-    "gamma": pl.Float64,
-    "vega": pl.Float64,
-    "theta": pl.Float64,
-    "implied_vol": pl.Float64,
-    "und_price": pl.Float64,
-    "opt_price": pl.Float64,
-    "seq": pl.Int64,
-    "received_at": pl.Datetime("us", "UTC"),
-}
-assert tuple(POSITION_SCHEMA) == POSITION_UPDATE_FIELDS, "POSITION_SCHEMA must follow models.PositionUpdate"
-assert tuple(GREEKS_SCHEMA) == GREEKS_UPDATE_FIELDS, "GREEKS_SCHEMA must follow models.GreeksUpdate"
+# The events' columns as polars types, from the table contracts (the lake's extra columns left out).
+POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
+GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -133,11 +95,18 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
     """One spool row: kind, then the event's fields in model order (expiry as ISO text, received_at as UTC µs)."""
     if type(event) is PositionUpdate:
         v = _POSITION_VALUES(event)
-        expiry = v[4]
-        return ("position", *v[:4], _iso(expiry) if expiry is not None else None, *v[5:24], _micros(v[24]))
+        expiry = v[_POS_EXPIRY]
+        return (
+            "position",
+            *v[:_POS_EXPIRY],
+            _iso(expiry) if expiry is not None else None,
+            *v[_POS_EXPIRY + 1 : _POS_RECEIVED],
+            _micros(v[_POS_RECEIVED]),
+            *v[_POS_RECEIVED + 1 :],
+        )
     if type(event) is GreeksUpdate:
         v = _GREEKS_VALUES(event)
-        return ("greeks", *v[:10], _micros(v[10]), *_GREEKS_PAD)
+        return ("greeks", *v[:_GRK_RECEIVED], _micros(v[_GRK_RECEIVED]), *v[_GRK_RECEIVED + 1 :], *_GREEKS_PAD)
     raise TypeError(f"only PositionUpdate and GreeksUpdate can be spooled, not {type(event).__name__}")
 
 

@@ -1,4 +1,5 @@
-"""Delta Lake layer: table contracts, the exactly-once micro-batch writer, session overwrites, maintenance.
+"""Delta Lake layer: the table contracts (``v6_assets.contracts``) enforced, the exactly-once micro-batch writer,
+session overwrites, maintenance.
 
 No Dagster, no IB imports. Typical use::
 
@@ -9,6 +10,17 @@ No Dagster, no IB imports. Typical use::
     lake.read_sessions("eod_positions", [session]); lake.scan("position_updates")
 """
 
+from v6_assets.contracts.tables import (
+    DAILY_PNL,
+    EOD_POSITIONS,
+    EXPOSURE,
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    TABLES,
+    TRADE_DATE,
+    ColumnDef,
+    TableDef,
+)
 from v6_assets.lake.maintenance import (
     CheckpointResult,
     CleanupLogsResult,
@@ -20,20 +32,7 @@ from v6_assets.lake.maintenance import (
     vacuum,
 )
 from v6_assets.lake.store import DEFAULT_LAKE_URI, Lake, OverwriteResult, check_compatible
-from v6_assets.lake.tables import (
-    DAILY_PNL,
-    EOD_POSITIONS,
-    EXPOSURE,
-    GREEKS_UPDATES,
-    IB_UNSET_DOUBLE,
-    POSITION_UPDATES,
-    TABLES,
-    TRADE_DATE,
-    ColumnDef,
-    LakeSchemaError,
-    TableDef,
-    conform,
-)
+from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "EOD_POSITIONS",
     "EXPOSURE",
     "GREEKS_UPDATES",
-    "IB_UNSET_DOUBLE",
     "POSITION_UPDATES",
     "TABLES",
     "TRADE_DATE",
@@ -58,10 +56,10 @@ __all__ = [
     "OverwriteResult",
     "TableDef",
     "VacuumResult",
+    "cast_and_validate",
     "check_compatible",
     "checkpoint",
     "cleanup_logs",
     "compact",
-    "conform",
     "vacuum",
 ]

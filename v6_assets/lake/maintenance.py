@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
+from v6_assets.contracts.tables import TRADE_DATE, TableDef
 from v6_assets.lake.store import Lake, hot_path_hooks, zstd_writer_properties
-from v6_assets.lake.tables import TRADE_DATE, TableDef
 
 DEFAULT_VACUUM_RETENTION = timedelta(days=7)
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024

@@ -20,7 +20,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from v6_assets.lake.tables import TABLES, TRADE_DATE, LakeSchemaError, TableDef, conform
+from v6_assets.contracts.tables import TABLES, TRADE_DATE, TableDef
+from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.sessions import is_session
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ class Lake:
         not_sessions = [d for d in wanted if not isinstance(d, date) or not is_session(d)]
         if not_sessions:
             raise ValueError(f"{tdef.name}: not NYSE sessions: {[str(d) for d in not_sessions]}")
-        frame = conform(tdef, df)
+        frame = cast_and_validate(tdef, df)
         stray = sorted(set(frame[TRADE_DATE].unique().to_list()) - set(wanted))
         if stray:
             raise LakeSchemaError(

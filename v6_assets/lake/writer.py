@@ -22,9 +22,10 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from v6_assets.contracts.tables import TRADE_DATE, TableDef
 from v6_assets.failpoints import failpoint
 from v6_assets.lake.store import Lake, check_compatible, hot_path_hooks, zstd_writer_properties
-from v6_assets.lake.tables import TRADE_DATE, TableDef, conform
+from v6_assets.lake.tables import cast_and_validate
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class MicroBatchWriter:
             raise ValueError(f"{self.table.name}: app_id must be a non-empty string, got {app_id!r}")
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ValueError(f"{self.table.name}: version must be a non-negative int, got {version!r}")
-        frame = conform(self.table, df)
+        frame = cast_and_validate(self.table, df)
         if offset_column is not None:
             self._check_offsets(frame, offset_column, version)
 

@@ -10,6 +10,8 @@ import pytest
 
 from v6_assets import sessions
 from v6_assets.analytics import AnalyticsInputError, daily_pnl, eod_positions, exposure, synthetic_updates
+from v6_assets.analytics._common import check_no_sentinels
+from v6_assets.contracts.unset import is_ib_unset
 from v6_assets_tests.analytics.helpers import CONTRACTS, et, greek, greeks_frame, pos, updates_frame
 
 DAYS = sessions.sessions_between(date(2026, 3, 10), date(2026, 3, 16))  # 5 sessions
@@ -206,3 +208,13 @@ def test_synthetic_trades_and_flat_rows_follow_the_realized_pnl_rules() -> None:
     assert moved["realized_source"].is_in(["portfolio", "pnl_single"]).all()
     assert (moved["realized_pnl"] - moved["trade_realized"]).abs().max() < 1e-6  # type: ignore[operator]
     assert (daily.filter(~pl.col("con_id").is_in(list(traded)))["realized_pnl"] == 0.0).all()
+
+
+@pytest.mark.parametrize("value", [9.99e299, 1e300, -1e305, float("nan"), float("inf")])
+def test_input_validation_applies_the_one_unset_rule(value: float) -> None:
+    frame = pl.DataFrame({"x": [value]})
+    if is_ib_unset(value):
+        with pytest.raises(AnalyticsInputError, match="sentinel"):
+            check_no_sentinels(frame, ["x"], "frame")
+    else:
+        check_no_sentinels(frame, ["x"], "frame")

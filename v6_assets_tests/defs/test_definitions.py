@@ -12,8 +12,8 @@ from pathlib import Path
 from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, Definitions
 
 from v6_assets import sessions
+from v6_assets.contracts.tables import EXPOSURE, TABLES
 from v6_assets.definitions import defs
-from v6_assets.defs.assets import EXPOSURE_TABLE, OUTPUT_TABLES
 from v6_assets.defs.partitions import build_trading_day_partitions
 from v6_assets.defs.sensors import daemon_minimum_interval
 
@@ -108,8 +108,8 @@ def test_every_asset_and_column_is_described() -> None:
         assert schema.columns, key
         for column in schema.columns:
             assert column.description and len(column.description) > 5, (key, column.name)
-    assert "rollup" in EXPOSURE_TABLE.column_names
-    for table in OUTPUT_TABLES.values():
+    assert "rollup" in EXPOSURE.column_names
+    for table in TABLES.values():
         assert all(c.description for c in table.columns)
 
 

@@ -30,7 +30,8 @@ from polars.testing import assert_frame_equal
 
 from v6_assets import sessions
 from v6_assets.contracts.money import amounts_agree
-from v6_assets.defs.assets import DAILY_ASSETS, EOD_TABLE, ROLLUP_DETAIL, STREAM_SPECS
+from v6_assets.contracts.tables import EOD_POSITIONS, ROLLUP_DETAIL
+from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.resources import IBStreamResource, LakeResource
@@ -205,7 +206,7 @@ def _truth_frame(p: Pipeline) -> pl.DataFrame:
 
 def _assert_matches_truth(p: Pipeline) -> None:
     truth = _truth_frame(p)
-    eod = p.lake.read_sessions(EOD_TABLE.name, p.days)
+    eod = p.lake.read_sessions(EOD_POSITIONS.name, p.days)
     pnl = p.lake.read_sessions("daily_pnl", p.days)
     keys = ["trade_date", "account", "con_id"]
     assert sorted(eod.select(keys).rows()) == sorted(truth.select(keys).rows())
@@ -266,7 +267,7 @@ def test_exposure_equals_values_computed_from_the_ground_truth_greeks(pipeline: 
     p = pipeline
     materialize_each_session(p)
     candidates = _greeks_candidates(p)
-    eod = p.lake.read_sessions(EOD_TABLE.name, p.days)
+    eod = p.lake.read_sessions(EOD_POSITIONS.name, p.days)
     stored = {(r["trade_date"], r["account"], r["con_id"]): r for r in eod.iter_rows(named=True)}
     expected: dict[tuple[Any, ...], dict[str, float]] = {}
     problems: list[Any] = []

@@ -204,6 +204,8 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
             assert row["is_baseline"] and row["pnl"] is None, (key, row)
         else:
             assert row["pnl"] is not None, (key, row)
+            # the money rule (half a cent plus float noise), never rounding both sides: -499.78499999999985 and
+            # -499.78500000000065 are the same amount
             assert row["pnl"] == Money(expected["daily_pnl"]), (key, row["pnl"], expected["daily_pnl"])
         assert row["position"] == expected["position"], key
 

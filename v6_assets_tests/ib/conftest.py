@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.ib.streamer import discard_process_streamer
 
 T0 = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from v6_assets.contracts.streams import PositionUpdate
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.ib.convert import clean_float
-from v6_assets.ib.models import PositionUpdate
 from v6_assets.ib.spool import Spool
 
 OPTION_TYPES = ("OPT", "FOP")

@@ -9,8 +9,9 @@ import pytest
 from ib_async import Contract, FuturesOption, Option, PnLSingle, PortfolioItem, Position, Stock
 from ib_async.objects import OptionComputation
 
+from v6_assets.contracts.unset import IB_UNSET_DOUBLE as UNSET_DOUBLE
+from v6_assets.contracts.unset import is_ib_unset
 from v6_assets.ib.convert import (
-    UNSET_DOUBLE,
     GreeksThrottle,
     PositionMerger,
     clean_float,
@@ -39,15 +40,22 @@ def spx_call(con_id: int = 1001, multiplier: str = "100", expiry: str = "2025032
     )
 
 
-@pytest.mark.parametrize("value", [UNSET_DOUBLE, -UNSET_DOUBLE, math.nan, math.inf, None, "", "abc"])
+@pytest.mark.parametrize(
+    "value", [UNSET_DOUBLE, -UNSET_DOUBLE, 1e300, "1.7976931348623157E307", math.nan, math.inf, None, "", "abc"]
+)
 def test_clean_float_maps_sentinels_to_none(value: object) -> None:
     assert clean_float(value) is None
+
+
+@pytest.mark.parametrize("value", [0.0, -1.5, 9.99e299, 1e300, -1e305, UNSET_DOUBLE, math.nan, -math.inf])
+def test_clean_float_applies_the_one_unset_rule(value: float) -> None:
+    assert (clean_float(value) is None) is is_ib_unset(value)
 
 
 def test_clean_float_keeps_real_numbers_including_zero_and_negatives() -> None:
     assert clean_float(0.0) == 0.0
     assert clean_float(-1.5) == -1.5
-    assert clean_float("1.7976931348623157E307") == 1.7976931348623157e307
+    assert clean_float("9.99E299") == 9.99e299  # just below the IB-unset magnitude (v6_assets.contracts.unset)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.ib.fanout import FanOut, GreeksUpdateHandler, PositionUpdateHandler
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
 from v6_assets.ib.spool import Spool, SpoolHandler
 from v6_assets_tests.ib.conftest import greeks_update, position_update
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ib_async import IB
 
+from v6_assets.contracts.streams import GreeksUpdate
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.ib import IBPositionStreamer, PositionUpdate, Spool, StreamerSettings
-from v6_assets.ib.models import GreeksUpdate
 from v6_assets_tests.ib.simhelpers import missing_from_spool, option_con_ids, spooled_positions, wait_for
 
 CLIENT_ID = 61

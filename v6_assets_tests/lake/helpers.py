@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import polars as pl
 
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.lake import TABLES, Lake, TableDef
 from v6_assets.lake.maintenance import table_filesystem
 

@@ -1,4 +1,5 @@
-"""The table registry and conform(): contracts derived from the event dataclasses, clear errors on bad input."""
+"""The table registry and cast_and_validate(): contracts derived from the event dataclasses, clear errors on bad
+input."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from v6_assets.ib.models import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TABLES, LakeSchemaError, conform
+from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS
+from v6_assets.contracts.unset import is_ib_unset
+from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TABLES, LakeSchemaError, cast_and_validate
 from v6_assets_tests.lake.helpers import daily_rows, position_rows
 
 
@@ -50,7 +52,7 @@ def test_conform_derives_trade_date_by_the_eod_cut_and_stamps_ingestion() -> Non
     ]
     df = position_rows(range(4)).with_columns(received_at=pl.Series(times, dtype=pl.Datetime("us", "UTC")))
     now = datetime(2024, 12, 1, tzinfo=UTC)
-    out = conform(POSITION_UPDATES, df, now=now)
+    out = cast_and_validate(POSITION_UPDATES, df, now=now)
     assert out["trade_date"].to_list() == [date(2024, 3, 8), date(2024, 3, 11), date(2024, 3, 11), date(2024, 12, 2)]
     assert out["ingested_at"].to_list() == [now] * 4
     assert out.columns == list(POSITION_UPDATES.column_names)
@@ -62,7 +64,7 @@ def test_conform_casts_compatible_types_and_turns_nan_into_null() -> None:
         position=pl.Series([1.0, float("nan"), None]),
         received_at=pl.col("received_at").dt.convert_time_zone("America/New_York").dt.cast_time_unit("ns"),
     )
-    out = conform(POSITION_UPDATES, df)
+    out = cast_and_validate(POSITION_UPDATES, df)
     assert out.schema["con_id"] == pl.Int64
     assert out["position"].to_list() == [1.0, None, None]
     assert out["received_at"].dtype == pl.Datetime("us", "UTC")
@@ -72,22 +74,29 @@ def test_conform_casts_compatible_types_and_turns_nan_into_null() -> None:
 def test_conform_rejects_a_trade_date_that_contradicts_received_at() -> None:
     df = position_rows(range(2)).with_columns(trade_date=pl.lit(date(2024, 1, 2)))
     with pytest.raises(LakeSchemaError, match="trade_date: 2 row"):
-        conform(POSITION_UPDATES, df)
+        cast_and_validate(POSITION_UPDATES, df)
 
 
-@pytest.mark.parametrize("value", [float("inf"), -1.7976931348623157e308])
-def test_conform_rejects_infinity_and_unset_double(value: float) -> None:
+@pytest.mark.parametrize("value", [float("inf"), -1.7976931348623157e308, 1e305, 1e300])
+def test_cast_and_validate_rejects_what_the_unset_rule_rejects(value: float) -> None:
+    assert is_ib_unset(value)
     df = position_rows(range(2)).with_columns(ib_daily_pnl=pl.lit(value))
     with pytest.raises(LakeSchemaError, match=r"position_updates\.ib_daily_pnl: 2 row"):
-        conform(POSITION_UPDATES, df)
+        cast_and_validate(POSITION_UPDATES, df)
+
+
+def test_cast_and_validate_keeps_large_real_numbers_and_stores_nan_as_null() -> None:
+    df = position_rows(range(2)).with_columns(ib_daily_pnl=pl.lit(9.99e299), ib_value=pl.lit(float("nan")))
+    out = cast_and_validate(POSITION_UPDATES, df)
+    assert out["ib_daily_pnl"].to_list() == [9.99e299, 9.99e299] and out["ib_value"].null_count() == 2
 
 
 def test_conform_rejects_non_frames_and_reports_the_column() -> None:
     with pytest.raises(TypeError, match="polars DataFrame"):
-        conform(POSITION_UPDATES, [{"a": 1}])  # type: ignore[arg-type]
+        cast_and_validate(POSITION_UPDATES, [{"a": 1}])  # type: ignore[arg-type]
     frame = daily_rows(TABLES["daily_pnl"], [date(2024, 3, 4)], 2).drop("pnl")
     with pytest.raises(LakeSchemaError) as info:
-        conform(TABLES["daily_pnl"], frame)
+        cast_and_validate(TABLES["daily_pnl"], frame)
     assert (info.value.table, info.value.column) == ("daily_pnl", "pnl")
 
 

@@ -11,7 +11,7 @@ import pytest
 from deltalake import CommitProperties, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from v6_assets.lake import POSITION_UPDATES, Lake, LakeSchemaError, MicroBatchWriter, conform
+from v6_assets.lake import POSITION_UPDATES, Lake, LakeSchemaError, MicroBatchWriter, cast_and_validate
 from v6_assets_tests.lake._concurrent_worker import replay_spool
 from v6_assets_tests.lake.helpers import greeks_rows, offsets_in, position_rows
 
@@ -84,7 +84,7 @@ def test_stale_handle_is_fenced_by_the_concurrent_txn_and_retried(lake: Lake) ->
     with pytest.raises(CommitFailedError, match=r"(?i)concurrent transaction"):
         write_deltalake(
             stale,
-            conform(POSITION_UPDATES, position_rows(range(10, 20))).to_arrow(),
+            cast_and_validate(POSITION_UPDATES, position_rows(range(10, 20))).to_arrow(),
             mode="append",
             commit_properties=CommitProperties(app_transactions=[Transaction(APP, 19)]),
         )

@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from v6_assets.defs.ingest import DrainError, committed_offsets, drain_spool_to_lake
-from v6_assets.ib.models import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import Lake, LakeSchemaError
+from v6_assets.pipeline.ingest import DrainError, committed_offsets, drain_spool_to_lake
 
 STREAM = "ib-127.0.0.1-4002-61"
 # 2025-03-03 (Mon) 15:00 UTC is inside session 2025-03-03; +1 day per step crosses into later sessions.
@@ -93,7 +93,7 @@ def test_backlog_is_caught_up_over_several_bounded_calls(lake: Lake, spool: Spoo
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
-    from v6_assets.defs.ingest import drain_spool_to_lake
+    from v6_assets.pipeline.ingest import drain_spool_to_lake
     from v6_assets.ib.spool import Spool
     from v6_assets.lake import Lake
 
@@ -132,7 +132,7 @@ def test_two_processes_draining_the_same_spool_write_each_record_once(lake: Lake
     script = textwrap.dedent(
         """
         import sys
-        from v6_assets.defs.ingest import drain_spool_to_lake
+        from v6_assets.pipeline.ingest import drain_spool_to_lake
         from v6_assets.ib.spool import Spool
         from v6_assets.lake import Lake
         drain_spool_to_lake(Spool(sys.argv[1]), Lake.at(sys.argv[2]), sys.argv[3], batch_rows=20)

@@ -12,11 +12,13 @@ acknowledged only after BOTH tables hold every row of the batch. So:
 - a reloaded process (a new code server beside the old one) re-reads from the ack; txn fencing rejects a concurrent
   duplicate commit of the same version.
 
-The demo's history seeding reuses ``drain_spool_to_lake`` outside Dagster.
+The sensor (``v6_assets.defs.sensors``) calls ``drain_spool_to_lake`` every tick within ``DrainLimits``; the demo's
+history seeding and the benchmarks call it directly.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -35,6 +37,40 @@ from v6_assets.sessions import trade_date_expr
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
 STREAMED_TABLES: tuple[str, str] = (POSITION_UPDATES.name, GREEKS_UPDATES.name)
+
+
+def env_number(name: str, default: float, minimum: float, environ: Mapping[str, str] | None = None) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty); a clear error when it is not a
+    finite number >= ``minimum``."""
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):
+        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class DrainLimits:
+    """How much one drain may do: a time budget, rows read in all, rows per batch (one Delta commit per table)."""
+
+    budget_s: float = 30.0
+    max_rows: int = 200_000
+    batch_rows: int = 20_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DrainLimits:
+        """From ``V6_SENSOR_BUDGET_S``, ``V6_SENSOR_MAX_ROWS`` and ``V6_SENSOR_BATCH_ROWS`` (the sensor's per tick)."""
+        return cls(
+            budget_s=env_number("V6_SENSOR_BUDGET_S", cls.budget_s, 1.0, environ),
+            max_rows=int(env_number("V6_SENSOR_MAX_ROWS", cls.max_rows, 1, environ)),
+            batch_rows=int(env_number("V6_SENSOR_BATCH_ROWS", cls.batch_rows, 1, environ)),
+        )
 
 
 class DrainError(RuntimeError):

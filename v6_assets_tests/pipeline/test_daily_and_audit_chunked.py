@@ -11,9 +11,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from v6_assets import analytics, sessions
-from v6_assets.defs.assets import derived_eod, eod_chunks, session_chunks
-from v6_assets.defs.checks import duplicate_offsets, reconcile_session, sentinel_counts, stream_positions_by_session
+from v6_assets.contracts.tables import ROLLUP_COLUMN, ROLLUP_DETAIL
 from v6_assets.lake import Lake
+from v6_assets.pipeline import audit, daily
+from v6_assets.pipeline.audit import duplicate_offsets, reconcile_session, sentinel_counts, stream_positions_by_session
+from v6_assets.pipeline.daily import derived_eod, eod_chunks, session_chunks
 from v6_assets_tests.pyenv import set_env
 
 DAYS = sessions.sessions_between(date(2025, 1, 2), date(2025, 1, 10))  # 6 sessions (Jan 9: market closed)
@@ -112,3 +114,22 @@ def test_reconcile_folds_the_stream_incrementally_and_finds_a_wrong_position(lak
         problems, _ = reconcile_session(day, stream, missing)
         assert problems.height == 1 and "missing from EOD" in problems["problem"][0]
     assert seen == checked
+
+
+def test_the_daily_refresh_writes_what_the_analytics_compute_and_reconciles(lake: Lake) -> None:
+    """The Dagster-free daily pipeline end to end: eod_positions, daily_pnl and exposure written for a range, the
+    audits pass on what was written."""
+    run = daily.refresh_eod_positions(lake, DAYS[1:])
+    assert run.previous_eod == "derived from the updates" and run.chunks == 3
+    stored = lake.read_sessions("eod_positions", DAYS[1:])
+    assert stored.height == run.frame.height and stored.height > 0
+    pnl = daily.refresh_daily_pnl(lake, DAYS[1:])
+    assert pnl.previous_known and pnl.written.rows_per_session
+    exposure = daily.refresh_exposure(lake, DAYS[1:])
+    detail = exposure.frame.filter(pl.col(ROLLUP_COLUMN) == ROLLUP_DETAIL).drop(ROLLUP_COLUMN)
+    assert_frame_equal(detail, analytics.exposure(stored).cast(dict(detail.schema)), check_row_order=False)
+    assert set(exposure.frame[ROLLUP_COLUMN]) == {"detail", "underlying", "account"}
+    problems, keys = audit.eod_reconciliation(lake, DAYS[1:])
+    assert problems.height == 0 and keys > 0
+    assert set(audit.greeks_coverage(lake, DAYS[1:])) == {d.isoformat() for d in DAYS[1:]}
+    assert audit.audited_sessions(lake, "daily_pnl", None) == [DAYS[-1]]

@@ -1,0 +1,194 @@
+"""The daily computation: eod_positions, daily_pnl and exposure of a run's sessions, read from and written to the lake.
+
+Dagster-free (``v6_assets.defs.assets`` declares the assets and calls these). A run covers one session or a contiguous
+range (a single-run backfill); each table is written with ONE partition overwrite of the whole range. Updates are
+read in chunks of sessions (``V6_SESSIONS_PER_CHUNK``, default 5) so memory is bounded whatever the range; the EOD of
+the session before each chunk is carried into it. The EOD of the session before the run is the stored one when
+present, else derived from the updates (from the first session of the stream), else none (a baseline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from v6_assets import analytics, sessions
+from v6_assets.contracts.tables import (
+    DAILY_PNL,
+    EOD_POSITIONS,
+    EXPOSURE,
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    ROLLUP_ACCOUNT,
+    ROLLUP_COLUMN,
+    ROLLUP_DETAIL,
+    ROLLUP_UNDERLYING,
+    TRADE_DATE,
+)
+from v6_assets.lake import Lake, OverwriteResult
+
+DEFAULT_SESSIONS_PER_CHUNK = 5
+
+
+def sessions_per_chunk() -> int:
+    """Sessions computed together in a range run (``V6_SESSIONS_PER_CHUNK``, default 5): bounds the updates in memory
+    (about 5 x 200,000 rows) whatever the length of the range; the previous EOD is carried from chunk to chunk."""
+    raw = os.environ.get("V6_SESSIONS_PER_CHUNK", "").strip()
+    if not raw:
+        return DEFAULT_SESSIONS_PER_CHUNK
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} must be >= 1")
+    return value
+
+
+def session_chunks(days: Sequence[date], size: int | None = None) -> list[list[date]]:
+    """``days`` (oldest first) in consecutive chunks of at most ``size`` sessions."""
+    n = size or sessions_per_chunk()
+    return [list(days[i : i + n]) for i in range(0, len(days), n)]
+
+
+def _updates_of(scan: pl.LazyFrame, first: date, last: date) -> pl.LazyFrame:
+    """Stream rows with trade_date in [first, last], lazily: only those partitions are read."""
+    return scan.filter((pl.col(TRADE_DATE) >= first) & (pl.col(TRADE_DATE) <= last))
+
+
+def first_stream_session(lake: Lake, up_to: date) -> date | None:
+    """The oldest session with position updates at or before ``up_to`` (None: the stream had not started)."""
+    frame = lake.scan(POSITION_UPDATES.name).filter(pl.col(TRADE_DATE) <= up_to).select(pl.col(TRADE_DATE).min())
+    value = frame.collect().item()
+    return value if isinstance(value, date) else None
+
+
+def stream_started_by(lake: Lake, session: date) -> bool:
+    """True when the position stream had reported anything at or before ``session``'s cut (D-1 state is known)."""
+    return first_stream_session(lake, session) is not None
+
+
+def stored_eod(lake: Lake, session: date) -> pl.DataFrame | None:
+    """The stored EOD rows of ``session``, None when the partition holds no rows (never computed, or flat)."""
+    frame = lake.read_sessions(EOD_POSITIONS, [session])
+    return frame if frame.height else None
+
+
+def _eod_of(frame: pl.DataFrame, session: date) -> pl.DataFrame | None:
+    rows = frame.filter(pl.col(TRADE_DATE) == session)
+    return rows if rows.height else None
+
+
+def eod_chunks(lake: Lake, days: Sequence[date], previous: pl.DataFrame | None) -> Iterator[pl.DataFrame]:
+    """The EOD of the contiguous sessions ``days``, one frame per chunk of sessions, each chunk reading only its own
+    trade_date partitions and starting from the EOD of the session before it (``previous`` for the first chunk,
+    None when there is no open position to carry). Memory: one chunk of updates, whatever the range."""
+    pu, gu = lake.scan(POSITION_UPDATES.name), lake.scan(GREEKS_UPDATES.name)
+    for chunk in session_chunks(days):
+        frame = analytics.eod_positions(
+            _updates_of(pu, chunk[0], chunk[-1]), _updates_of(gu, chunk[0], chunk[-1]), chunk, previous
+        )
+        previous = _eod_of(frame, chunk[-1])
+        yield frame
+
+
+def derived_eod(lake: Lake, session: date) -> pl.DataFrame | None:
+    """The EOD of ``session`` computed from the updates (chunk by chunk from the first session of the stream), None
+    when the stream had not started by then or nothing was held at its cut."""
+    first = first_stream_session(lake, session)
+    if first is None:
+        return None
+    previous: pl.DataFrame | None = None
+    for frame in eod_chunks(lake, sessions.sessions_between(first, session), None):
+        previous = frame  # only the last chunk's last session is kept
+    return _eod_of(previous, session) if previous is not None else None
+
+
+def previous_eod_state(lake: Lake, first: date) -> pl.DataFrame | None:
+    """The EOD of the session before ``first`` for carry-forward and U_{D-1}: stored when present, else derived
+    from the updates; None when the stream had not started by then (the first session ever is a baseline)."""
+    prev = sessions.previous_session(first)
+    if not stream_started_by(lake, prev):
+        return None
+    stored = stored_eod(lake, prev)
+    return stored if stored is not None else derived_eod(lake, prev)
+
+
+@dataclass(frozen=True)
+class EodRun:
+    """What ``refresh_eod_positions`` computed and wrote."""
+
+    frame: pl.DataFrame
+    written: OverwriteResult
+    chunks: int
+    previous_eod: str  # where the EOD of the session before the run came from
+
+
+def refresh_eod_positions(lake: Lake, days: Sequence[date]) -> EodRun:
+    """Compute eod_positions of the contiguous sessions ``days`` (oldest first) chunk by chunk and write them with one
+    partition overwrite. Positions without updates are carried from the previous session's EOD."""
+    prev = sessions.previous_session(days[0])
+    previous = stored_eod(lake, prev)
+    origin = "stored"
+    if previous is None:
+        previous = derived_eod(lake, prev)
+        origin = "derived from the updates" if previous is not None else "none (no position held, or no stream yet)"
+    # Outputs (positions x sessions) are small: the whole range is still written with ONE partition overwrite.
+    parts = list(eod_chunks(lake, days, previous))
+    frame = pl.concat(parts) if len(parts) > 1 else parts[0]
+    written = lake.overwrite_sessions(EOD_POSITIONS, frame, days)
+    return EodRun(frame=frame, written=written, chunks=len(parts), previous_eod=origin)
+
+
+@dataclass(frozen=True)
+class DailyPnlRun:
+    """What ``refresh_daily_pnl`` computed and wrote."""
+
+    frame: pl.DataFrame
+    written: OverwriteResult
+    previous_known: bool  # False: the first session of the stream (a baseline)
+
+
+def refresh_daily_pnl(lake: Lake, days: Sequence[date]) -> DailyPnlRun:
+    """daily_pnl of ``days`` from the stored eod_positions of D and D-1 (the previous NYSE session), written with one
+    partition overwrite."""
+    eod = lake.read_sessions(EOD_POSITIONS, days)
+    previous = previous_eod_state(lake, days[0])
+    frame = analytics.daily_pnl(eod, previous, list(days))
+    written = lake.overwrite_sessions(DAILY_PNL, frame, days)
+    return DailyPnlRun(frame=frame, written=written, previous_known=previous is not None)
+
+
+def exposure_with_rollups(eod: pl.DataFrame) -> pl.DataFrame:
+    """Detail rows (account x underlying x expiry) plus roll-ups by underlying and by account (``rollup`` column)."""
+    detail = analytics.exposure(eod).with_columns(pl.lit(ROLLUP_DETAIL).alias(ROLLUP_COLUMN))
+    by_underlying = analytics.exposure_by_underlying(detail.drop(ROLLUP_COLUMN)).with_columns(
+        pl.lit(ROLLUP_UNDERLYING).alias(ROLLUP_COLUMN)
+    )
+    by_account = analytics.exposure_by_account(detail.drop(ROLLUP_COLUMN)).drop("is_base_currency", strict=False)
+    by_account = by_account.with_columns(pl.lit(ROLLUP_ACCOUNT).alias(ROLLUP_COLUMN))
+    columns = list(EXPOSURE.column_names)
+    schema = EXPOSURE.polars_schema
+    parts = []
+    for part in (detail, by_underlying, by_account):
+        missing = [pl.lit(None, dtype=schema[c]).alias(c) for c in columns if c not in part.columns]
+        parts.append(part.with_columns(missing).select([pl.col(c).cast(schema[c]) for c in columns]))
+    return pl.concat(parts)
+
+
+@dataclass(frozen=True)
+class ExposureRun:
+    """What ``refresh_exposure`` computed and wrote."""
+
+    frame: pl.DataFrame
+    written: OverwriteResult
+
+
+def refresh_exposure(lake: Lake, days: Sequence[date]) -> ExposureRun:
+    """exposure of ``days`` (detail and roll-up rows) from the stored eod_positions, one partition overwrite."""
+    frame = exposure_with_rollups(lake.read_sessions(EOD_POSITIONS, days))
+    return ExposureRun(frame=frame, written=lake.overwrite_sessions(EXPOSURE, frame, days))
