@@ -46,6 +46,7 @@ from bench.chaos_common import (
     non_loopback_listeners,
     option_ids,
     order_requests,
+    python_env,
     secret_hits,
     verify,
     wait_for,
@@ -236,8 +237,12 @@ def _truth(sim: ChaosSimulator) -> list[dict[str, Any]]:
     return [e for e in sim.truth["sent"] if e.get("client_id") == CLIENT_ID]
 
 
+# A fixed start (a Monday 09:00 ET): the scenarios' data never depends on the day or hour they run.
+DEMO_START = datetime(2025, 3, 3, 9, 0, tzinfo=sessions.NEW_YORK)
+
+
 def _demo_sim(**kwargs: Any) -> ChaosSimulator:
-    scenario = load_scenario("demo")
+    scenario = load_scenario("demo", start_time=DEMO_START)
     scenario = dataclasses.replace(scenario, nastiness=dataclasses.replace(scenario.nastiness, greeks_sentinel_every=4))
     return ChaosSimulator(scenario, port=0, speed=kwargs.pop("speed", SPEED), **kwargs)
 
@@ -400,18 +405,7 @@ def scenario_kill(params: Params, workdir: Path, rng: random.Random) -> Scenario
 
 
 # -- in-process streamer + real sensor ticks ----------------------------------------------------------------------
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+_env = python_env  # never a real setenv while the simulator and streamer threads run
 
 
 class SensorRig:

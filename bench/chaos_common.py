@@ -307,17 +307,28 @@ def secret_hits(paths: Iterable[Path]) -> list[str]:
 
 
 @contextlib.contextmanager
-def fake_secrets_in_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
-    os.environ.update(FAKE_SECRETS)
+def python_env(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for Python readers (our settings, Dagster, children given ``dict(os.environ)``),
+    without rewriting the C environment: glibc's setenv is not thread-safe, and the simulator, the streamer and
+    native thread pools (tokio, polars) run meanwhile in this process. Restored on exit."""
+    data = os.environ._data  # type: ignore[attr-defined]
+    keys = {os.environ.encodekey(k): os.environ.encodevalue(v) for k, v in values.items()}  # type: ignore[attr-defined]
+    saved = {k: data.get(k) for k in keys}
+    data.update(keys)
     try:
         yield
     finally:
         for k, v in saved.items():
             if v is None:
-                os.environ.pop(k, None)
+                data.pop(k, None)
             else:
-                os.environ[k] = v
+                data[k] = v
+
+
+@contextlib.contextmanager
+def fake_secrets_in_env() -> Iterator[None]:
+    with python_env(dict(FAKE_SECRETS)):
+        yield
 
 
 def percentile(values: list[float], q: float) -> float | None:
