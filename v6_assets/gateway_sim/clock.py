@@ -27,6 +27,11 @@ class SimClock:
         self._speed = float(speed)
         self._live_cap = live_cap
         self._frozen_at: datetime | None = start.astimezone(UTC)  # frozen until start()
+        # A fast clock does not pass ``_stop_at`` until released (then it resumes from there at ``_resume_wall``):
+        # the driver stops it just after a session's close so the close's refresh is received, on the simulated
+        # clock, before the EOD cut however loaded the machine is.
+        self._stop_at: datetime | None = None
+        self._resume_wall: float | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -39,6 +44,14 @@ class SimClock:
         if self._frozen_at is not None:
             return self._frozen_at
         sim = self._base_sim + timedelta(seconds=(time.monotonic() - self._base_wall) * self._speed)
+        stop = self._stop_at
+        if stop is not None and self._speed != 1.0 and sim >= stop:
+            resume = self._resume_wall
+            if resume is None or time.monotonic() < resume:
+                return stop
+            self._base_sim, self._base_wall = stop, resume
+            self._stop_at = self._resume_wall = None
+            sim = self._base_sim + timedelta(seconds=(time.monotonic() - self._base_wall) * self._speed)
         if self._live_cap and self._speed != 1.0:
             wall = utc_now()
             if sim >= wall:
@@ -73,3 +86,20 @@ class SimClock:
                 self._base_sim, self._base_wall = target, time.monotonic()
                 if self._frozen_at is not None:
                     self._frozen_at = target
+
+    def stop_at(self, at: datetime) -> None:
+        """Do not pass ``at`` (while running faster than real time) until ``release`` (replaces an earlier stop)."""
+        with self._lock:
+            self._stop_at, self._resume_wall = at.astimezone(UTC), None
+
+    @property
+    def has_stop(self) -> bool:
+        with self._lock:
+            self._now_locked()  # passes a released stop whose time has come
+            return self._stop_at is not None
+
+    def release(self, after_real_s: float) -> None:
+        """Let the clock pass its stop ``after_real_s`` real seconds from now (no stop: nothing to do)."""
+        with self._lock:
+            if self._stop_at is not None:
+                self._resume_wall = time.monotonic() + max(0.0, after_real_s)

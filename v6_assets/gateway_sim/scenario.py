@@ -114,6 +114,9 @@ class ClockSpec:
     tick_real_s: float = 0.05  # the simulator's real-time step
     skip_nights: bool | None = None  # None: skip nights/weekends when speed > 60
     walk_step_s: float = 60.0  # random-walk step, in trading seconds
+    # Faster than real time, simulated time holds 1 minute after each close for this many real seconds, so the
+    # close refresh reaches the client before the EOD cut whatever the machine's load.
+    close_settle_real_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,10 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
                 "min_real_interval_s", "tick_real_s", "walk_step_s"):  # fmt: skip
         if key in clock_data:
             clock_kwargs[key] = _num(clock_data[key], f"clock.{key}", positive=True, allow_zero=False)
+    if "close_settle_real_s" in clock_data:
+        clock_kwargs["close_settle_real_s"] = _num(
+            clock_data["close_settle_real_s"], "clock.close_settle_real_s", positive=True, allow_zero=True
+        )
     if "skip_nights" in clock_data:
         clock_kwargs["skip_nights"] = clock_data["skip_nights"]
     unknown = set(clock_data) - {*clock_kwargs, "start", "sessions_back"}
