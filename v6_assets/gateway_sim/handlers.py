@@ -121,6 +121,9 @@ class RequestHandlers:
         req_id = protocol.to_int(fields[2], "reqId")
         account = fields[3]
         model_code = fields[4] if len(fields) > 4 else ""
+        if client.encoder is None or not client.encoder.has(Out.ACCOUNT_UPDATE_MULTI):
+            client.send_error(req_id, 503, "The TWS is out of date and must be upgraded.")
+            return
         if account not in self.scenario.account_ids:
             client.send_error(req_id, 321, _invalid_account(account))
             return
@@ -137,7 +140,8 @@ class RequestHandlers:
         client.send(Out.OPEN_ORDER_END)
 
     def _req_completed_orders(self, client: ClientConnection, fields: list[str]) -> None:
-        client.send(Out.COMPLETED_ORDERS_END)
+        if client.encoder is not None and client.encoder.has(Out.COMPLETED_ORDERS_END):
+            client.send(Out.COMPLETED_ORDERS_END)
 
     def _req_current_time(self, client: ClientConnection, fields: list[str]) -> None:
         client.send(Out.CURRENT_TIME, time=int(self.clock.now().timestamp()))
