@@ -130,6 +130,8 @@ class RequestHandlers:
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
                         value=value, currency=currency)  # fmt: skip
+            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
+                               currency=currency)  # fmt: skip
         client.send(Out.ACCOUNT_UPDATE_MULTI_END, req_id=req_id)
 
     # --- orders and executions (not modelled: end markers only), ids, time

@@ -74,6 +74,8 @@ class Publisher:
     def send_account_values(self, client: ClientConnection, account: str) -> None:
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCT_VALUE, key=key, value=value, currency=currency, account=account)
+            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
+                               currency=currency)  # fmt: skip
 
     def send_account_download(self, client: ClientConnection, account: str) -> None:
         """The answer to reqAccountUpdates: values, every position (closed-today ones too), time, end marker."""
