@@ -2,8 +2,8 @@
 
 ``python ib_async_client.py PORT CLIENT_ID MAX_SECONDS MIN_SECONDS MIN_VERSION MAX_VERSION`` prints one JSON
 object in the shape ``ibapi_client.py`` prints. ib_async decodes in its event loop and only logs a message it
-cannot decode: log errors are the decode errors. Greeks are read from the tickers (ib_async keeps the latest
-only), so they are a subsequence of what was sent rather than all of it.
+cannot decode: its decoder's log errors are the decode errors. Greeks are read from the tickers (ib_async keeps
+the latest only), so they are a subsequence of what was sent rather than all of it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from ib_async import IB, Client
+from ib_async import IB, Client, Contract
 
 GREEKS = ("impliedVol", "delta", "optPrice", "pvDividend", "gamma", "vega", "theta", "undPrice")
 GREEK_NAMES = ("implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta", "und_price")
@@ -35,7 +35,7 @@ def main() -> int:
     max_seconds, min_seconds = float(sys.argv[3]), float(sys.argv[4])
     Client.MinClientVersion, Client.MaxClientVersion = int(sys.argv[5]), int(sys.argv[6])
     decode_errors: list[str] = []
-    logging.getLogger().addHandler(_LogErrors(decode_errors))
+    logging.getLogger("ib_async.Decoder").addHandler(_LogErrors(decode_errors))  # "Error handling fields: ..."
     ib = IB()
     counts: Counter[str] = Counter()
     interpret = ib.client.decoder.interpret
@@ -109,6 +109,7 @@ def main() -> int:
     account = accounts[0]
     ib.reqAccountUpdates(account)
     ib.reqPnL(account)
+    ib.reqMktData(Contract(conId=1, exchange="SMART"))  # an unknown contract: one error message on purpose
     wanted: dict[str, list[list[Any]]] = {"pnl_single": [], "greeks": []}
     for p in ib.positions():
         ib.reqPnLSingle(p.account, "", p.contract.conId)
@@ -126,6 +127,7 @@ def main() -> int:
         got = {(e["account"], e["con_id"]) for e in pnl_single}
         return (
             bool(pnl)
+            and bool(errors)
             and {tuple(k) for k in wanted["pnl_single"]} <= got
             and {c for _, c in wanted["greeks"]} <= {g["con_id"] for g in greeks if g["delta"] is not None}
         )
@@ -135,12 +137,14 @@ def main() -> int:
             break
         ib.sleep(0.05)
     connected = ib.isConnected()
+    finished_at = time.time()
     ib.disconnect()
     report = {
         "client": "ib_async",
         "server_version": version,
         "connected_at_end": connected,
         "seconds": round(time.monotonic() - started, 2),
+        "finished_at": finished_at,
         "accounts": accounts,
         "message_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
         "decode_errors": decode_errors,

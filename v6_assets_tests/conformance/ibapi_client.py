@@ -1,11 +1,13 @@
 """A user's program on IB's official ``ibapi`` client (any version 9.81..10.x), run in that client's own virtualenv.
 
-``python ibapi_client.py PORT CLIENT_ID MAX_SECONDS MIN_SECONDS`` connects to a gateway on loopback, asks for
-what a read-only portfolio monitor asks for -- positions, the first account's updates (values and portfolio
-rows), PnL, PnL single and market data (model greeks) per option position -- for MIN_SECONDS and until
+``python ibapi_client.py PORT CLIENT_ID MAX_SECONDS MIN_SECONDS [MAX_VERSION]`` connects to a gateway on
+loopback, asks for what a read-only portfolio monitor asks for -- positions, the first account's updates (values
+and portfolio rows), PnL, PnL single and market data (model greeks) per option position -- for MIN_SECONDS and until
 everything has arrived (at most MAX_SECONDS), then prints one JSON object on stdout: the negotiated version,
 message counts, decode errors, error codes and every value received, in arrival order. It imports nothing from
-this project: only ``ibapi`` and the standard library.
+this project: only ``ibapi`` and the standard library. MAX_VERSION lowers the highest version the client offers
+(to try the gateway at older versions); PnL is asked for only where the version has it (ibapi refuses otherwise).
+A request for an unknown contract (req id 8999) draws one error message on purpose.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ibapi.contract import Contract
 from ibapi.wrapper import EWrapper
 
 OPTION_TYPES = ("OPT", "FOP")
+MIN_SERVER_VER_PNL = 127
 GREEKS = ("implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta", "und_price")
 
 
@@ -170,6 +173,10 @@ class Monitor(EWrapper, EClient):
 def main() -> int:
     port, client_id = int(sys.argv[1]), int(sys.argv[2])
     seconds, min_seconds = float(sys.argv[3]), float(sys.argv[4])
+    if len(sys.argv) > 5:
+        import ibapi.client
+
+        ibapi.client.MAX_CLIENT_VER = int(sys.argv[5])  # type: ignore[attr-defined]
     app = Monitor()
     started = time.monotonic()
     app.connect_and_instrument(port, client_id)
@@ -191,10 +198,15 @@ def main() -> int:
         account = app.accounts[0]
         app.reqPositions()
         app.reqAccountUpdates(True, account)
-        app.reqPnL(9000, account, "")
+        has_pnl = (app.negotiated or 0) >= MIN_SERVER_VER_PNL
+        if has_pnl:
+            app.reqPnL(9000, account, "")
+        unknown = Contract()
+        unknown.conId, unknown.exchange = 1, "SMART"
+        app.reqMktData(8999, unknown, "", False, False, [])
         if wait(app.positions_done.is_set):
             req_id = 9001
-            for acct, con_id in sorted(app.position_contracts):
+            for acct, con_id in sorted(app.position_contracts) if has_pnl else ():
                 app.req_keys[req_id] = (acct, con_id)
                 app.reqPnLSingle(req_id, acct, "", con_id)
                 wanted["pnl_single"].add((acct, con_id))
@@ -216,13 +228,15 @@ def main() -> int:
             return (
                 time.monotonic() - started >= min_seconds
                 and app.account_done.is_set()
-                and bool(app.pnl_rows)
+                and (bool(app.pnl_rows) or not has_pnl)
+                and bool(app.errors)
                 and wanted["pnl_single"] <= got_pnl
                 and wanted["greeks"] <= got_greeks
             )
 
         wait(complete)
     elapsed = time.monotonic() - started
+    finished_at = time.time()
     version = app.negotiated
     connected = app.isConnected()
     app.disconnect()
@@ -231,6 +245,7 @@ def main() -> int:
         "server_version": version,
         "connected_at_end": connected,
         "seconds": round(elapsed, 2),
+        "finished_at": finished_at,
         "accounts": app.accounts,
         "message_counts": dict(sorted(app.counts.items(), key=lambda kv: int(kv[0]))),
         "decode_errors": app.decode_errors,

@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from v6_assets.gateway_sim import GatewaySimulator
+from v6_assets.gateway_sim import GatewaySimulator, protocol, wire
+from v6_assets.gateway_sim.protocol import Out
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 VENVS = REPO / ".venv-conformance"
 MAX_SECONDS = 20.0
-MIN_SECONDS = 3.0  # long enough to see the streams' updates after the initial answers
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class ClientRun:
     expected_version: int
     requirements: str | None = None  # an official client: its pinned requirements file under clients/
     versions: tuple[int, int] | None = None  # ib_async: the client version range it offers
+    max_version: int | None = None  # an official client made to offer less than it can (the version sweep)
+    min_seconds: float = 3.0  # long enough to see the streams' updates after the initial answers
 
 
 CLIENTS = (
@@ -46,6 +48,15 @@ CLIENTS = (
     ClientRun("ibapi-10.50", 72, 178, requirements="ibapi-10.50.txt"),
     ClientRun("ib_async-min", 73, 157, versions=(157, 157)),
     ClientRun("ib_async-max", 74, 178, versions=(157, 178)),
+)
+# Every version where a rule of the wire table changes, from both sides, decoded by an official client: 9.81 for
+# v100..157 (its decoder reads integers with int()), 10.50 above (the fields 10.x added: decimals, the error's JSON).
+SWEEP = tuple(
+    ClientRun(f"{name}@v{version}", 80 + i, version, requirements=req, max_version=version, min_seconds=0.0)
+    for i, (name, req, version) in enumerate(
+        [("ibapi-9.81", "ibapi-9.81.txt", v) for v in (100, 101, 103, 126, 127, 129, 135, 150, 155, 156)]
+        + [("ibapi-10.50", "ibapi-10.50.txt", v) for v in (160, 162, 163, 165, 166)]
+    )
 )
 
 
@@ -73,10 +84,11 @@ def client_python(requirements: str) -> Path:
 
 
 def _command(run: ClientRun, port: int) -> list[str]:
-    timing = [str(MAX_SECONDS), str(MIN_SECONDS)]
+    timing = [str(MAX_SECONDS), str(run.min_seconds)]
     if run.requirements is not None:
+        pinned = [] if run.max_version is None else [str(run.max_version)]
         return [str(client_python(run.requirements)), str(HERE / "ibapi_client.py"), str(port), str(run.client_id),
-                *timing]  # fmt: skip
+                *timing, *pinned]  # fmt: skip
     assert run.versions is not None
     return [sys.executable, str(HERE / "ib_async_client.py"), str(port), str(run.client_id), *timing,
             *map(str, run.versions)]  # fmt: skip
@@ -88,7 +100,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayS
     commands = {}
     sim = GatewaySimulator("demo")
     with sim.running():
-        for run in CLIENTS:
+        for run in (*CLIENTS, *SWEEP):
             commands[run.name] = _command(run, sim.port)  # builds missing virtualenvs first
         workdir = tmp_path_factory.mktemp("clients")  # not the repository: a user's program runs elsewhere
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -117,6 +129,8 @@ FIELDS = {
     "greeks": tuple(_SENTINELS),
     "account_value": ("value",),
 }
+MESSAGE = {"position": Out.POSITION_DATA, "portfolio": Out.PORTFOLIO_VALUE, "pnl_single": Out.PNL_SINGLE,
+           "pnl": Out.PNL, "greeks": Out.TICK_OPTION_COMPUTATION, "account_value": Out.ACCT_VALUE}  # fmt: skip
 REPORT_KEY = {"position": "positions", "portfolio": "portfolio", "pnl_single": "pnl_single", "pnl": "pnl",
               "greeks": "greeks", "account_value": "account_values"}  # fmt: skip
 
@@ -143,10 +157,12 @@ def _key(kind: str, row: dict[str, Any]) -> tuple[Any, ...]:
     return (row["account"], row["con_id"])
 
 
-def _series(kind: str, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[tuple[Any, ...]]]:
+def _series(
+    kind: str, rows: list[dict[str, Any]], fields: tuple[str, ...]
+) -> dict[tuple[Any, ...], list[tuple[Any, ...]]]:
     series: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for row in rows:
-        series.setdefault(_key(kind, row), []).append(tuple(_clean(f, row[f]) for f in FIELDS[kind]))
+        series.setdefault(_key(kind, row), []).append(tuple(_clean(f, row[f]) for f in fields))
     return series
 
 
@@ -159,9 +175,15 @@ def compare(sim: GatewaySimulator, run: ClientRun, report: dict[str, Any]) -> di
     """Per kind: keys received, values received, and the mismatches with what the simulator sent this client."""
     sent = [e for e in sim.truth["sent"] if e["client_id"] == run.client_id]
     result: dict[str, Any] = {}
+    encoder = wire.encoder_for(report["server_version"])
     for kind, report_key in REPORT_KEY.items():
-        truth = _series(kind, [e for e in sent if e["kind"] == kind])
-        got = _series(kind, report[report_key])
+        if not encoder.has(MESSAGE[kind]):
+            continue
+        # the fields the message has at this version (the others are not sent: clients report None or 0)
+        fields = tuple(f for f in FIELDS[kind] if f in encoder.layout(MESSAGE[kind]).fields)
+        truth = _series(kind, [e for e in sent if e["kind"] == kind], fields)
+        settled = {_key(kind, e) for e in sent if e["kind"] == kind and e["wall_time"] < report["finished_at"] - 0.5}
+        got = _series(kind, report[report_key], fields)
         # ib_async keeps only the latest greeks per ticker: a subsequence; everything else arrives one by one
         exact = not (kind == "greeks" and report["client"] == "ib_async")
         bad = []
@@ -170,27 +192,48 @@ def compare(sim: GatewaySimulator, run: ClientRun, report: dict[str, Any]) -> di
             ok = values == expected[: len(values)] if exact else _is_subsequence(values, expected)
             if not ok:
                 bad.append({"key": key, "received": values[:3], "sent": expected[:3]})
-        result[kind] = {"keys": len(got), "values": sum(map(len, got.values())), "sent_keys": len(truth), "bad": bad}
+        result[kind] = {
+            "keys": len(got),
+            "values": sum(map(len, got.values())),
+            "sent_keys": len(truth),
+            "missing": sorted(settled - got.keys()),
+            "bad": bad,
+        }
     return result
+
+
+def check(run: ClientRun, sim: GatewaySimulator, report: dict[str, Any]) -> None:
+    assert report["server_version"] == run.expected_version
+    assert report["decode_errors"] == [] and report["loop_died"] is None
+    assert report["connected_at_end"]
+    # only the error drawn on purpose (an unknown contract), decoded whole
+    assert [e["code"] for e in report["errors"] if not 2100 <= e["code"] < 2200] == [200]
+    assert report["errors"][0]["message"].startswith("No security definition")
+    result = compare(sim, run, report)
+    print(run.name, report["server_version"], report["message_counts"], json.dumps(result))
+    for kind, figures in result.items():
+        assert figures["bad"] == [], (kind, figures["bad"][:2])
+        assert figures["values"] > 0, f"no {kind} received"
+    # every position, portfolio row and account value sent (before the client left) arrived; so did every PnL
+    # single and greeks asked for
+    for kind in ("position", "portfolio", "account_value", "pnl_single", "greeks"):
+        if kind in result:
+            assert result[kind]["missing"] == [], kind
+    if run.expected_version >= protocol.MIN_VERSION_PNL:
+        assert result["pnl_single"]["keys"] == len(report["wanted"]["pnl_single"]) > 0
+        assert result["pnl"]["values"] > 0
+    assert result["greeks"]["keys"] == len(report["wanted"]["greeks"]) > 0
 
 
 @pytest.mark.parametrize("run", CLIENTS, ids=[c.name for c in CLIENTS])
 def test_client_decodes_everything_and_agrees_with_the_truth(
     run: ClientRun, reports: tuple[GatewaySimulator, dict[str, dict[str, Any]]]
 ) -> None:
-    sim, by_name = reports
-    report = by_name[run.name]
-    assert report["server_version"] == run.expected_version
-    assert report["decode_errors"] == [] and report["loop_died"] is None
-    assert report["connected_at_end"]
-    assert [e for e in report["errors"] if not 2100 <= e["code"] < 2200] == []
-    result = compare(sim, run, report)
-    print(run.name, report["server_version"], report["message_counts"], json.dumps(result))
-    for kind, figures in result.items():
-        assert figures["bad"] == [], (kind, figures["bad"][:2])
-        assert figures["values"] > 0, f"no {kind} received"
-    # every position, portfolio row and account value sent arrived; so did every PnL single and greeks asked for
-    for kind in ("position", "portfolio", "account_value", "pnl_single", "greeks"):
-        assert result[kind]["keys"] == result[kind]["sent_keys"], kind
-    assert result["pnl_single"]["keys"] == len(report["wanted"]["pnl_single"])
-    assert result["greeks"]["keys"] == len(report["wanted"]["greeks"]) > 0
+    check(run, *reports[:1], reports[1][run.name])
+
+
+@pytest.mark.parametrize("run", SWEEP, ids=[c.name for c in SWEEP])
+def test_official_client_at_every_rule_boundary(
+    run: ClientRun, reports: tuple[GatewaySimulator, dict[str, dict[str, Any]]]
+) -> None:
+    check(run, *reports[:1], reports[1][run.name])
