@@ -125,6 +125,14 @@ class Nastiness:
 
 
 @dataclass(frozen=True, slots=True)
+class Pacing:
+    """IB's 50 messages/s per client; ``max_per_s`` 0: not enforced."""
+
+    max_per_s: int = 0
+    disconnect_after: int = 3  # seconds in a row over the limit (each warned with error 100), then a disconnect
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     accounts: tuple[Account, ...]
@@ -139,6 +147,7 @@ class Scenario:
     market_data_lines: int = 100
     max_clients: int = 32
     next_valid_id: int = 1
+    pacing: Pacing = Pacing()
 
     @property
     def account_ids(self) -> list[str]:
@@ -353,6 +362,11 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
     if unknown:
         raise ScenarioError(f"nastiness: unknown fields {sorted(unknown)}")
     nastiness = Nastiness(**nasty_data)
+    pacing_data = data.get("pacing") or {}
+    unknown = set(pacing_data) - set(Pacing.__dataclass_fields__)
+    if unknown:
+        raise ScenarioError(f"pacing: unknown fields {sorted(unknown)}")
+    pacing = Pacing(**{k: int(_num(v, f"pacing.{k}", positive=True)) for k, v in pacing_data.items()})
     lines = data.get("market_data_lines", 100)
     if not isinstance(lines, int) or lines < 0:
         raise ScenarioError(f"market_data_lines: expected an integer >= 0, got {lines!r}")
@@ -370,6 +384,7 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
         market_data_lines=lines,
         max_clients=int(data.get("max_clients", 32)),
         next_valid_id=int(data.get("next_valid_id", 1)),
+        pacing=pacing,
     )
 
 
