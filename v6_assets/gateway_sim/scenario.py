@@ -33,7 +33,12 @@ EVENT_KINDS = (
     "error",
     "malformed",
     "truncated",
+    "reset",
+    "restart",
+    "competing_session",
 )
+# Events that last: each schedules its own end (``<kind>_end``, internal) ``seconds`` of simulated time later.
+LASTING_EVENTS = ("reset", "competing_session")
 _EXPIRY_RE = re.compile(r"^(\d{8})(?: (\d{2}):(\d{2})(?::(\d{2}))? (\S+))?$")
 
 
@@ -355,6 +360,9 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
                 raise ScenarioError(f"{where}: {event.at.isoformat()} is before the clock start {start.isoformat()}")
             continue  # the caller moved the start past it (e.g. --start now): history that did not happen
         events.append(event)
+        if event.kind in LASTING_EVENTS:
+            events.append(TimelineEvent(event.at + timedelta(seconds=event.params["seconds"]), f"{event.kind}_end",
+                                        event.params))  # fmt: skip
     events.sort(key=lambda e: e.at)  # stable: same-time events keep file order
 
     nasty_data = data.get("nastiness") or {}
@@ -527,7 +535,14 @@ def _parse_event(
             "con_id": int(con_id),
             "price": None if price is None else _num(price, f"{where}.price", positive=True),
         }
-    elif kind in ("refuse", "stall"):
+    elif kind in ("reset", "competing_session"):
+        data_lost = params.get("data_lost", False)
+        if not isinstance(data_lost, bool):
+            raise ScenarioError(f"{where}: data_lost must be true or false")
+        params = {"seconds": _num(_req(params, "seconds", where), f"{where}.seconds", positive=True)}
+        if kind == "reset":
+            params["data_lost"] = data_lost
+    elif kind in ("refuse", "stall", "restart"):
         params = {"seconds": _num(_req(params, "seconds", where), f"{where}.seconds", positive=True)}
     elif kind == "error":
         code = _req(params, "code", where)

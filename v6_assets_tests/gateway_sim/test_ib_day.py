@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from v6_assets.gateway_sim import GatewaySimulator, pacing
 from v6_assets_tests.gateway_sim.helpers import RawClient, tiny_scenario
@@ -79,3 +80,108 @@ def test_fifty_messages_a_second_pass_and_more_draw_error_100_then_a_disconnect(
         assert not [e for e in sim.truth["health"] if e["client_id"] == 5]
         assert 5 in sim.active_client_ids() and 6 not in sim.active_client_ids()
         calm.close()
+
+
+def _subscribed(port: int) -> RawClient:
+    """A client with a PnL single (req 7) and a market data (req 5) subscription on the tiny scenario's position."""
+    client = _ready(port)
+    client.send(94, 7, "DU1", "", 100)  # reqPnLSingle
+    client.send(1, 11, 5, 100, "SPY", "OPT", "20250321", 600.0, "C", "100", "SMART", "", "USD", "", "", 0, "", 0, 0, "")
+    return client
+
+
+def _timed(client: RawClient, seconds: float) -> list[tuple[float, list[str]]]:
+    """Like ``_drain``, each message with its arrival (wall) time."""
+    client.sock.settimeout(0.05)
+    out: list[tuple[float, list[str]]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            fields = client.read()
+        except TimeoutError:
+            continue
+        if fields is None:
+            out.append((time.time(), ["closed"]))
+            break
+        out.append((time.time(), fields))
+    return out
+
+
+DATA = ("95", "21", "1")  # PnL single, greeks, ticks
+
+
+def _codes(messages: list[tuple[float, list[str]]]) -> list[int]:
+    return [int(m[3]) for _, m in messages if m[0] == "4"]
+
+
+def _index_of(messages: list[tuple[float, list[str]]], code: int) -> int:
+    return next(i for i, (_, m) in enumerate(messages) if m[0] == "4" and m[3] == str(code))
+
+
+def test_nightly_reset_with_data_lost_stops_data_then_forgets_subscriptions() -> None:
+    scenario = tiny_scenario(events=[{"kind": "reset", "after": 600, "seconds": 600, "data_lost": True}])
+    with GatewaySimulator(scenario).running() as sim:
+        client = _subscribed(sim.port)
+        messages = _timed(client, 3.0)
+        assert _codes(messages) == [1100, 2103, 2105, 2157, 1101, 2104, 2106, 2158]
+        lost, restored = _index_of(messages, 1100), _index_of(messages, 1101)
+        assert any(m[0] in DATA for _, m in messages[:lost])  # data flowed before
+        assert not [m for _, m in messages[lost:] if m[0] in DATA]  # none during the reset, none after 1101
+        start, end = (e for e in sim.truth["health"] if e["event"].startswith("reset"))
+        assert (start["event"], end["event"], end["data_lost"]) == ("reset_start", "reset_end", True)
+        assert (datetime.fromisoformat(end["sim_time"]) - datetime.fromisoformat(start["sim_time"])).seconds == 600
+        assert restored > lost
+        # the client resubscribes and data flows again
+        client.send(94, 8, "DU1", "", 100)
+        assert client.read_until("95")[1] == "8"
+        client.close()
+
+
+def test_nightly_reset_with_data_kept_resumes_the_same_subscriptions() -> None:
+    scenario = tiny_scenario(events=[{"kind": "reset", "after": 600, "seconds": 600}])
+    with GatewaySimulator(scenario).running() as sim:
+        client = _subscribed(sim.port)
+        messages = _timed(client, 3.0)
+        assert _codes(messages) == [1100, 2103, 2105, 2157, 1102, 2104, 2106, 2158]
+        lost, restored = _index_of(messages, 1100), _index_of(messages, 1102)
+        assert not [m for _, m in messages[lost:restored] if m[0] in DATA]
+        after = [m for _, m in messages[restored:] if m[0] in DATA]
+        assert {m[1] for m in after if m[0] == "95"} == {"7"} and [m for m in after if m[0] == "21"]
+        client.close()
+
+
+def test_competing_session_sends_10197_and_holds_market_data_and_pnl_until_it_ends() -> None:
+    scenario = tiny_scenario(events=[{"kind": "competing_session", "after": 600, "seconds": 600}])
+    with GatewaySimulator(scenario).running() as sim:
+        client = _subscribed(sim.port)
+        messages = _timed(client, 3.0)
+        competing = [m for _, m in messages if m[0] == "4"]
+        assert [(m[2], m[3]) for m in competing] == [("5", "10197")]  # per market data subscription
+        began = _index_of(messages, 10197)
+        end = next(e for e in sim.truth["health"] if e["event"] == "competing_session_end")
+        during = [m for t, m in messages[began:] if t < end["wall_time"] - 0.05 and m[0] in DATA]
+        after = [m for t, m in messages if t > end["wall_time"] + 0.1 and m[0] in DATA]
+        assert not during and after  # the socket stayed up; data resumed without a message
+        assert not [m for _, m in messages if m == ["closed"]]
+        client.close()
+
+
+def test_daily_restart_drops_the_socket_and_refuses_connections_for_a_while() -> None:
+    scenario = tiny_scenario(events=[{"kind": "restart", "after": 300, "seconds": 1.0}])
+    with GatewaySimulator(scenario).running() as sim:
+        port = sim.port
+        client = _ready(port)
+        messages = _timed(client, 2.0)
+        assert messages[-1][1] == ["closed"]
+        dropped = messages[-1][0]
+        refused = 0
+        while True:
+            try:
+                again = _ready(port, client_id=5)
+                break
+            except OSError:
+                refused += 1
+                time.sleep(0.05)
+        assert refused > 0 and time.time() - dropped >= 0.8
+        assert [e["event"] for e in sim.truth["health"]] == ["restart"]
+        again.close()
