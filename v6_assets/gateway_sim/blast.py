@@ -17,17 +17,18 @@ class _Templates:
 
     def __init__(self, positions: list[BookPosition]) -> None:
         self._positions = positions
-        self._by_encoder: dict[int, tuple[list[wire.FrameTemplate], wire.FrameTemplate]] = {}
+        self._by_encoder: dict[int, tuple[list[wire.FrameTemplate], wire.FrameTemplate | None]] = {}
 
-    def of(self, encoder: wire.WireEncoder) -> tuple[list[wire.FrameTemplate], wire.FrameTemplate]:
-        """(portfolio templates by position, the PnL-single template) of ``encoder``."""
+    def of(self, encoder: wire.WireEncoder) -> tuple[list[wire.FrameTemplate], wire.FrameTemplate | None]:
+        """(portfolio templates by position, the PnL-single template if the version has PnL) of ``encoder``."""
         found = self._by_encoder.get(encoder.server_version)
         if found is None:
             portfolio = [
                 encoder.template(Out.PORTFOLIO_VALUE, **wire.contract_fields(p.contract, p.contract.primary_exchange))
                 for p in self._positions
             ]
-            found = portfolio, encoder.template(Out.PNL_SINGLE)
+            pnl_single = encoder.template(Out.PNL_SINGLE) if encoder.has(Out.PNL_SINGLE) else None
+            found = portfolio, pnl_single
             self._by_encoder[encoder.server_version] = found
         return found
 
@@ -54,7 +55,7 @@ async def blast(state: MarketState, clients: ClientRegistry, messages: int, batc
             tuple[
                 ClientConnection,
                 list[wire.FrameTemplate],
-                wire.FrameTemplate,
+                wire.FrameTemplate | None,
                 dict[PositionKey, list[int]],
                 list[bytes],
             ]
@@ -79,6 +80,8 @@ async def blast(state: MarketState, clients: ClientRegistry, messages: int, batc
                     frames.append(
                         portfolio[index].encode(pos.qty, mark, mv, pos.average_cost, unrealized, realized, pos.account)
                     )
+                if pnl_single is None:
+                    continue
                 for req_id in by_key.get(pos.key, ()):
                     # daily PnL is sent as the unrealized: benchmark traffic, only the volume matters
                     frames.append(pnl_single.encode(req_id, pos.qty, unrealized, unrealized, pos.realized_total, mv))

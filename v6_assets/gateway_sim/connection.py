@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from v6_assets.gateway_sim import protocol, wire
+from v6_assets.gateway_sim import pacing, protocol, wire
 from v6_assets.gateway_sim.protocol import Out
 from v6_assets.gateway_sim.scenario import ContractSpec
 
@@ -63,6 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self.mkt_subs: dict[int, ContractSpec | str] = {}
         self.greeks_counter: dict[int, int] = {}
         self.streams: dict[str, StreamCadence] = {}
+        self.pacing = pacing.PacingState()
         # output
         self.stalled: list[bytes] = []
         self.can_write = asyncio.Event()

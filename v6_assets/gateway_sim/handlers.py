@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from v6_assets.gateway_sim import protocol
+from v6_assets.gateway_sim import pacing, protocol
 from v6_assets.gateway_sim.clock import SimClock
 from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.protocol import In, Out
@@ -50,6 +50,9 @@ class RequestHandlers:
         if not fields:
             raise protocol.ProtocolError("empty message")
         msg_id = protocol.to_int(fields[0], "msgId")
+        limit = self.scenario.pacing.max_per_s
+        if limit and client.ready and not self._paced(client, limit, msg_id, fields):
+            return
         if msg_id in protocol.ORDER_REQUESTS:
             self.recorder.record_request(client.client_id, msg_id, fields, violation=True)
             req_id = protocol.to_int(fields[2], "orderId") if len(fields) > 2 and msg_id != In.REQ_GLOBAL_CANCEL else -1
@@ -72,6 +75,24 @@ class RequestHandlers:
             handler(self, client, fields)
         except (IndexError, protocol.ProtocolError) as exc:
             client.send_error(-1, 320, f"Error reading request: {exc or 'missing fields'}")
+
+    def _paced(self, client: ClientConnection, limit: int, msg_id: int, fields: list[str]) -> bool:
+        """Whether the message may be served under IB's pacing limit; error 100 / disconnect when not."""
+        verdict, warn = pacing.check(client.pacing, limit, self.scenario.pacing.disconnect_after)
+        if verdict == pacing.Verdict.SERVE:
+            return True
+        self.recorder.record_request(client.client_id, msg_id, fields)
+        if warn:
+            received = len(client.pacing.times) + 1
+            client.send_error(-1, pacing.PACING_ERROR, pacing.pacing_message(limit, received))
+            self.recorder.health(client.client_id, "pacing_violation", rejected=client.pacing.rejected,
+                                 strikes=client.pacing.strikes)  # fmt: skip
+        if verdict == pacing.Verdict.DISCONNECT:
+            log.warning("pacing: closing client %s after %d seconds over %d msg/s", client.client_id,
+                        client.pacing.strikes, limit)  # fmt: skip
+            self.recorder.health(client.client_id, "pacing_disconnect", rejected=client.pacing.rejected)
+            client.close()
+        return False
 
     def _start_api(self, client: ClientConnection, fields: list[str]) -> None:
         if client.ready:
@@ -121,12 +142,17 @@ class RequestHandlers:
         req_id = protocol.to_int(fields[2], "reqId")
         account = fields[3]
         model_code = fields[4] if len(fields) > 4 else ""
+        if client.encoder is None or not client.encoder.has(Out.ACCOUNT_UPDATE_MULTI):
+            client.send_error(req_id, 503, "The TWS is out of date and must be upgraded.")
+            return
         if account not in self.scenario.account_ids:
             client.send_error(req_id, 321, _invalid_account(account))
             return
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
                         value=value, currency=currency)  # fmt: skip
+            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
+                               currency=currency)  # fmt: skip
         client.send(Out.ACCOUNT_UPDATE_MULTI_END, req_id=req_id)
 
     # --- orders and executions (not modelled: end markers only), ids, time
@@ -137,7 +163,8 @@ class RequestHandlers:
         client.send(Out.OPEN_ORDER_END)
 
     def _req_completed_orders(self, client: ClientConnection, fields: list[str]) -> None:
-        client.send(Out.COMPLETED_ORDERS_END)
+        if client.encoder is not None and client.encoder.has(Out.COMPLETED_ORDERS_END):
+            client.send(Out.COMPLETED_ORDERS_END)
 
     def _req_current_time(self, client: ClientConnection, fields: list[str]) -> None:
         client.send(Out.CURRENT_TIME, time=int(self.clock.now().timestamp()))

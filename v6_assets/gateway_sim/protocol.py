@@ -16,10 +16,16 @@ UNSET_DOUBLE = IB_UNSET_DOUBLE  # what IB sends for a double without a value (th
 UNSET_INTEGER = 2**31 - 1
 SERVER_MAX_VERSION = 178
 SERVER_MIN_VERSION = 100
-# Version gates the simulator honours (names from IB's ibapi server_versions).
+# Version gates the simulator honours (names and values from IB's ibapi ``server_versions``, MIN_SERVER_VER_*).
+MIN_VERSION_FRACTIONAL_POSITIONS = 101  # positions (messages 7, 61) are decimals, integers before
+MIN_VERSION_MODELS_SUPPORT = 103  # reqAccountUpdatesMulti and its answers (73, 74) exist
+MIN_VERSION_PNL = 127  # reqPnL / reqPnLSingle and their answers (94, 95) exist
+MIN_VERSION_UNREALIZED_PNL = 129  # PnL and PnL single gain unrealizedPnL
+MIN_VERSION_REALIZED_PNL = 135  # PnL and PnL single gain realizedPnL
+MIN_VERSION_COMPLETED_ORDERS = 150  # reqCompletedOrders and COMPLETED_ORDERS_END (102) exist
 MIN_VERSION_PRICE_BASED_VOLATILITY = 156  # tick 21 drops its version field and gains tickAttrib
+MIN_VERSION_FRACTIONAL_SIZE_SUPPORT = 163  # sizes (tick 1, 2) and PnL single's position are decimals
 MIN_VERSION_ADVANCED_ORDER_REJECT = 166  # ERR_MSG gains advancedOrderRejectJson
-MIN_VERSION_PNL = 127
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024

@@ -74,6 +74,8 @@ class Publisher:
     def send_account_values(self, client: ClientConnection, account: str) -> None:
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCT_VALUE, key=key, value=value, currency=currency, account=account)
+            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
+                               currency=currency)  # fmt: skip
 
     def send_account_download(self, client: ClientConnection, account: str) -> None:
         """The answer to reqAccountUpdates: values, every position (closed-today ones too), time, end marker."""
@@ -138,12 +140,17 @@ class Publisher:
     def send_close_refresh(self) -> None:
         """At a session close: every open position's portfolio row and PnL at the close mark (the EOD truth)."""
         book = self.state.book
+        if "reset" in self.state.paused:
+            return
+        market_data = "competing_session" not in self.state.paused
         for client in self.clients.ready():
             if client.account_sub is not None:
                 for pos in book.values():
                     if pos.account == client.account_sub and pos.qty:
                         self.send_portfolio(client, pos)
                 client.stream_due("portfolio", self.state.now, 0, 0)
+            if not market_data:
+                continue
             for req_id, key in client.pnl_single_subs.items():
                 if key in book:
                     self.send_pnl_single(client, req_id, book[key])
@@ -151,10 +158,17 @@ class Publisher:
                 self.send_pnl(client, req_id, account)
 
     def send_due_streams(self) -> None:
-        """The periodic streams (account + portfolio, PnL, market data) whose cadence elapsed, per client."""
+        """The periodic streams (account + portfolio, PnL, market data) whose cadence elapsed, per client.
+
+        Nothing during a reset; no market data, PnL or PnL single during a competing live session (10197).
+        """
         spec = self.state.scenario.clock
         now = self.state.now
         min_real = spec.min_real_interval_s
+        paused = self.state.paused
+        if "reset" in paused:
+            return
+        market_data = "competing_session" not in paused
         for client in self.clients.ready():
             if client.account_sub is not None and client.stream_due(
                 "portfolio", now, spec.portfolio_cadence_s, min_real
@@ -164,6 +178,8 @@ class Publisher:
                     if pos.account == client.account_sub and pos.qty:
                         self.send_portfolio(client, pos)
                 client.send(Out.ACCT_UPDATE_TIME, time=wire.account_time(now))
+            if not market_data:
+                continue
             if (client.pnl_single_subs or client.pnl_subs) and client.stream_due(
                 "pnl", now, spec.pnl_cadence_s, min_real
             ):

@@ -33,7 +33,12 @@ EVENT_KINDS = (
     "error",
     "malformed",
     "truncated",
+    "reset",
+    "restart",
+    "competing_session",
 )
+# Events that last: each schedules its own end (``<kind>_end``, internal) ``seconds`` of simulated time later.
+LASTING_EVENTS = ("reset", "competing_session")
 _EXPIRY_RE = re.compile(r"^(\d{8})(?: (\d{2}):(\d{2})(?::(\d{2}))? (\S+))?$")
 
 
@@ -128,6 +133,14 @@ class Nastiness:
 
 
 @dataclass(frozen=True, slots=True)
+class Pacing:
+    """IB's 50 messages/s per client; ``max_per_s`` 0: not enforced."""
+
+    max_per_s: int = 0
+    disconnect_after: int = 3  # seconds in a row over the limit (each warned with error 100), then a disconnect
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     accounts: tuple[Account, ...]
@@ -142,6 +155,7 @@ class Scenario:
     market_data_lines: int = 100
     max_clients: int = 32
     next_valid_id: int = 1
+    pacing: Pacing = Pacing()
 
     @property
     def account_ids(self) -> list[str]:
@@ -353,6 +367,9 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
                 raise ScenarioError(f"{where}: {event.at.isoformat()} is before the clock start {start.isoformat()}")
             continue  # the caller moved the start past it (e.g. --start now): history that did not happen
         events.append(event)
+        if event.kind in LASTING_EVENTS:
+            events.append(TimelineEvent(event.at + timedelta(seconds=event.params["seconds"]), f"{event.kind}_end",
+                                        event.params))  # fmt: skip
     events.sort(key=lambda e: e.at)  # stable: same-time events keep file order
 
     nasty_data = data.get("nastiness") or {}
@@ -360,6 +377,11 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
     if unknown:
         raise ScenarioError(f"nastiness: unknown fields {sorted(unknown)}")
     nastiness = Nastiness(**nasty_data)
+    pacing_data = data.get("pacing") or {}
+    unknown = set(pacing_data) - set(Pacing.__dataclass_fields__)
+    if unknown:
+        raise ScenarioError(f"pacing: unknown fields {sorted(unknown)}")
+    pacing = Pacing(**{k: int(_num(v, f"pacing.{k}", positive=True)) for k, v in pacing_data.items()})
     lines = data.get("market_data_lines", 100)
     if not isinstance(lines, int) or lines < 0:
         raise ScenarioError(f"market_data_lines: expected an integer >= 0, got {lines!r}")
@@ -377,6 +399,7 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
         market_data_lines=lines,
         max_clients=int(data.get("max_clients", 32)),
         next_valid_id=int(data.get("next_valid_id", 1)),
+        pacing=pacing,
     )
 
 
@@ -519,7 +542,14 @@ def _parse_event(
             "con_id": int(con_id),
             "price": None if price is None else _num(price, f"{where}.price", positive=True),
         }
-    elif kind in ("refuse", "stall"):
+    elif kind in ("reset", "competing_session"):
+        data_lost = params.get("data_lost", False)
+        if not isinstance(data_lost, bool):
+            raise ScenarioError(f"{where}: data_lost must be true or false")
+        params = {"seconds": _num(_req(params, "seconds", where), f"{where}.seconds", positive=True)}
+        if kind == "reset":
+            params["data_lost"] = data_lost
+    elif kind in ("refuse", "stall", "restart"):
         params = {"seconds": _num(_req(params, "seconds", where), f"{where}.seconds", positive=True)}
     elif kind == "error":
         code = _req(params, "code", where)

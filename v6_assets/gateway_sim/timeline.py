@@ -102,6 +102,24 @@ class TimelineDriver:
             self.faults.send_malformed_frame()
         elif kind == "truncated":
             self.faults.send_truncated_message()
+        elif kind == "reset":
+            state.paused.add("reset")
+            self.faults.reset_start()
+            self.recorder.health(None, "reset_start", data_lost=p["data_lost"])
+        elif kind == "reset_end":
+            state.paused.discard("reset")
+            self.faults.reset_end(p["data_lost"])
+            self.recorder.health(None, "reset_end", data_lost=p["data_lost"])
+        elif kind == "competing_session":
+            state.paused.add("competing_session")
+            self.faults.competing_session()
+            self.recorder.health(None, "competing_session_start")
+        elif kind == "competing_session_end":
+            state.paused.discard("competing_session")
+            self.recorder.health(None, "competing_session_end")
+        elif kind == "restart":
+            self.faults.restart(p["seconds"])
+            self.recorder.health(None, "restart", refuse_seconds=p["seconds"])
 
     def _expire(self, con_ids: list[int] | None, session: SessionTimes | None = None) -> None:
         for pos in self.state.expire(con_ids, session.day if session is not None else None):

@@ -29,13 +29,15 @@ class TruthRecorder:
         self.keep_sent = keep_sent
         self.record_path = record_path
         self.truth_dir = truth_dir
-        self.truth: dict[str, list[dict[str, Any]]] = {"sent": [], "eod": []}
+        # "health": what the gateway did to the connections (resets, restarts, competing sessions, pacing)
+        self.truth: dict[str, list[dict[str, Any]]] = {"sent": [], "eod": [], "health": []}
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._violations = 0
         self._record_file: IO[str] | None = None
         self._sent_file: IO[str] | None = None
         self._eod_file: IO[str] | None = None
+        self._health_file: IO[str] | None = None
 
     # --- files
     def open_files(self) -> None:
@@ -46,12 +48,13 @@ class TruthRecorder:
             self.truth_dir.mkdir(parents=True, exist_ok=True)
             self._sent_file = (self.truth_dir / "sent.jsonl").open("w")
             self._eod_file = (self.truth_dir / "eod.jsonl").open("w")
+            self._health_file = (self.truth_dir / "health.jsonl").open("w")
 
     def close_files(self) -> None:
-        for handle in (self._record_file, self._sent_file, self._eod_file):
+        for handle in (self._record_file, self._sent_file, self._eod_file, self._health_file):
             if handle is not None:
                 handle.close()
-        self._record_file = self._sent_file = self._eod_file = None
+        self._record_file = self._sent_file = self._eod_file = self._health_file = None
 
     def flush_sent(self) -> None:
         if self._sent_file is not None:
@@ -110,6 +113,15 @@ class TruthRecorder:
             self.truth["sent"].append(entry)
         if self._sent_file is not None:
             self._sent_file.write(json.dumps(entry) + "\n")
+
+    def health(self, client_id: int | None, event: str, **values: Any) -> None:
+        """One connection-health event (client_id None: every client), in simulated and wall time."""
+        entry = {"sim_time": self.state.now.isoformat(), "wall_time": time.time(), "client_id": client_id,
+                 "event": event, **values}  # fmt: skip
+        self.truth["health"].append(entry)
+        if self._health_file is not None:
+            self._health_file.write(json.dumps(entry) + "\n")
+            self._health_file.flush()
 
     def eod(self, session: SessionTimes, pos: BookPosition) -> None:
         """The statement values of one option position at a session close (marks at the close)."""

@@ -1,15 +1,22 @@
 """The one wire encoder: every message the simulator sends is laid out here, per negotiated server version.
 
-``LAYOUTS`` maps each outgoing message id to its layouts -- the message's own version field and its field names in
-wire order -- in ascending ``since`` (the first server version using that layout). A client's encoder picks, per
-message, the last layout its negotiated version reaches. Field rules that change between server versions belong
-in this table, not at the call sites.
+``LAYOUTS`` is the version table: each outgoing message id maps to its layouts in ascending ``since`` (the first
+server version using that layout), each with the message's own version field and its fields in wire order, every
+field with its type. A client's encoder picks, per message, the last layout its negotiated version reaches; a
+message with no layout at a version does not exist there. ``version_rules()`` lists the table as rows (message,
+field, from which version, type). Every rule follows IB's own decoder (``ibapi``'s ``decoder.py``) and its
+``server_versions`` constants; field rules that change between server versions belong here, not at the call sites.
+
+Types: ``int`` fields are written as integers (IB's clients parse them with ``int()``: ``10.0`` there is a decode
+error), ``decimal`` fields as the shortest decimal (``10``, ``2.5``), ``float`` fields with ``repr`` and ``text``
+fields as they are.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -20,6 +27,18 @@ from v6_assets.gateway_sim.scenario import ContractSpec
 _pack_length = protocol.LENGTH.pack
 
 
+class Kind(enum.StrEnum):
+    """A field's wire type."""
+
+    INT = "int"
+    FLOAT = "float"
+    DECIMAL = "decimal"
+    TEXT = "text"
+
+
+_KIND_CODES = {"i": Kind.INT, "f": Kind.FLOAT, "d": Kind.DECIMAL, "t": Kind.TEXT}
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """One message's wire layout from server version ``since`` on."""
@@ -27,73 +46,139 @@ class Layout:
     since: int
     version: int | None  # the message's own version field; None when the message has none
     fields: tuple[str, ...]
+    kinds: tuple[Kind, ...]
     defaults: Mapping[str, object] = field(default_factory=dict)  # values callers may leave out
 
+    def kind(self, name: str) -> Kind:
+        return self.kinds[self.fields.index(name)]
 
+
+def layout(since: int, version: int | None, spec: str, defaults: Mapping[str, object] | None = None) -> Layout:
+    """A layout from ``"name:kind ..."`` (kinds: ``i`` int, ``f`` float, ``d`` decimal, ``t`` text)."""
+    pairs = [item.split(":") for item in spec.split()]
+    return Layout(since, version, tuple(n for n, _ in pairs), tuple(_KIND_CODES[k] for _, k in pairs),
+                  dict(defaults or {}))  # fmt: skip
+
+
+V = protocol  # the version gates, named as in ibapi's server_versions
+MIN = protocol.SERVER_MIN_VERSION
 # The contract part of portfolio and position rows (``exchange`` is the primary exchange in portfolio rows).
-CONTRACT_FIELDS = ("con_id", "symbol", "sec_type", "expiry", "strike", "right", "multiplier", "exchange", "currency",
-                   "local_symbol", "trading_class")  # fmt: skip
-# Fields whose values are text (the others are numbers); templates format the two kinds differently.
-TEXT_FIELDS = frozenset({"symbol", "sec_type", "expiry", "right", "multiplier", "exchange", "currency", "local_symbol",
-                         "trading_class", "account", "accounts", "message", "advanced_order_reject_json", "key",
-                         "value", "model_code", "time"})  # fmt: skip
-_GREEKS = ("implied_vol", "delta", "opt_price", "pv_dividend", "gamma", "vega", "theta", "und_price")
+CONTRACT = ("con_id:i symbol:t sec_type:t expiry:t strike:f right:t multiplier:t exchange:t currency:t local_symbol:t "
+            "trading_class:t")  # fmt: skip
+CONTRACT_FIELDS = tuple(item.split(":")[0] for item in CONTRACT.split())
+_GREEKS = "implied_vol:f delta:f opt_price:f pv_dividend:f gamma:f vega:f theta:f und_price:f"
+_PORTFOLIO = "market_price:f market_value:f average_cost:f unrealized_pnl:f realized_pnl:f account:t"
 
 LAYOUTS: dict[int, tuple[Layout, ...]] = {
-    Out.TICK_PRICE: (Layout(0, 6, ("req_id", "tick_type", "price", "size", "attrib_mask")),),
+    Out.TICK_PRICE: (
+        layout(MIN, 6, "req_id:i tick_type:i price:f size:i attrib_mask:i"),
+        layout(V.MIN_VERSION_FRACTIONAL_SIZE_SUPPORT, 6, "req_id:i tick_type:i price:f size:d attrib_mask:i"),
+    ),
     Out.ERR_MSG: (
-        Layout(0, 2, ("req_id", "code", "message")),
-        Layout(
-            protocol.MIN_VERSION_ADVANCED_ORDER_REJECT,
+        layout(MIN, 2, "req_id:i code:i message:t"),
+        layout(
+            V.MIN_VERSION_ADVANCED_ORDER_REJECT,
             2,
-            ("req_id", "code", "message", "advanced_order_reject_json"),
+            "req_id:i code:i message:t advanced_order_reject_json:t",
             {"advanced_order_reject_json": ""},
         ),
     ),
-    Out.ACCT_VALUE: (Layout(0, 2, ("key", "value", "currency", "account")),),
+    Out.ACCT_VALUE: (layout(MIN, 2, "key:t value:t currency:t account:t"),),
     Out.PORTFOLIO_VALUE: (
-        Layout(
-            0,
-            8,
-            (
-                *CONTRACT_FIELDS,
-                "position",
-                "market_price",
-                "market_value",
-                "average_cost",
-                "unrealized_pnl",
-                "realized_pnl",
-                "account",
-            ),
-        ),
+        layout(MIN, 8, f"{CONTRACT} position:i {_PORTFOLIO}"),
+        layout(V.MIN_VERSION_FRACTIONAL_POSITIONS, 8, f"{CONTRACT} position:d {_PORTFOLIO}"),
     ),
-    Out.ACCT_UPDATE_TIME: (Layout(0, 1, ("time",)),),
-    Out.NEXT_VALID_ID: (Layout(0, 1, ("order_id",)),),
-    Out.MANAGED_ACCTS: (Layout(0, 1, ("accounts",)),),
+    Out.ACCT_UPDATE_TIME: (layout(MIN, 1, "time:t"),),
+    Out.NEXT_VALID_ID: (layout(MIN, 1, "order_id:i"),),
+    Out.MANAGED_ACCTS: (layout(MIN, 1, "accounts:t"),),
     Out.TICK_OPTION_COMPUTATION: (
-        Layout(0, 6, ("req_id", "tick_type", *_GREEKS)),
+        layout(MIN, 6, f"req_id:i tick_type:i {_GREEKS}"),
         # the version field goes, tickAttrib comes after the tick type
-        Layout(
-            protocol.MIN_VERSION_PRICE_BASED_VOLATILITY,
+        layout(
+            V.MIN_VERSION_PRICE_BASED_VOLATILITY,
             None,
-            ("req_id", "tick_type", "tick_attrib", *_GREEKS),
+            f"req_id:i tick_type:i tick_attrib:i {_GREEKS}",
             {"tick_attrib": 0},
         ),
     ),
-    Out.CURRENT_TIME: (Layout(0, 1, ("time",)),),
-    Out.OPEN_ORDER_END: (Layout(0, 1, ()),),
-    Out.ACCT_DOWNLOAD_END: (Layout(0, 1, ("account",)),),
-    Out.EXECUTION_DATA_END: (Layout(0, 1, ("req_id",)),),
-    Out.TICK_SNAPSHOT_END: (Layout(0, 1, ("req_id",)),),
-    Out.POSITION_DATA: (Layout(0, 3, ("account", *CONTRACT_FIELDS, "position", "average_cost")),),
-    Out.POSITION_END: (Layout(0, 1, ()),),
-    Out.ACCOUNT_SUMMARY_END: (Layout(0, 1, ("req_id",)),),
-    Out.ACCOUNT_UPDATE_MULTI: (Layout(0, 1, ("req_id", "account", "model_code", "key", "value", "currency")),),
-    Out.ACCOUNT_UPDATE_MULTI_END: (Layout(0, 1, ("req_id",)),),
-    Out.PNL: (Layout(0, None, ("req_id", "daily_pnl", "unrealized_pnl", "realized_pnl")),),
-    Out.PNL_SINGLE: (Layout(0, None, ("req_id", "position", "daily_pnl", "unrealized_pnl", "realized_pnl", "value")),),
-    Out.COMPLETED_ORDERS_END: (Layout(0, None, ()),),
+    Out.CURRENT_TIME: (layout(MIN, 1, "time:i"),),
+    Out.OPEN_ORDER_END: (layout(MIN, 1, ""),),
+    Out.ACCT_DOWNLOAD_END: (layout(MIN, 1, "account:t"),),
+    Out.EXECUTION_DATA_END: (layout(MIN, 1, "req_id:i"),),
+    Out.TICK_SNAPSHOT_END: (layout(MIN, 1, "req_id:i"),),
+    Out.POSITION_DATA: (
+        layout(MIN, 3, f"account:t {CONTRACT} position:i average_cost:f"),
+        layout(V.MIN_VERSION_FRACTIONAL_POSITIONS, 3, f"account:t {CONTRACT} position:d average_cost:f"),
+    ),
+    Out.POSITION_END: (layout(MIN, 1, ""),),
+    Out.ACCOUNT_SUMMARY_END: (layout(MIN, 1, "req_id:i"),),
+    Out.ACCOUNT_UPDATE_MULTI: (
+        layout(V.MIN_VERSION_MODELS_SUPPORT, 1, "req_id:i account:t model_code:t key:t value:t currency:t"),
+    ),
+    Out.ACCOUNT_UPDATE_MULTI_END: (layout(V.MIN_VERSION_MODELS_SUPPORT, 1, "req_id:i"),),
+    Out.PNL: (
+        layout(V.MIN_VERSION_PNL, None, "req_id:i daily_pnl:f"),
+        layout(V.MIN_VERSION_UNREALIZED_PNL, None, "req_id:i daily_pnl:f unrealized_pnl:f"),
+        layout(V.MIN_VERSION_REALIZED_PNL, None, "req_id:i daily_pnl:f unrealized_pnl:f realized_pnl:f"),
+    ),
+    Out.PNL_SINGLE: (
+        layout(V.MIN_VERSION_PNL, None, "req_id:i position:i daily_pnl:f value:f"),
+        layout(V.MIN_VERSION_UNREALIZED_PNL, None, "req_id:i position:i daily_pnl:f unrealized_pnl:f value:f"),
+        layout(
+            V.MIN_VERSION_REALIZED_PNL, None, "req_id:i position:i daily_pnl:f unrealized_pnl:f realized_pnl:f value:f"
+        ),
+        layout(
+            V.MIN_VERSION_FRACTIONAL_SIZE_SUPPORT,
+            None,
+            "req_id:i position:d daily_pnl:f unrealized_pnl:f realized_pnl:f value:f",
+        ),
+    ),
+    Out.COMPLETED_ORDERS_END: (layout(V.MIN_VERSION_COMPLETED_ORDERS, None, ""),),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRule:
+    """One row of the version table: from server version ``since`` on, ``msg_id`` carries ``field`` as ``kind``."""
+
+    msg_id: int
+    field: str
+    since: int
+    kind: Kind
+
+
+def version_rules() -> Iterator[VersionRule]:
+    """The version table as rows: each message's fields and the version their presence or type starts from."""
+    for msg_id, layouts in LAYOUTS.items():
+        seen: dict[str, Kind] = {}
+        for lay in layouts:
+            for name, kind in zip(lay.fields, lay.kinds, strict=True):
+                if seen.get(name) is not kind:
+                    seen[name] = kind
+                    yield VersionRule(msg_id, name, lay.since, kind)
+
+
+def _int_text(value: object) -> str:
+    if type(value) is int:
+        return str(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    raise ValueError(f"{value!r} is not an integer (the field is an integer at this server version)")
+
+
+def _decimal_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return protocol.fmt(value)
+
+
+_TEXT_OF = {Kind.INT: _int_text, Kind.DECIMAL: _decimal_text, Kind.FLOAT: protocol.fmt, Kind.TEXT: protocol.fmt}
 
 
 def contract_fields(contract: ContractSpec, exchange: str) -> dict[str, object]:
@@ -130,24 +215,34 @@ def raw_frame(payload: bytes) -> bytes:
 class FrameTemplate:
     """A message whose leading fields are encoded once; ``encode`` adds the rest (the blast's hot path).
 
-    The remaining fields are written by one ``str.format``: text fields as they are, numbers with ``repr`` -- what
-    ``protocol.fmt`` writes for ints and finite floats, the only numbers a template may be given.
+    ``encode`` takes the remaining fields of the message's newest layout, in that order; fields the negotiated
+    version does not have are left out. Floats are written by one ``str.format`` with ``repr`` -- what
+    ``protocol.fmt`` writes for finite floats, the only floats a template may be given -- integer and decimal
+    fields by their converters.
     """
 
-    __slots__ = ("_format", "_prefix", "remaining")
+    __slots__ = ("_converters", "_format", "_prefix", "_selected", "remaining")
 
-    def __init__(self, prefix: str, remaining: tuple[str, ...]) -> None:
+    def __init__(self, prefix: str, remaining: tuple[str, ...], present: Layout) -> None:
         if not remaining:
             raise ValueError("a template needs at least one remaining field")
         self._prefix = prefix
         self.remaining = remaining
-        self._format = "".join("{}\0" if name in TEXT_FIELDS else "{!r}\0" for name in remaining)
+        self._selected = tuple(i for i, name in enumerate(remaining) if name in present.fields)
+        kinds = [present.kind(remaining[i]) for i in self._selected]
+        self._converters = tuple(
+            (pos, _TEXT_OF[kind]) for pos, kind in enumerate(kinds) if kind in (Kind.INT, Kind.DECIMAL)
+        )
+        self._format = "".join("{!r}\0" if kind is Kind.FLOAT else "{}\0" for kind in kinds)
 
     def encode(self, *values: object) -> bytes:
-        """The frame with ``values`` as the remaining fields, in layout order."""
+        """The frame with ``values`` as the remaining fields, in the newest layout's order."""
         if len(values) != len(self.remaining):
             raise ValueError(f"expected values for {self.remaining}, got {len(values)}")
-        payload = (self._prefix + self._format.format(*values)).encode()
+        chosen = [values[i] for i in self._selected]
+        for pos, convert in self._converters:
+            chosen[pos] = convert(chosen[pos])
+        payload = (self._prefix + self._format.format(*chosen)).encode()
         return _pack_length(len(payload)) + payload
 
 
@@ -156,46 +251,63 @@ class WireEncoder:
 
     def __init__(self, server_version: int) -> None:
         self.server_version = server_version
-        self._layouts = {msg_id: self._pick(msg_id, options) for msg_id, options in LAYOUTS.items()}
-        self._field_sets = {msg_id: frozenset(layout.fields) for msg_id, layout in self._layouts.items()}
+        self._layouts = {msg_id: self._pick(options) for msg_id, options in LAYOUTS.items()}
+        # every field a message has at any version: values for fields absent at this version are dropped
+        self._known = {
+            msg_id: frozenset(f for lay in options for f in lay.fields) for msg_id, options in LAYOUTS.items()
+        }
 
-    def _pick(self, msg_id: int, options: tuple[Layout, ...]) -> Layout:
-        usable = [layout for layout in options if layout.since <= self.server_version]
-        if not usable:
-            raise ValueError(f"message {msg_id} has no layout for server version {self.server_version}")
-        return usable[-1]
+    def _pick(self, options: tuple[Layout, ...]) -> Layout | None:
+        usable = [lay for lay in options if lay.since <= self.server_version]
+        return usable[-1] if usable else None
+
+    def has(self, msg_id: int) -> bool:
+        """Whether the message exists at this server version."""
+        return self._layouts.get(msg_id) is not None
 
     def layout(self, msg_id: int) -> Layout:
-        try:
-            return self._layouts[msg_id]
-        except KeyError:
+        if msg_id not in self._layouts:
             raise ValueError(f"no wire layout for outgoing message {msg_id}")
+        found = self._layouts[msg_id]
+        if found is None:
+            raise ValueError(f"message {msg_id} does not exist at server version {self.server_version}")
+        return found
 
-    def _head(self, msg_id: int) -> tuple[Layout, list[object]]:
-        layout = self.layout(msg_id)
-        return layout, [msg_id] if layout.version is None else [msg_id, layout.version]
+    def _head(self, msg_id: int) -> tuple[Layout, list[str]]:
+        lay = self.layout(msg_id)
+        return lay, [str(msg_id)] if lay.version is None else [str(msg_id), str(lay.version)]
 
-    def fields(self, msg_id: int, values: Mapping[str, object]) -> list[object]:
-        """The message's full field list (id and version field included) from named ``values``."""
-        layout, head = self._head(msg_id)
-        unknown = values.keys() - self._field_sets[msg_id]
+    def texts(self, msg_id: int, values: Mapping[str, object]) -> list[str]:
+        """The message's fields as wire text (id and version field included) from named ``values``."""
+        lay, head = self._head(msg_id)
+        unknown = values.keys() - self._known[msg_id]
         if unknown:
-            raise ValueError(f"message {msg_id} has no fields {sorted(unknown)} at v{self.server_version}")
-        try:
-            return head + [values[name] if name in values else layout.defaults[name] for name in layout.fields]
-        except KeyError as missing:
-            raise ValueError(f"message {msg_id} needs field {missing}")
+            raise ValueError(f"message {msg_id} has no fields {sorted(unknown)}")
+        out = head
+        for name, kind in zip(lay.fields, lay.kinds, strict=True):
+            if name in values:
+                value = values[name]
+            elif name in lay.defaults:
+                value = lay.defaults[name]
+            else:
+                raise ValueError(f"message {msg_id} needs field {name!r} at v{self.server_version}")
+            try:
+                out.append(_TEXT_OF[kind](value))
+            except ValueError as exc:
+                raise ValueError(f"message {msg_id} field {name!r} at v{self.server_version}: {exc}") from None
+        return out
 
     def encode(self, msg_id: int, **values: object) -> bytes:
-        return protocol.encode(self.fields(msg_id, values))
+        return protocol.encode(self.texts(msg_id, values))
 
-    def _leading(self, msg_id: int, leading: Mapping[str, object]) -> tuple[Layout, list[object]]:
+    def _leading(self, msg_id: int, leading: Mapping[str, object]) -> tuple[Layout, list[str]]:
         """The id, the version field and ``leading`` (which must be a leading run of the layout's fields)."""
-        layout, head = self._head(msg_id)
-        names = layout.fields[: len(leading)]
+        lay, head = self._head(msg_id)
+        names = lay.fields[: len(leading)]
         if set(names) != leading.keys():
             raise ValueError(f"{sorted(leading)} are not the leading fields {names} of message {msg_id}")
-        return layout, head + [leading[name] for name in names]
+        kinds = lay.kinds[: len(leading)]
+        return lay, head + [_TEXT_OF[kind](leading[name]) for name, kind in zip(names, kinds, strict=True)]
 
     def truncated(self, msg_id: int, **leading: object) -> bytes:
         """Only the ``leading`` fields of the message (a deliberately short frame, for faults)."""
@@ -203,8 +315,11 @@ class WireEncoder:
 
     def template(self, msg_id: int, **leading: object) -> FrameTemplate:
         """Pre-encode the id, the version field and the ``leading`` fields; the template takes the rest."""
-        layout, fixed = self._leading(msg_id, leading)
-        return FrameTemplate(protocol.field_text(fixed), layout.fields[len(leading) :])
+        lay, fixed = self._leading(msg_id, leading)
+        newest = LAYOUTS[msg_id][-1]
+        if newest.fields[: len(leading)] != lay.fields[: len(leading)]:
+            raise ValueError(f"the leading fields of message {msg_id} differ between versions")
+        return FrameTemplate(protocol.field_text(fixed), newest.fields[len(leading) :], lay)
 
 
 @functools.cache
