@@ -116,7 +116,11 @@ def test_every_asset_and_column_is_described() -> None:
 def test_sensor_and_schedules_run_by_default() -> None:
     sensor = defs.get_sensor_def("ib_position_stream")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == daemon_minimum_interval(int(os.environ.get("V6_SENSOR_INTERVAL_S", "5")))
+    # the default cadence (V6_SENSOR_INTERVAL_S unset) is 5 s, one daemon loop: half a loop below it, 5 - 5 // 2 = 3
+    assert "V6_SENSOR_INTERVAL_S" not in os.environ, "this test checks the default cadence"
+    assert sensor.minimum_interval_seconds == 3
+    # other cadences, by hand: one wake-up per whole loop, half a loop below it (1 s: every wake-up)
+    assert [daemon_minimum_interval(s) for s in (1, 5, 7, 10, 15)] == [1, 3, 7, 8, 13]
     for name in ("finalize_session", "nightly_table_maintenance", "nightly_rerun_last_sessions"):
         assert defs.get_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING
 
