@@ -27,7 +27,7 @@ from datetime import timedelta
 from dagster import FreshnessPolicy
 
 from v6_assets import sessions
-from v6_assets.pipeline.ingest import env_number
+from v6_assets.defs.settings import DefsEnvironment
 
 _DIVISORS_OF_AN_HOUR = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 MARKET_HOURS = "10-15"  # ticks from 10:00 (half an hour after the open) to the last one before the 16:00 close
@@ -50,4 +50,4 @@ def daily_freshness_policy(refresh_minutes: float) -> FreshnessPolicy:
     )
 
 
-DAILY_FRESHNESS = daily_freshness_policy(env_number("V6_REFRESH_MINUTES", 5.0, 0.0))
+DAILY_FRESHNESS = daily_freshness_policy(DefsEnvironment.read().refresh_minutes)
