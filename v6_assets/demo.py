@@ -44,6 +44,7 @@ from v6_assets.devserver import (
     signal_session,
 )
 from v6_assets.history_seed import SeedError, SeedResult, history_start, report_seed_materializations, seed_history
+from v6_assets.ib.settings import IBEnvironment
 
 DEFAULT_UI_PORT = DEFAULT_PORT
 DEFAULT_SESSIONS = 10
@@ -214,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (project_dir / "workspace.yaml").is_file():
         print("run from the project root (where workspace.yaml is): make demo", file=sys.stderr)
         return 2
-    state = Path(os.environ.get("V6_HOME", ".v6")).resolve() / "demo"
+    state = IBEnvironment.read().home.resolve() / "demo"  # V6_HOME, parsed by the ib layer's settings model
     try:
         with _interrupt_on_termination():
             run_demo(

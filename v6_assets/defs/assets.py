@@ -42,6 +42,7 @@ from v6_assets.contracts.tables import (
     TRADE_DATE,
     TableDef,
 )
+from v6_assets.defs.freshness import DAILY_FRESHNESS
 from v6_assets.defs.metadata import bar_chart_markdown, column_lineage, largest_rows_preview, table_schema
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource, is_simulated
@@ -180,6 +181,7 @@ def _common_metadata(
     deps=[position_updates, greeks_updates],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
+    freshness_policy=DAILY_FRESHNESS,
     description=EOD_POSITIONS.description
     + " Positions without updates are carried forward from the previous session's stored EOD (derived from the"
     " updates when absent); closed positions stay for the session they closed in; greeks joined as-of with their age."
@@ -238,6 +240,7 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
     deps=[AssetDep(eod_positions, partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=0))],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
+    freshness_policy=DAILY_FRESHNESS,
     description=DAILY_PNL.description
     + " Reads eod_positions of D and D-1 (the previous NYSE session, across weekends and holidays). Also reports"
     " roll-ups by underlying and by account in the materialization metadata." + _SIM_NOTE,
@@ -313,6 +316,7 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
     deps=[eod_positions],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
+    freshness_policy=DAILY_FRESHNESS,
     description=EXPOSURE.description
     + " Roll-up rows carry rollup = underlying (over accounts and expiries) or account (money figures only)."
     + _SIM_NOTE,

@@ -14,7 +14,6 @@ run, it evaluates the newest session in the table.
 The audit logic is ``v6_assets.pipeline.audit``; this module declares the checks and their metadata.
 """
 
-import os
 from collections.abc import Sequence
 from datetime import date
 
@@ -24,16 +23,17 @@ from v6_assets.contracts.tables import DAILY_PNL, EOD_POSITIONS, EXPOSURE
 from v6_assets.defs.assets import daily_pnl, eod_positions, exposure, greeks_updates, position_updates, run_sessions
 from v6_assets.defs.metadata import markdown_table
 from v6_assets.defs.resources import LakeResource
+from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.lake import Lake
 from v6_assets.pipeline import audit
 
 
 def pnl_tolerance() -> float:
-    return float(os.environ.get("V6_PNL_TOLERANCE", "0.01"))
+    return DefsEnvironment.read().pnl_tolerance
 
 
 def coverage_threshold() -> float:
-    return float(os.environ.get("V6_GREEKS_COVERAGE_MIN", "0.9"))
+    return DefsEnvironment.read().greeks_coverage_min
 
 
 def check_sessions(context: AssetCheckExecutionContext, lake: Lake, table: str) -> list[date]:

@@ -7,15 +7,14 @@ cut (and all weekend) new updates belong to the NEXT session, which must already
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, timedelta
 
 from dagster import DailyPartitionsDefinition
 
 from v6_assets import sessions
+from v6_assets.defs.settings import DefsEnvironment
 
 NEW_YORK_TZ = sessions.NEW_YORK.key  # Dagster takes the zone by name
-DEFAULT_START = "2025-01-02"
 
 
 def _holidays(start: date, end: date) -> list[datetime]:
@@ -31,7 +30,7 @@ def _holidays(start: date, end: date) -> list[datetime]:
 
 
 def build_trading_day_partitions(start: str | None = None) -> DailyPartitionsDefinition:
-    start_date = date.fromisoformat(start or os.environ.get("V6_PARTITIONS_START", DEFAULT_START))
+    start_date = date.fromisoformat(start) if start else DefsEnvironment.read().partitions_start
     calendar_end = sessions.last_sessions(1, date(9999, 1, 1))[0]
     return DailyPartitionsDefinition(
         start_date=start_date.isoformat(),

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from v6_assets.ib.settings import StreamerSettings
+from v6_assets.contracts.settings import csv_tuple
+from v6_assets.ib.settings import IBEnvironment, StreamerSettings
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import DEFAULT_LAKE_URI, Lake
 
@@ -39,8 +41,9 @@ def _env_or(name: str, default: Any, environ: Mapping[str, str], *, integer: boo
 class IBStreamResource(ConfigurableResource):
     """Where the one read-only IB connection goes and where its local state lives.
 
-    A handle, not a connection: ``settings()`` gives the streamer settings (tuning knobs still come from their
-    ``V6_IB_*`` variables), ``open_spool()`` the durable spool the streamer writes and the sensor drains.
+    A handle, not a connection: ``settings()`` gives the streamer settings (these fields over the tuning knobs of
+    ``IBEnvironment``; no environment round-trip), ``open_spool()`` the durable spool the streamer writes and the
+    sensor drains.
     """
 
     host: str = Field(default=_DEFAULTS.host, description="IB Gateway / TWS host (V6_IB_HOST).")
@@ -61,19 +64,17 @@ class IBStreamResource(ConfigurableResource):
         )
 
     def settings(self, environ: Mapping[str, str] | None = None) -> StreamerSettings:
-        """Streamer settings: this resource's fields over the tuning variables of the environment.
+        """Streamer settings: this resource's fields over the ib layer's tuning variables (``IBEnvironment``).
 
         Raises ``SettingsError`` naming the variable for a bad value (a port out of range, a bad account id...).
         """
-        env = dict(os.environ if environ is None else environ)
-        env.update(
-            V6_IB_HOST=self.host,
-            V6_IB_PORT=str(self.port),
-            V6_IB_CLIENT_ID=str(self.client_id),
-            V6_IB_ACCOUNTS=self.accounts,
-            V6_HOME=self.home,
+        return IBEnvironment.read(environ).streamer_settings(
+            host=self.host,
+            port=self.port,
+            client_id=self.client_id,
+            accounts=csv_tuple(self.accounts),
+            home=Path(self.home),
         )
-        return StreamerSettings.from_env(env)
 
     @property
     def stream_id(self) -> str:
@@ -96,6 +97,4 @@ class LakeResource(ConfigurableResource):
         return cls(uri=_env_or("V6_LAKE_URI", DEFAULT_LAKE_URI, env))
 
     def lake(self) -> Lake:
-        env = dict(os.environ)
-        env["V6_LAKE_URI"] = self.uri
-        return Lake.from_env(env)
+        return Lake.for_uri(self.uri)

@@ -35,15 +35,16 @@ from v6_assets.contracts.clock import utc_now
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
+from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
-from v6_assets.pipeline.ingest import DrainLimits, DrainResult, drain_lock, drain_spool_to_lake, env_number
+from v6_assets.pipeline.ingest import DrainLimits, DrainResult, drain_lock, drain_spool_to_lake
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
 
 
-SENSOR_INTERVAL_S = int(env_number("V6_SENSOR_INTERVAL_S", 5, 1))
+SENSOR_INTERVAL_S = DefsEnvironment.read().sensor_interval_s
 # The sensor daemon wakes every 5 s (dagster/_daemon/sensor.py MIN_INTERVAL_LOOP_TIME, not configurable in
 # dagster.yaml) and skips a sensor while now - its last tick's START < minimum_interval_seconds. That start is stamped
 # by a worker thread a few ms after the wake-up, so with minimum_interval_seconds = 5 the next wake-up sees 4.99 s and
@@ -65,7 +66,7 @@ TICK_LIMITS = DrainLimits.from_env()
 
 
 def refresh_minutes() -> float:
-    return env_number("V6_REFRESH_MINUTES", 5.0, 0.0)
+    return DefsEnvironment.read().refresh_minutes
 
 
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:

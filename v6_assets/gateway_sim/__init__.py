@@ -62,14 +62,9 @@ Semantics chosen (document for consumers):
 """
 
 from v6_assets.gateway_sim.clock import SimClock
-from v6_assets.gateway_sim.scenario import (
-    Scenario,
-    ScenarioError,
-    builtin_scenarios,
-    load_scenario,
-    parse_scenario,
-    synthetic_scenario,
-)
+from v6_assets.gateway_sim.scenario import builtin_scenarios, load_scenario, parse_scenario
+from v6_assets.gateway_sim.scenario_model import Scenario, ScenarioError
+from v6_assets.gateway_sim.scenario_synthetic import synthetic_scenario
 from v6_assets.gateway_sim.server import GatewaySimulator
 
 __all__ = [

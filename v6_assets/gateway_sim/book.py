@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from v6_assets.gateway_sim.scenario import ContractSpec
+from v6_assets.gateway_sim.scenario_model import ContractSpec
 
 
 @dataclass(slots=True)

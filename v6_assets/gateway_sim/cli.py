@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from v6_assets.contracts.clock import utc_now
-from v6_assets.gateway_sim.scenario import ScenarioError, load_scenario
+from v6_assets.gateway_sim.scenario import load_scenario
+from v6_assets.gateway_sim.scenario_model import ScenarioError
 from v6_assets.gateway_sim.server import GatewaySimulator
 
 

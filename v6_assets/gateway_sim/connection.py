@@ -11,7 +11,7 @@ from typing import Protocol
 
 from v6_assets.gateway_sim import pacing, protocol, wire
 from v6_assets.gateway_sim.protocol import Out
-from v6_assets.gateway_sim.scenario import ContractSpec
+from v6_assets.gateway_sim.scenario_model import ContractSpec
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from v6_assets.gateway_sim.clock import SimClock
 from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.protocol import In, Out
 from v6_assets.gateway_sim.publisher import Publisher
-from v6_assets.gateway_sim.scenario import ContractSpec
+from v6_assets.gateway_sim.scenario_model import ContractSpec
 from v6_assets.gateway_sim.state import MarketState
 from v6_assets.gateway_sim.transport import Claim, ClientRegistry
 from v6_assets.gateway_sim.truth import TruthRecorder

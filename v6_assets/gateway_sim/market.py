@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import numpy as np
 
 from v6_assets import sessions
-from v6_assets.gateway_sim.scenario import ContractSpec, Scenario
+from v6_assets.gateway_sim.scenario_model import ContractSpec, Scenario
 
 YEAR_SECONDS = 365.0 * 86_400.0
 TRADING_YEAR_SECONDS = 252.0 * 6.5 * 3600.0

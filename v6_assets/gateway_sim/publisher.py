@@ -6,7 +6,7 @@ from v6_assets.gateway_sim import wire
 from v6_assets.gateway_sim.book import BookPosition
 from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.protocol import Out
-from v6_assets.gateway_sim.scenario import ContractSpec
+from v6_assets.gateway_sim.scenario_model import ContractSpec
 from v6_assets.gateway_sim.state import MarketState
 from v6_assets.gateway_sim.transport import ClientRegistry
 from v6_assets.gateway_sim.truth import TruthRecorder

@@ -1,4 +1,5 @@
-"""Scenario files (YAML): accounts, underlyings, contracts, initial positions, the clock and a timeline.
+"""Scenario files (YAML) -> the model of ``scenario_model.py`` (accounts, underlyings, contracts, initial positions,
+the clock and a timeline). ``scenario_synthetic.synthetic_scenario`` builds a large book for benchmarks.
 
 The format is documented, field by field, in ``scenarios/reference.yaml``. ``load_scenario`` validates everything
 up front and raises ``ScenarioError`` naming the offending entry, so a bad file never half-starts a simulator.
@@ -7,8 +8,7 @@ up front and raises ``ScenarioError`` naming the offending entry, so a bad file 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,148 +18,25 @@ import yaml
 
 from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
-
-NEW_YORK = sessions.NEW_YORK
-OPTION_SEC_TYPES = ("OPT", "FOP")
-SEC_TYPES = ("OPT", "FOP", "STK", "FUT")
-EVENT_KINDS = (
-    "trade",
-    "underlying",
-    "mark",
-    "expire",
-    "disconnect",
-    "refuse",
-    "stall",
-    "error",
-    "malformed",
-    "truncated",
-    "reset",
-    "restart",
-    "competing_session",
+from v6_assets.gateway_sim.scenario_model import (
+    EVENT_KINDS,
+    LASTING_EVENTS,
+    NEW_YORK,
+    OPTION_SEC_TYPES,
+    SEC_TYPES,
+    Account,
+    ClockSpec,
+    ContractSpec,
+    InitialPosition,
+    Nastiness,
+    Pacing,
+    Scenario,
+    ScenarioError,
+    TimelineEvent,
+    Underlying,
 )
-# Events that last: each schedules its own end (``<kind>_end``, internal) ``seconds`` of simulated time later.
-LASTING_EVENTS = ("reset", "competing_session")
+
 _EXPIRY_RE = re.compile(r"^(\d{8})(?: (\d{2}):(\d{2})(?::(\d{2}))? (\S+))?$")
-
-
-class ScenarioError(ValueError):
-    """The scenario file is invalid; the message names the entry and the field."""
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    account_id: str
-    base_currency: str = "USD"
-    fx_rates: dict[str, float] = field(default_factory=dict)  # currency -> base currency units per 1 unit
-
-    def fx_rate(self, currency: str) -> float | None:
-        """Rate converting ``currency`` into the base currency (1.0 for the base itself, None if unknown)."""
-        return 1.0 if currency == self.base_currency else self.fx_rates.get(currency)
-
-
-@dataclass(frozen=True, slots=True)
-class Underlying:
-    symbol: str
-    spot: float
-    vol: float
-    drift: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ContractSpec:
-    con_id: int
-    symbol: str
-    sec_type: str
-    expiry_wire: str  # lastTradeDateOrContractMonth exactly as sent (may carry a time and zone)
-    expiry_at: datetime | None  # the expiry instant (UTC); None for STK
-    strike: float
-    right: str
-    multiplier: float
-    multiplier_wire: str  # the multiplier string as sent ('100', '50', '' for stock...)
-    currency: str
-    trading_class: str
-    exchange: str
-    primary_exchange: str
-    local_symbol: str
-    vol: float | None = None  # per-contract implied vol override
-
-    @property
-    def is_option(self) -> bool:
-        return self.sec_type in OPTION_SEC_TYPES
-
-    @property
-    def expiry_date(self) -> date | None:
-        return self.expiry_at.astimezone(NEW_YORK).date() if self.expiry_at else None
-
-
-@dataclass(frozen=True, slots=True)
-class InitialPosition:
-    account: str
-    con_id: int
-    qty: float
-    avg_cost: float | None  # per contract, multiplier and commission included (IB's averageCost); None: the mark
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEvent:
-    at: datetime  # UTC
-    kind: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ClockSpec:
-    start: datetime  # UTC
-    speed: float = 1.0
-    portfolio_cadence_s: float = 180.0
-    pnl_cadence_s: float = 1.0
-    greeks_cadence_s: float = 1.0
-    account_values_cadence_s: float = 180.0
-    min_real_interval_s: float = 0.25  # cap: a stream repeats at most this often in real time, whatever the speed
-    tick_real_s: float = 0.05  # the simulator's real-time step
-    skip_nights: bool | None = None  # None: skip nights/weekends when speed > 60
-    walk_step_s: float = 60.0  # random-walk step, in trading seconds
-    # Faster than real time, simulated time holds 1 minute after each close for this many real seconds, so the
-    # close refresh reaches the client before the EOD cut whatever the machine's load.
-    close_settle_real_s: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Nastiness:
-    unset_realized: bool = True  # realizedPNL = UNSET_DOUBLE when not traded this session (as IB)
-    greeks_sentinel_every: int = 0  # every Nth greeks tick per contract is sent as -1/-2 sentinels (0: never)
-    after_hours_quotes: bool = True  # bid/ask -1 outside regular trading hours
-    auto_expire: bool = True  # options expire at their expiry session's close without an explicit event
-
-
-@dataclass(frozen=True, slots=True)
-class Pacing:
-    """IB's 50 messages/s per client; ``max_per_s`` 0: not enforced."""
-
-    max_per_s: int = 0
-    disconnect_after: int = 3  # seconds in a row over the limit (each warned with error 100), then a disconnect
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    name: str
-    accounts: tuple[Account, ...]
-    underlyings: dict[str, Underlying]
-    contracts: dict[int, ContractSpec]
-    positions: tuple[InitialPosition, ...]
-    clock: ClockSpec
-    events: tuple[TimelineEvent, ...]
-    nastiness: Nastiness = Nastiness()
-    rate: float = 0.0
-    seed: int = 0
-    market_data_lines: int = 100
-    max_clients: int = 32
-    next_valid_id: int = 1
-    pacing: Pacing = Pacing()
-
-    @property
-    def account_ids(self) -> list[str]:
-        return [a.account_id for a in self.accounts]
 
 
 def builtin_scenarios() -> list[str]:
@@ -574,34 +451,3 @@ def _check_not_after_close(at: datetime, where: str) -> None:
     open_ = datetime.combine(day, time(9, 30), NEW_YORK).astimezone(UTC)
     if not open_ <= at < close:
         raise ScenarioError(f"{where}: trade at {at.isoformat()} is outside regular hours (09:30 ET - close)")
-
-
-def synthetic_scenario(
-    positions: int, *, accounts: int = 1, start: datetime | None = None, speed: float = 1.0, seed: int = 0
-) -> Scenario:
-    """A large book for benchmarks (blast mode): ``positions`` SPY option positions spread over ``accounts``."""
-    if positions < 1 or accounts < 1:
-        raise ScenarioError("synthetic_scenario needs positions >= 1 and accounts >= 1")
-    contracts = []
-    held = []
-    for i in range(positions):
-        right = "C" if i % 2 == 0 else "P"
-        contracts.append(
-            {"con_id": 900_000_000 + i, "symbol": "SPY", "sec_type": "OPT", "expiry": {"days": 30 + 7 * (i % 20)},
-             "strike": 400.0 + (i // 40) * 5.0, "right": right, "local_symbol": f"SYN{i:06d}"}
-        )  # fmt: skip
-        held.append(
-            {"account": f"DU{9_000_000 + i % accounts}", "con_id": 900_000_000 + i,
-             "qty": float((i % 7) - 3 or 1), "avg_cost": 250.0 + i % 100}
-        )  # fmt: skip
-    data = {
-        "name": f"synthetic-{positions}",
-        "seed": seed,
-        "clock": {"start": (start or utc_now()).isoformat(), "speed": speed},
-        "accounts": [{"id": f"DU{9_000_000 + a}"} for a in range(accounts)],
-        "underlyings": [{"symbol": "SPY", "spot": 600.0, "vol": 0.18}],
-        "contracts": contracts,
-        "positions": held,
-        "market_data_lines": max(100, positions),
-    }
-    return parse_scenario(data)

@@ -26,7 +26,8 @@ from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.faults import FaultInjector
 from v6_assets.gateway_sim.handlers import RequestHandlers
 from v6_assets.gateway_sim.publisher import Publisher
-from v6_assets.gateway_sim.scenario import Scenario, load_scenario
+from v6_assets.gateway_sim.scenario import load_scenario
+from v6_assets.gateway_sim.scenario_model import Scenario
 from v6_assets.gateway_sim.state import MarketState
 from v6_assets.gateway_sim.timeline import TimelineDriver
 from v6_assets.gateway_sim.transport import ClientRegistry, Listener

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from v6_assets.gateway_sim.book import BookPosition
 from v6_assets.gateway_sim.market import Greeks, Market
 from v6_assets.gateway_sim.protocol import UNSET_DOUBLE
-from v6_assets.gateway_sim.scenario import ContractSpec, Scenario
+from v6_assets.gateway_sim.scenario_model import ContractSpec, Scenario
 
 PositionKey = tuple[str, int]  # (account, con_id)
 NET_LIQUIDATION_CASH = 1_000_000.0  # the cash part of every account's net liquidation value

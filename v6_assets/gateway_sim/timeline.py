@@ -19,7 +19,7 @@ from v6_assets.gateway_sim.clock import SimClock
 from v6_assets.gateway_sim.faults import FaultInjector
 from v6_assets.gateway_sim.market import SessionTimes
 from v6_assets.gateway_sim.publisher import Publisher
-from v6_assets.gateway_sim.scenario import TimelineEvent
+from v6_assets.gateway_sim.scenario_model import TimelineEvent
 from v6_assets.gateway_sim.state import MarketState
 from v6_assets.gateway_sim.truth import TruthRecorder
 

@@ -22,7 +22,7 @@ from datetime import datetime, tzinfo
 
 from v6_assets.gateway_sim import protocol
 from v6_assets.gateway_sim.protocol import Out
-from v6_assets.gateway_sim.scenario import ContractSpec
+from v6_assets.gateway_sim.scenario_model import ContractSpec
 
 _pack_length = protocol.LENGTH.pack
 

@@ -1,22 +1,23 @@
-"""Streamer settings from environment variables, with safe local defaults. A bad value names its variable."""
+"""Streamer settings: ``StreamerSettings`` (the value the streamer runs with; building one reads no environment) and
+``IBEnvironment``, the ib layer's settings model (the ``V6_IB_*`` variables and ``V6_HOME``, with safe local
+defaults; a bad value names its variable)."""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any
 
-T = TypeVar("T")
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
+
+from v6_assets.contracts.settings import EnvSettings, SettingsError, csv_tuple
 
 _ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _SEC_TYPE_RE = re.compile(r"^[A-Z]{2,8}$")
-
-
-class SettingsError(ValueError):
-    """A configuration value that cannot be used; the message names the environment variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,28 +86,7 @@ class StreamerSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamerSettings:
         """Read V6_IB_HOST, V6_IB_PORT, V6_IB_CLIENT_ID, V6_IB_ACCOUNTS, V6_HOME and the V6_IB_* tuning knobs."""
-        env = os.environ if environ is None else environ
-        d = cls()
-        return cls(
-            host=_get(env, "V6_IB_HOST", str, d.host),
-            port=_get(env, "V6_IB_PORT", int, d.port),
-            client_id=_get(env, "V6_IB_CLIENT_ID", int, d.client_id),
-            accounts=_get(env, "V6_IB_ACCOUNTS", _csv, d.accounts),
-            home=_get(env, "V6_HOME", Path, d.home),
-            connect_timeout_s=_get(env, "V6_IB_CONNECT_TIMEOUT_S", _positive_float, d.connect_timeout_s),
-            heartbeat_s=_get(env, "V6_IB_HEARTBEAT_S", _positive_float, d.heartbeat_s),
-            probe_timeout_s=_get(env, "V6_IB_PROBE_TIMEOUT_S", _positive_float, d.probe_timeout_s),
-            backoff_initial_s=_get(env, "V6_IB_BACKOFF_INITIAL_S", _positive_float, d.backoff_initial_s),
-            backoff_max_s=_get(env, "V6_IB_BACKOFF_MAX_S", _positive_float, d.backoff_max_s),
-            circuit_failures=_get(env, "V6_IB_CIRCUIT_FAILURES", int, d.circuit_failures),
-            circuit_cooldown_s=_get(env, "V6_IB_CIRCUIT_COOLDOWN_S", _positive_float, d.circuit_cooldown_s),
-            line_budget=_get(env, "V6_IB_LINE_BUDGET", int, d.line_budget),
-            greeks_throttle_s=_get(env, "V6_IB_GREEKS_THROTTLE_S", float, d.greeks_throttle_s),
-            portfolio_rotation_s=_get(env, "V6_IB_PORTFOLIO_ROTATION_S", _positive_float, d.portfolio_rotation_s),
-            greeks_rotation_s=_get(env, "V6_IB_GREEKS_ROTATION_S", _positive_float, d.greeks_rotation_s),
-            spool_max_bytes=_get(env, "V6_IB_SPOOL_MAX_BYTES", int, d.spool_max_bytes),
-            sec_types=_get(env, "V6_IB_SEC_TYPES", lambda s: tuple(x.upper() for x in _csv(s)), d.sec_types),
-        )
+        return IBEnvironment.read(environ).streamer_settings()
 
 
 def _check(ok: bool, var: str, why: str) -> None:
@@ -114,22 +94,83 @@ def _check(ok: bool, var: str, why: str) -> None:
         raise SettingsError(f"{var}: {why}")
 
 
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+_D = StreamerSettings()
+_PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(csv_tuple)]
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{raw!r} is not a positive finite number")
-    return value
+def _upper_csv(raw: Any) -> Any:
+    values = csv_tuple(raw)
+    return tuple(v.upper() for v in values) if isinstance(values, tuple) else values
 
 
-def _get(env: Mapping[str, str], var: str, parse: Callable[[str], T], default: T) -> T:
-    raw = env.get(var)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse(raw.strip())
-    except ValueError as exc:
-        raise SettingsError(f"{var}={raw!r} is invalid: {exc}") from None
+class IBEnvironment(EnvSettings):
+    """The ib layer's variables. ``streamer_settings(**overrides)`` builds the streamer's ``StreamerSettings``."""
+
+    host: str = Field(_D.host, validation_alias="V6_IB_HOST", description="IB Gateway / TWS host")
+    port: int = Field(_D.port, validation_alias="V6_IB_PORT", description="API port (Gateway: 4002 paper, 4001 live)")
+    client_id: int = Field(
+        _D.client_id, validation_alias="V6_IB_CLIENT_ID", description="client id of the one streaming connection"
+    )
+    accounts: _Csv = Field(
+        _D.accounts, validation_alias="V6_IB_ACCOUNTS", description="comma-separated account allowlist; empty = all"
+    )
+    home: Path = Field(_D.home, validation_alias="V6_HOME", description="local state: spool, connection lease, demo")
+    connect_timeout_s: _PositiveFinite = Field(
+        _D.connect_timeout_s, validation_alias="V6_IB_CONNECT_TIMEOUT_S", description="timeout of one connect"
+    )
+    heartbeat_s: _PositiveFinite = Field(
+        _D.heartbeat_s, validation_alias="V6_IB_HEARTBEAT_S", description="no data this long: probe the connection"
+    )
+    probe_timeout_s: _PositiveFinite = Field(
+        _D.probe_timeout_s, validation_alias="V6_IB_PROBE_TIMEOUT_S", description="no probe answer: reconnect"
+    )
+    backoff_initial_s: _PositiveFinite = Field(
+        _D.backoff_initial_s, validation_alias="V6_IB_BACKOFF_INITIAL_S", description="first reconnect backoff"
+    )
+    backoff_max_s: _PositiveFinite = Field(
+        _D.backoff_max_s, validation_alias="V6_IB_BACKOFF_MAX_S", description="longest reconnect backoff"
+    )
+    circuit_failures: int = Field(
+        _D.circuit_failures,
+        validation_alias="V6_IB_CIRCUIT_FAILURES",
+        description="failed connects opening the breaker",
+    )
+    circuit_cooldown_s: _PositiveFinite = Field(
+        _D.circuit_cooldown_s,
+        validation_alias="V6_IB_CIRCUIT_COOLDOWN_S",
+        description="how long the breaker stays open",
+    )
+    line_budget: int = Field(
+        _D.line_budget, validation_alias="V6_IB_LINE_BUDGET", description="market data lines the streamer may use"
+    )
+    greeks_throttle_s: float = Field(
+        _D.greeks_throttle_s, validation_alias="V6_IB_GREEKS_THROTTLE_S", description="greeks per contract at most"
+    )
+    portfolio_rotation_s: _PositiveFinite = Field(
+        _D.portfolio_rotation_s, validation_alias="V6_IB_PORTFOLIO_ROTATION_S", description="portfolio rotation period"
+    )
+    greeks_rotation_s: _PositiveFinite = Field(
+        _D.greeks_rotation_s, validation_alias="V6_IB_GREEKS_ROTATION_S", description="greeks lines rotation period"
+    )
+    sec_types: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_upper_csv)] = Field(
+        _D.sec_types, validation_alias="V6_IB_SEC_TYPES", description="security types streamed"
+    )
+    spool_max_bytes: int = Field(
+        _D.spool_max_bytes, validation_alias="V6_IB_SPOOL_MAX_BYTES", description="spool size cap; 0 = unlimited"
+    )
+    handler_queue_size: int = Field(
+        _D.handler_queue_size,
+        validation_alias="V6_IB_HANDLER_QUEUE_SIZE",
+        description="events queued per in-process handler",
+    )
+
+    def streamer_settings(self, **overrides: Any) -> StreamerSettings:
+        """These values, with ``overrides`` (field name -> value) on top; ``SettingsError`` names a bad one."""
+        values = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(StreamerSettings)
+            if f.name in type(self).model_fields
+        }
+        values.update(overrides)
+        return StreamerSettings(**values)

@@ -21,13 +21,14 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Wr
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from v6_assets.contracts.tables import TABLES, TRADE_DATE, TableDef
+from v6_assets.lake.settings import DEFAULT_LAKE_URI as DEFAULT_LAKE_URI
+from v6_assets.lake.settings import LakeEnvironment
 from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.sessions import is_session
 
 if TYPE_CHECKING:
     from v6_assets.lake.maintenance import CheckpointResult, CleanupLogsResult, CompactResult, VacuumResult
 
-DEFAULT_LAKE_URI = "./.v6/lake"
 DEFAULT_CHECKPOINT_INTERVAL = 100
 # env var -> delta-rs storage option key (object_store's AWS config keys)
 _S3_ENV_OPTIONS = {
@@ -118,8 +119,13 @@ class Lake:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Lake:
+        """The lake at ``V6_LAKE_URI`` (default ``./.v6/lake``), with S3 credentials from ``env`` for an S3 URI."""
+        return cls.for_uri(LakeEnvironment.read(env).uri, env)
+
+    @classmethod
+    def for_uri(cls, uri: str, env: Mapping[str, str] | None = None) -> Lake:
+        """The lake at ``uri``; for ``s3://`` the storage options come from the ``AWS_*`` variables of ``env``."""
         environ = os.environ if env is None else env
-        uri = environ.get("V6_LAKE_URI", "").strip() or DEFAULT_LAKE_URI
         options: dict[str, str] = {}
         if uri.startswith(("s3://", "s3a://")):
             for env_name, option in _S3_ENV_OPTIONS.items():

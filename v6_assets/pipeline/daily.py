@@ -9,7 +9,6 @@ present, else derived from the updates (from the first session of the stream), e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -30,23 +29,13 @@ from v6_assets.contracts.tables import (
     TRADE_DATE,
 )
 from v6_assets.lake import Lake, OverwriteResult
-
-DEFAULT_SESSIONS_PER_CHUNK = 5
+from v6_assets.pipeline.settings import PipelineEnvironment
 
 
 def sessions_per_chunk() -> int:
     """Sessions computed together in a range run (``V6_SESSIONS_PER_CHUNK``, default 5): bounds the updates in memory
     (about 5 x 200,000 rows) whatever the length of the range; the previous EOD is carried from chunk to chunk."""
-    raw = os.environ.get("V6_SESSIONS_PER_CHUNK", "").strip()
-    if not raw:
-        return DEFAULT_SESSIONS_PER_CHUNK
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} is not an integer") from None
-    if value < 1:
-        raise ValueError(f"V6_SESSIONS_PER_CHUNK={raw!r} must be >= 1")
-    return value
+    return PipelineEnvironment.read().sessions_per_chunk
 
 
 def session_chunks(days: Sequence[date], size: int | None = None) -> list[list[date]]:

@@ -18,7 +18,6 @@ history seeding and the benchmarks call it directly.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -32,27 +31,12 @@ from v6_assets.contracts.clock import utc_now
 from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, AppendResult, Lake, MicroBatchWriter
+from v6_assets.pipeline.settings import PipelineEnvironment
 from v6_assets.sessions import trade_date_expr
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
 STREAMED_TABLES: tuple[str, str] = (POSITION_UPDATES.name, GREEKS_UPDATES.name)
-
-
-def env_number(name: str, default: float, minimum: float, environ: Mapping[str, str] | None = None) -> float:
-    """The number in environment variable ``name`` (``default`` when unset or empty); a clear error when it is not a
-    finite number >= ``minimum``."""
-    env = os.environ if environ is None else environ
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not value >= minimum or value == float("inf"):
-        raise ValueError(f"{name}={raw!r} must be a finite number >= {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -66,11 +50,8 @@ class DrainLimits:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DrainLimits:
         """From ``V6_SENSOR_BUDGET_S``, ``V6_SENSOR_MAX_ROWS`` and ``V6_SENSOR_BATCH_ROWS`` (the sensor's per tick)."""
-        return cls(
-            budget_s=env_number("V6_SENSOR_BUDGET_S", cls.budget_s, 1.0, environ),
-            max_rows=int(env_number("V6_SENSOR_MAX_ROWS", cls.max_rows, 1, environ)),
-            batch_rows=int(env_number("V6_SENSOR_BATCH_ROWS", cls.batch_rows, 1, environ)),
-        )
+        env = PipelineEnvironment.read(environ)
+        return cls(budget_s=env.sensor_budget_s, max_rows=env.sensor_max_rows, batch_rows=env.sensor_batch_rows)
 
 
 class DrainError(RuntimeError):

@@ -18,10 +18,16 @@ def _reset() -> object:
 
 
 def test_off_unless_named() -> None:
-    reload_from_env({})
-    failpoint("delta_write")  # nothing configured: no effect
-    reload_from_env({"V6_FAILPOINTS": "other:raise"})
-    failpoint("delta_write")
+    assert reload_from_env({}) == {}
+    for _ in range(3):
+        failpoint("delta_write")  # nothing configured: no effect, however often it is passed
+    active = reload_from_env({"V6_FAILPOINTS": "other:raise@*"})
+    assert active == {"other": failpoints.FailpointSpec("other", "raise", None)}
+    for _ in range(3):
+        failpoint("delta_write")  # not named: no effect
+    with pytest.raises(FailpointError, match="failpoint other fired \\(hit 1"):
+        failpoint("other")  # the one that is named does fire: the configuration above is live
+    assert failpoints._hits == {"other": 1}  # passes of unnamed failpoints are not even counted
 
 
 def test_raise_fires_on_the_configured_hit_only() -> None:

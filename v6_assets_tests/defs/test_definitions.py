@@ -6,14 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DefaultScheduleStatus, DefaultSensorStatus, Definitions
 
 from v6_assets import sessions
 from v6_assets.contracts.tables import EXPOSURE, TABLES
 from v6_assets.definitions import defs
+from v6_assets.defs.freshness import daily_freshness_policy
 from v6_assets.defs.partitions import build_trading_day_partitions
 from v6_assets.defs.sensors import daemon_minimum_interval
 
@@ -116,7 +118,11 @@ def test_every_asset_and_column_is_described() -> None:
 def test_sensor_and_schedules_run_by_default() -> None:
     sensor = defs.get_sensor_def("ib_position_stream")
     assert sensor.default_status == DefaultSensorStatus.RUNNING
-    assert sensor.minimum_interval_seconds == daemon_minimum_interval(int(os.environ.get("V6_SENSOR_INTERVAL_S", "5")))
+    # the default cadence (V6_SENSOR_INTERVAL_S unset) is 5 s, one daemon loop: half a loop below it, 5 - 5 // 2 = 3
+    assert "V6_SENSOR_INTERVAL_S" not in os.environ, "this test checks the default cadence"
+    assert sensor.minimum_interval_seconds == 3
+    # other cadences, by hand: one wake-up per whole loop, half a loop below it (1 s: every wake-up)
+    assert [daemon_minimum_interval(s) for s in (1, 5, 7, 10, 15)] == [1, 3, 7, 8, 13]
     for name in ("finalize_session", "nightly_table_maintenance", "nightly_rerun_last_sessions"):
         assert defs.get_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING
 
@@ -133,3 +139,30 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("eod_positions", "reconciles_with_stream"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
+
+
+def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> None:
+    graph = defs.get_repository_def().asset_graph
+    policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
+    daily = {name: policy for name, policy in policies.items() if policy is not None}
+    assert set(daily) == {"eod_positions", "daily_pnl", "exposure"}
+    # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri
+    assert "V6_REFRESH_MINUTES" not in os.environ, "this test checks the default refresh period"
+    for policy in daily.values():
+        assert type(policy).__name__ == "CronFreshnessPolicy"  # what FreshnessPolicy.cron builds
+        assert policy.deadline_cron == "*/10 10-15 * * 1-5"
+        assert policy.lower_bound_delta == timedelta(minutes=10)
+        assert policy.timezone == "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("refresh_minutes", "cron", "window"),
+    [(0, "*/1", 1), (0.5, "*/1", 1), (2, "*/4", 4), (2.5, "*/5", 5), (4, "*/10", 10), (7, "*/15", 15),
+     (12, "*/30", 30), (20, "0", 60), (90, "0", 60)],
+)  # fmt: skip
+def test_freshness_window_is_twice_the_refresh_period_rounded_up_to_a_divisor_of_an_hour(
+    refresh_minutes: float, cron: str, window: int
+) -> None:
+    policy = daily_freshness_policy(refresh_minutes)
+    assert policy.deadline_cron == f"{cron} 10-15 * * 1-5"
+    assert policy.lower_bound_delta == timedelta(minutes=window)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from dagster import SensorResult, build_sensor_context, instance_for_test
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.sensors import DAEMON_LOOP_S, _read_cursor, daemon_minimum_interval, ib_position_stream
 from v6_assets.ib.settings import SettingsError
-from v6_assets.ib.streamer import discard_process_streamer
+from v6_assets.ib.streamer import IBPositionStreamer, discard_process_streamer
 from v6_assets_tests.pyenv import del_env, set_env
 
 
@@ -29,8 +31,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_no_gateway_skips_with_a_reason_and_ingests_nothing(tmp_path: Path) -> None:
-    ib = IBStreamResource(host="127.0.0.1", port=free_port(), client_id=77, home=str(tmp_path))
+def _tick(tmp_path: Path, port: int) -> SensorResult:
+    ib = IBStreamResource(host="127.0.0.1", port=port, client_id=77, home=str(tmp_path))
     lake = LakeResource(uri=str(tmp_path / "lake"))
     resources = {"ib_stream": ib, "lake": lake}
     with (
@@ -39,9 +41,37 @@ def test_no_gateway_skips_with_a_reason_and_ingests_nothing(tmp_path: Path) -> N
     ):
         result = ib_position_stream(ctx)
     assert isinstance(result, SensorResult) and not result.run_requests and not result.asset_events
-    message = result.skip_reason.skip_message if result.skip_reason else ""
-    assert "not connected" in message or "circuit open until" in message, message
     assert not (tmp_path / "lake" / "position_updates").exists()
+    assert result.skip_reason is not None
+    return result
+
+
+def test_no_gateway_skips_with_a_reason_and_ingests_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the breaker never opens here, so the one reason is "not connected"
+    set_env(monkeypatch, "V6_IB_CIRCUIT_FAILURES", "1000000")
+    port = free_port()
+    message = _tick(tmp_path, port).skip_reason.skip_message  # type: ignore[union-attr]
+    assert message.startswith("IB not connected ("), message
+    assert message.endswith("); no new updates"), message
+
+
+def test_open_circuit_skips_saying_until_when(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one failed connect opens the breaker for 10 minutes: the next tick says so, with the last error
+    set_env(monkeypatch, "V6_IB_CIRCUIT_FAILURES", "1")
+    set_env(monkeypatch, "V6_IB_CIRCUIT_COOLDOWN_S", "600")
+    port = free_port()
+    _tick(tmp_path, port)
+    streamer = IBPositionStreamer()
+    deadline = time.monotonic() + 20
+    while streamer.status().connection.circuit_open_until is None:
+        assert time.monotonic() < deadline, "the breaker did not open after a refused connect"
+        time.sleep(0.05)
+    message = _tick(tmp_path, port).skip_reason.skip_message  # type: ignore[union-attr]
+    assert re.fullmatch(
+        rf"circuit open until \d\d:\d\d:\d\d ET after repeated connection failures "
+        rf"\(connect to 127\.0\.0\.1:{port} failed: .+\)",
+        message,
+    ), message
 
 
 def test_bad_configuration_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

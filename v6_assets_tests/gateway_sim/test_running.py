@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from ib_async import IB, Option
 
 from v6_assets.gateway_sim import GatewaySimulator
-from v6_assets.gateway_sim.scenario import Account
+from v6_assets.gateway_sim.scenario_model import Account
 from v6_assets_tests.gateway_sim.helpers import run, tiny_scenario
 
 
