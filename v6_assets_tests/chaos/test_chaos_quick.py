@@ -29,11 +29,31 @@ def _assert_clean(result: ScenarioResult) -> None:
     assert result.ok
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n != "reload"])
-def test_scenario(name: str, tmp_path: Path) -> None:
+def _run_clean(name: str, tmp_path: Path) -> None:
     result = run_scenario(name, QUICK, tmp_path, seed=8)
     _assert_clean(result)
     assert result.stored > 0
+
+
+# Two classes so that pytest-xdist (--dist loadscope) runs them on different workers.
+CONNECTION_FAULTS = ["disconnect", "refuse", "stall", "kill"]
+DATA_AND_CLOCK_FAULTS = ["write", "fuzz", "time", "load"]
+
+
+class TestConnectionFaults:
+    @pytest.mark.parametrize("name", CONNECTION_FAULTS)
+    def test_scenario(self, name: str, tmp_path: Path) -> None:
+        _run_clean(name, tmp_path)
+
+
+class TestDataAndClockFaults:
+    @pytest.mark.parametrize("name", DATA_AND_CLOCK_FAULTS)
+    def test_scenario(self, name: str, tmp_path: Path) -> None:
+        _run_clean(name, tmp_path)
+
+
+def test_every_scenario_runs_here_or_under_dagster_dev() -> None:
+    assert sorted([*CONNECTION_FAULTS, *DATA_AND_CLOCK_FAULTS, "reload"]) == sorted(SCENARIOS)
 
 
 # slow: a second dagster dev; make test's e2e module already reloads mid-stream, make chaos runs this 10x.
