@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
@@ -35,6 +35,18 @@ class EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True, extra="ignore", case_sensitive=True, env_ignore_empty=True, validate_default=True
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # ``read`` is the only way in: from the mapping it is given, never the process environment behind its back
+        return (init_settings,)
 
     @classmethod
     def variables(cls) -> dict[str, str]:
