@@ -14,6 +14,7 @@ from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.ib.settings import IBEnvironment, StreamerSettings
 from v6_assets.lake.settings import LakeEnvironment
 from v6_assets.pipeline.settings import PipelineEnvironment
+from v6_assets_tests.pyenv import set_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS: tuple[type[EnvSettings], ...] = (IBEnvironment, LakeEnvironment, PipelineEnvironment, DefsEnvironment)
@@ -105,3 +106,11 @@ def test_a_bad_value_names_its_variable_and_value(model: type[EnvSettings], var:
 def test_the_handler_queue_size_is_read_and_checked() -> None:
     with pytest.raises(SettingsError, match="V6_IB_HANDLER_QUEUE_SIZE: queue size must be >= 1"):
         IBEnvironment.read({"V6_IB_HANDLER_QUEUE_SIZE": "0"}).streamer_settings()
+
+
+def test_a_model_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_env(monkeypatch, "V6_HOME", "/elsewhere")
+    set_env(monkeypatch, "V6_IB_PORT", "4999")
+    ib = IBEnvironment.read({})
+    assert (ib.streamer_settings().home, ib.port) == (Path("./.v6"), 4002)
+    assert IBEnvironment.read().port == 4999  # no mapping: the process environment
