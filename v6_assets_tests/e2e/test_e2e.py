@@ -279,6 +279,11 @@ def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
     so the audit is: no loss (every distinct value the simulator sent for a position is stored), no duplicate
     (no value stored more often than it was sent; no spool offset twice).
     """
+    # The stack runs at a pinned moment in market hours, so values change every second. Values still in a socket
+    # when it drops are gone (IB does not replay them), so first stop the market: simulated time all but frozen,
+    # nothing new is sent, and what is in flight arrives before the disconnect.
+    stack.sim.clock.set_speed(1e-6)
+    time.sleep(5)
     stack.sim.refuse_connections(600)
     stack.sim.disconnect_all()
     wait_until(lambda: stack.sim.active_client_ids() == [], timeout_s=30, interval_s=0.5, what="the disconnect")
