@@ -34,10 +34,11 @@ from dagster import (
 
 from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
-from v6_assets.defs.ingest import DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.defs.ingest import RECOVER_COMMAND, DrainResult, drain_lock, drain_spool_to_lake
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
+from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
 
@@ -148,7 +149,26 @@ def _refresh_session(touched: list[date], now: datetime) -> date:
     return session
 
 
+def _spool_trouble(status: StreamerStatus) -> str:
+    """What the streamer's spool writes say right now ("" when they work)."""
+    spool = status.spool
+    if not spool.error:
+        return ""
+    kind = "spool full" if "full" in spool.error else "spool refuses writes"
+    dropped = spool.dropped_greeks + spool.dropped_positions
+    shed = (
+        f", {dropped} shed ({spool.dropped_greeks} greeks, {spool.dropped_positions} positions; the state is "
+        "resynchronised when it recovers)"
+        if dropped
+        else ""
+    )
+    return f"{kind}: {spool.pending} updates held in memory (at most {spool.max_held}){shed}: {spool.error}"
+
+
 def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
+    trouble = _spool_trouble(status)
+    if trouble:
+        return trouble
     conn = status.connection
     if status.running and not conn.lease_held:
         holder = conn.lease_holder
@@ -196,6 +216,11 @@ def ib_position_stream(
             )
         finally:
             spool.close()
+    except SpoolFullError as exc:
+        # The disk is full: what is in Delta stays, the ack catches up on a later tick; not a failed tick.
+        return SkipReason(f"spool full, draining resumes when there is room: {exc}")
+    except SpoolError as exc:
+        raise SpoolError(f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}`.") from exc
     finally:
         lock.release()
     simulated = is_simulated()
@@ -231,7 +256,10 @@ def ib_position_stream(
         )
         return SensorResult(
             asset_events=events,
-            skip_reason=f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}",
+            skip_reason=(
+                f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
+                + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
+            ),
             cursor=context.cursor,
         )
     return SensorResult(skip_reason=_idle_reason(status, result), cursor=context.cursor)

@@ -46,6 +46,8 @@ class StreamerSettings:
     handler_queue_size: int = 10_000
     # Spool size cap in bytes (0 = unlimited); past it the spool reports "full" like a full disk.
     spool_max_bytes: int = 0
+    # Updates held in memory while the spool refuses writes; past it they are shed (greeks first) and counted.
+    spool_max_held: int = 50_000
 
     def __post_init__(self) -> None:
         _check(1 <= self.port <= 65535, "V6_IB_PORT", f"port {self.port} is not in 1..65535")
@@ -66,6 +68,7 @@ class StreamerSettings:
             "backoff must satisfy 0 < initial <= max",
         )
         _check(self.spool_max_bytes >= 0, "V6_IB_SPOOL_MAX_BYTES", "must be >= 0 (0 = unlimited)")
+        _check(self.spool_max_held >= 4, "V6_IB_SPOOL_MAX_HELD", "must be >= 4")
         _check(self.handler_queue_size >= 1, "V6_IB_HANDLER_QUEUE_SIZE", "queue size must be >= 1")
 
     @property
@@ -105,6 +108,7 @@ class StreamerSettings:
             portfolio_rotation_s=_get(env, "V6_IB_PORTFOLIO_ROTATION_S", _positive_float, d.portfolio_rotation_s),
             greeks_rotation_s=_get(env, "V6_IB_GREEKS_ROTATION_S", _positive_float, d.greeks_rotation_s),
             spool_max_bytes=_get(env, "V6_IB_SPOOL_MAX_BYTES", int, d.spool_max_bytes),
+            spool_max_held=_get(env, "V6_IB_SPOOL_MAX_HELD", int, d.spool_max_held),
             sec_types=_get(env, "V6_IB_SEC_TYPES", lambda s: tuple(x.upper() for x in _csv(s)), d.sec_types),
         )
 
