@@ -11,6 +11,9 @@ Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon
 4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
    refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
 
+Every ``V6_INTEGRITY_MINUTES`` (default 5) it also checks the lake (``defs.integrity``: data files referenced by
+the Delta log exist, the stream's offsets are contiguous); a finding fails the tick, every tick, until repaired.
+
 The cursor only throttles refreshes; what was ingested is read from the Delta log, so a UI "Preview tick" (which
 runs this function for real but keeps no cursor) cannot break exactly-once.
 """
@@ -35,12 +38,14 @@ from dagster import (
 from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
 from v6_assets.defs.ingest import RECOVER_COMMAND, DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.defs.integrity import LakeIntegrityError, check_lake
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
+from v6_assets.lake import Lake
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
@@ -85,6 +90,27 @@ BATCH_ROWS = int(_env_number("V6_SENSOR_BATCH_ROWS", 20_000, 1))
 
 def refresh_minutes() -> float:
     return _env_number("V6_REFRESH_MINUTES", 5.0, 0.0)
+
+
+def integrity_minutes() -> float:
+    return _env_number("V6_INTEGRITY_MINUTES", 5.0, 0.0)
+
+
+# (lake uri, stream id) -> monotonic time of the last PASSED integrity check in this process. A failed check is not
+# recorded: every tick checks again (and fails) until the lake is repaired.
+_INTEGRITY_PASSED: dict[tuple[str, str], float] = {}
+
+
+def _check_integrity_if_due(context: SensorEvaluationContext, lake: Lake, stream_id: str) -> None:
+    key = (lake.uri, stream_id)
+    last = _INTEGRITY_PASSED.get(key)
+    if last is not None and time.monotonic() - last < integrity_minutes() * 60:
+        return
+    report = check_lake(lake, stream_id)
+    if not report.ok:
+        raise LakeIntegrityError(report.describe())
+    context.log.info(report.describe())
+    _INTEGRITY_PASSED[key] = time.monotonic()
 
 
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
@@ -223,6 +249,7 @@ def ib_position_stream(
         raise SpoolError(f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}`.") from exc
     finally:
         lock.release()
+    _check_integrity_if_due(context, lake.lake(), settings.stream_id)
     simulated = is_simulated()
     events = _materializations(result, status, simulated)
     cursor = _read_cursor(context.cursor)
