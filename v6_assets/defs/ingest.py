@@ -210,8 +210,10 @@ def drain_spool_to_lake(
             "offsets above the lake, or restore the old spool file."
         )
         # Stop filling a spool that can never be drained: every streamer's next append is refused (and counted).
-        spool.fence(f"behind the lake (committed {max(known)}, spool at {spool_last}): run {RECOVER_COMMAND}")
-        raise SpoolBehindLakeError(message)
+        reason = f"behind the lake (committed {max(known)}, spool at {spool_last}): run {RECOVER_COMMAND}"
+        if spool.fence(reason, unless_assigned=max(known)):
+            raise SpoolBehindLakeError(message)
+        spool_last = spool.last_offset()  # recovered meanwhile (a new epoch above the lake): drain it
     # Both tables hold everything up to the lower committed version: a crash after the commits but before the ack
     # leaves the ack behind; catch it up first (nothing is re-written).
     both_committed = min(v or 0 for v in committed.values())

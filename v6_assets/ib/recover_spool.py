@@ -3,7 +3,10 @@
 The Delta log records, per stream, the highest spool offset committed (txn version). A spool whose offsets are
 behind it (a reset or replaced file) can never be drained: the writer would drop every new event as "already
 ingested", so the sensor fences such a spool and fails its tick, pointing here. This command, with the stream's
-usual ``V6_*`` settings and with the stream stopped (it takes the stream's connection lease):
+usual ``V6_*`` settings:
+
+A spool that is only behind the lake is recovered in one SQLite transaction, safely beside a running streamer (its
+held updates then go into the new epoch and it resyncs); a damaged file is only replaced while the stream is stopped.
 
 1. checks the spool file (``PRAGMA quick_check``); a damaged file is moved aside (``<name>.corrupt-<UTC time>``,
    with its ``-wal``/``-shm``), kept for inspection, and a new spool is created;
@@ -14,8 +17,8 @@ usual ``V6_*`` settings and with the stream stopped (it takes the stream's conne
    restored (``--discard-unacked``); with such events and neither flag it stops and says which is which.
 
 ``--check`` only reports (exit 1 when recovery is needed). Exit codes: 0 done or nothing to do, 1 recovery needed
-(``--check``), 2 refused (the stream is running, or a choice is needed). The streamer's next connection resyncs
-the current positions; what happened between the fault and the recovery is not in the history.
+(``--check``), 2 refused (a damaged spool while the stream runs, or a choice is needed). The streamer's next
+connection resyncs the current positions; what happened between the fault and the recovery is not in the history.
 """
 
 from __future__ import annotations
@@ -128,13 +131,17 @@ def recover(
         say("choose one of --keep-unacked and --discard-unacked")
         return EXIT_REFUSED
     lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
-    if not lease.try_acquire():
-        holder = lease.holder()
-        who = holder.describe() if holder else "another process"
-        say(f"refused: the stream {settings.stream_id} is running ({who} holds its lease); stop it first")
-        return EXIT_REFUSED
+    running = not lease.try_acquire()
     try:
         state = check(settings, committed)
+        if running and state.damaged is not None:
+            holder = lease.holder()
+            who = holder.describe() if holder else "another process"
+            say(
+                f"refused: the spool is damaged and the stream {settings.stream_id} is running ({who} holds its "
+                "lease, with the file open); stop it first"
+            )
+            return EXIT_REFUSED
         say(state.describe())
         if not state.needs_recovery:
             say("nothing to do: the spool continues above the lake's committed version")

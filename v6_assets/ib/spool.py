@@ -336,13 +336,30 @@ class Spool:
             return 0
 
     # -- fencing and epochs (v6_assets.ib.recover_spool) ------------------------------------------------------
-    def fence(self, reason: str) -> None:
-        """Refuse every later append (from any process) with ``reason`` until ``start_epoch`` lifts the fence."""
+    def fence(self, reason: str, *, unless_assigned: int | None = None) -> bool:
+        """Refuse every later append (from any process) with ``reason`` until ``start_epoch`` lifts the fence.
+
+        With ``unless_assigned``, atomically: no fence if offsets up to it are assigned by now (a concurrent
+        ``start_epoch`` already moved the spool above the lake). Returns whether the spool is fenced."""
         with self._lock:
             try:
-                self._db.execute("INSERT OR REPLACE INTO spool_meta (key, value) VALUES ('fence', ?)", (reason,))
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+                    last = int(row[0]) if row else 0
+                    fenced = unless_assigned is None or last < unless_assigned
+                    if fenced:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO spool_meta (key, value) VALUES ('fence', ?)", (reason,)
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise self._error(exc, "fence") from exc
+        return fenced
 
     def fenced(self) -> str | None:
         with self._lock:

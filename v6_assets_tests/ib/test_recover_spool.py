@@ -61,19 +61,19 @@ def test_a_reset_spool_is_fenced_then_recovered_into_a_new_epoch_exactly_once(tm
             _fill(spool, 1, 200)
     check = _recover(env, "--check")
     assert check.returncode == 1 and "BEHIND the lake" in check.stdout, check.stdout + check.stderr
-    # While the stream runs (its lease is held) the command refuses.
-    lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
-    assert lease.try_acquire()
-    refused = _recover(env, "--keep-unacked")
-    lease.release()
-    assert refused.returncode == 2 and "is running" in refused.stdout, refused.stdout
     # Unacked events need a choice.
     choose = _recover(env)
     assert choose.returncode == 2 and "--keep-unacked" in choose.stdout, choose.stdout
-    done = _recover(env, "--keep-unacked")
-    assert done.returncode == 0 and "offsets continue at 51" in done.stdout, done.stdout + done.stderr
+    # A spool that is only behind is recovered beside a running stream (its lease held, the file open).
+    lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
+    assert lease.try_acquire()
+    with Spool(settings.spool_path) as streamer_side:
+        done = _recover(env, "--keep-unacked")
+        assert done.returncode == 0 and "offsets continue at 51" in done.stdout, done.stdout + done.stderr
+        assert streamer_side.append([position_update(400)]) == 58  # the fence is lifted for the open connection
+    lease.release()
     with Spool(settings.spool_path) as spool:
-        _fill(spool, 5, 300)
+        _fill(spool, 4, 300)
         result = drain_spool_to_lake(spool, lake, settings.stream_id)
         assert result.rows_written == 12 and spool.depth() == 0
     assert _lake_offsets(lake) == list(range(1, 63))  # 0 duplicated, 0 missing, the reset's 7 events kept
@@ -94,6 +94,11 @@ def test_a_damaged_spool_is_moved_aside_and_a_new_epoch_starts_above_the_lake(tm
     settings.spool_path.write_bytes(bytes(data))
     check = _recover(env, "--check")
     assert check.returncode == 1 and "damaged" in check.stdout, check.stdout + check.stderr
+    lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
+    assert lease.try_acquire()
+    refused = _recover(env)  # never replace a file a running streamer has open
+    lease.release()
+    assert refused.returncode == 2 and "stop it first" in refused.stdout, refused.stdout
     done = _recover(env)
     assert done.returncode == 0 and "moved the damaged spool aside" in done.stdout, done.stdout + done.stderr
     assert list(settings.spool_path.parent.glob("*.corrupt-*"))

@@ -108,3 +108,13 @@ def test_positions_alone_past_the_bound_shed_the_oldest(tmp_path: Path) -> None:
     assert handler.pending + handler.dropped_positions == 1_000
     assert handler._pending[-1].seq == 999  # the newest are kept
     spool.close()
+
+
+def test_the_fence_is_not_set_when_a_new_epoch_already_moved_the_spool_above_the_lake(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.sqlite") as spool:
+        spool.append([position_update(1)])
+        spool.start_epoch(50)  # recovered between the drain's look and its fence
+        assert not spool.fence("behind", unless_assigned=50)
+        assert spool.fenced() is None
+        assert spool.fence("behind", unless_assigned=52)  # the renumbered row took offset 51
+        assert spool.fenced() == "behind"
