@@ -64,7 +64,8 @@ def held_memory(events: int, max_held: int) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         spool = Spool(Path(tmp) / "s.sqlite")
         spool.fence("bench: refuse writes like a full disk")
-        handler = SpoolHandler(spool, retry_s=0.01, max_held=max_held)
+        # Unbounded, every retry would re-encode everything held (quadratic): retry once a minute there instead.
+        handler = SpoolHandler(spool, retry_s=0.01 if max_held <= DEFAULT_MAX_HELD else 60.0, max_held=max_held)
 
         async def offer() -> None:
             for start in range(0, events, 5_000):
