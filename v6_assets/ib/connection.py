@@ -297,10 +297,12 @@ class ConnectionLoop:
             self._sync_subscriptions(session)
 
     def _resync(self, dropped_greeks: int, dropped_positions: int) -> None:
-        """Updates were shed while the spool refused writes: reconnect so IB's snapshot restores the current state
-        (every known position is emitted again, changed or not; greeks lines are subscribed afresh)."""
+        """Updates were shed while the spool refused writes: publish the current state of every known position from
+        memory at once (closed ones included), then reconnect so IB's snapshot brings anything newer and the greeks
+        lines are subscribed afresh."""
         if self._publisher is not None:
-            self._publisher.merger.forget_emitted()
+            for update in self._publisher.merger.resync():
+                self._publisher.publish_position(update)
         session = self._session
         if session is not None:
             self.last_error = (

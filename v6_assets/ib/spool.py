@@ -441,7 +441,7 @@ class SpoolHandler:
     superseded by a later held update of the same (account, con_id), (3) the oldest position updates, down to 3/4
     of ``max_held``. What is shed is counted (``dropped_greeks``, ``dropped_positions``) and is lost from the event
     history; the current state is restored once the spool takes writes again: ``on_resync`` is called (the streamer
-    reconnects, and the position snapshot re-emits every position). The condition is logged once when it starts and
+    publishes every known position's current state and reconnects). The condition is logged once when it starts and
     once when it ends, never per retry.
     """
 
