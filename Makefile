@@ -68,7 +68,7 @@ demo: $(STAMP)
 	$(BIN)/python -m v6_assets.demo
 
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(BIN)/python -m v6_assets.devserver --port 3000 -w workspace.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -78,18 +78,21 @@ class DagsterDevProcess:
 
     ``start()`` returns once ``GET /server_info`` answers (``ready_probe`` may demand more, e.g. a loaded code
     location). ``stop()`` writes the shutdown message to the pipe (dagster dev then stops its webserver, daemon and
-    code servers in order), escalates to SIGTERM and SIGKILL of the whole session, and raises ``DevServerError`` if any
-    process of the session had to be killed. Output goes to ``log_path``.
+    code servers in order), escalates to SIGTERM of the whole session after ``stop_timeout_s`` and to SIGKILL
+    ``kill_after_s`` later, so a stop takes at most about ``stop_timeout_s + kill_after_s`` (the default: under 10 s,
+    issue 17; a streamer killed this way loses nothing its spool committed). It raises ``DevServerError`` only if a
+    process survives SIGKILL. Output goes to ``log_path`` (None: this process's stdout and stderr).
     """
 
     project_dir: Path
     env: Mapping[str, str]
-    log_path: Path
+    log_path: Path | None
     port: int = DEFAULT_PORT
     workspace: str = "workspace.yaml"
     log_level: str = "info"
     start_timeout_s: float = 180.0
-    stop_timeout_s: float = 60.0
+    stop_timeout_s: float = 6.0
+    kill_after_s: float = 2.5
     ready_probe: Callable[[], bool] | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _pipe_w: int | None = field(default=None, init=False)
@@ -117,6 +120,8 @@ class DagsterDevProcess:
             return None
 
     def log_tail(self, chars: int = 6000) -> str:
+        if self.log_path is None:
+            return "<output on the terminal>"
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
@@ -129,8 +134,9 @@ class DagsterDevProcess:
             raise DevServerError(
                 f"port {self.port} on {LOOPBACK} is in use (another dagster dev?); stop it or pick --port"
             )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
         pipe_r, self._pipe_w = os.pipe()
         dagster = Path(sys.executable).with_name("dagster")
         cmd = [str(dagster), "dev", "-h", LOOPBACK, "-p", str(self.port), "-w", self.workspace]
@@ -142,7 +148,7 @@ class DagsterDevProcess:
                 env=dict(self.env),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT if self._log is not None else None,
                 pass_fds=[pipe_r],
                 start_new_session=True,  # Ctrl-C reaches us only; we stop it in order through the pipe
             )
@@ -170,8 +176,9 @@ class DagsterDevProcess:
     def stop(self) -> list[str]:
         """Stop everything it started; return what had to be terminated after dagster dev itself exited.
 
-        Runs still in flight (run workers outlive ``dagster dev``) are sent SIGTERM, then SIGKILL after 15 s.
-        Raises ``DevServerError`` only if a process of the session survives even that.
+        One deadline for the whole stop: the shutdown pipe, then (after ``stop_timeout_s``) SIGTERM to every process
+        of the session, run workers still in flight included, then (``kill_after_s`` later) SIGKILL. Raises
+        ``DevServerError`` only if a process of the session survives even that.
         """
         if self.proc is None:
             return []
@@ -184,22 +191,17 @@ class DagsterDevProcess:
                 with contextlib.suppress(OSError):
                     os.close(self._pipe_w)
                 self._pipe_w = None
-            try:
+            graceful_until = time.monotonic() + self.stop_timeout_s
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                terminated.append(f"dagster dev {self.proc.pid} (no exit {self.stop_timeout_s:.0f}s after shutdown)")
-                signal_session(sid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=10)
             # The code server's gRPC child may take a moment after dagster dev itself has gone.
-            deadline = time.monotonic() + 5
-            while session_processes(sid) and time.monotonic() < deadline:
-                time.sleep(0.25)
+            while session_processes(sid) and time.monotonic() < graceful_until:
+                time.sleep(0.1)
             left = session_processes(sid)
             if left:
                 terminated.append(describe_processes(left))
                 signal_session(sid, signal.SIGTERM)
-                _gone, alive = psutil.wait_procs(left, timeout=15)
+                _gone, alive = psutil.wait_procs(left, timeout=self.kill_after_s)
                 if alive:
                     signal_session(sid, signal.SIGKILL)
                     psutil.wait_procs(alive, timeout=5)
@@ -226,3 +228,47 @@ def signal_session(sid: int, sig: signal.Signals) -> None:
     for proc in session_processes(sid):
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``make run``: ``dagster dev`` on loopback, stopped within ~10 s by Ctrl-C, SIGTERM or SIGHUP."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m v6_assets.devserver", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("-w", "--workspace", default="workspace.yaml")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    dev = DagsterDevProcess(
+        project_dir=Path.cwd(), env=dict(os.environ), log_path=None, port=args.port, workspace=args.workspace,
+        log_level=args.log_level,
+    )  # fmt: skip
+    # dagster dev runs in its own session: Ctrl-C reaches this process only, which stops it in order.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    started = None
+    try:
+        dev.start()
+        print(f"dagster dev serves {dev.url}; Ctrl-C stops it", flush=True)
+        while dev.proc is not None and dev.proc.poll() is None:
+            time.sleep(0.5)
+        return dev.proc.returncode if dev.proc is not None else 1
+    except KeyboardInterrupt:
+        started = time.monotonic()
+        return 0
+    finally:
+        # A second signal during the stop must not skip it.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        killed = dev.stop()
+        if started is not None:
+            extra = f" (ended by signal: {'; '.join(killed)})" if killed else ""
+            print(f"dagster dev stopped in {time.monotonic() - started:.1f} s{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

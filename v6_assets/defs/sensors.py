@@ -11,6 +11,9 @@ Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon
 4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
    refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
 
+Every ``V6_INTEGRITY_MINUTES`` (default 5) it also checks the lake (``pipeline.integrity``: data files referenced by
+the Delta log exist, the stream's offsets are contiguous); a finding fails the tick, every tick, until repaired.
+
 The cursor only throttles refreshes; what was ingested is read from the Delta log, so a UI "Preview tick" (which
 runs this function for real but keeps no cursor) cannot break exactly-once.
 """
@@ -36,9 +39,12 @@ from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.defs.settings import DefsEnvironment
+from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
-from v6_assets.pipeline.ingest import DrainLimits, DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.lake import Lake
+from v6_assets.pipeline.ingest import RECOVER_COMMAND, DrainLimits, DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.pipeline.integrity import LakeIntegrityError, check_lake
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
@@ -67,6 +73,27 @@ TICK_LIMITS = DrainLimits.from_env()
 
 def refresh_minutes() -> float:
     return DefsEnvironment.read().refresh_minutes
+
+
+def integrity_minutes() -> float:
+    return DefsEnvironment.read().integrity_minutes
+
+
+# (lake uri, stream id) -> monotonic time of the last PASSED integrity check in this process. A failed check is not
+# recorded: every tick checks again (and fails) until the lake is repaired.
+_INTEGRITY_PASSED: dict[tuple[str, str], float] = {}
+
+
+def _check_integrity_if_due(context: SensorEvaluationContext, lake: Lake, stream_id: str) -> None:
+    key = (lake.uri, stream_id)
+    last = _INTEGRITY_PASSED.get(key)
+    if last is not None and time.monotonic() - last < integrity_minutes() * 60:
+        return
+    report = check_lake(lake, stream_id)
+    if not report.ok:
+        raise LakeIntegrityError(report.describe())
+    context.log.info(report.describe())
+    _INTEGRITY_PASSED[key] = time.monotonic()
 
 
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
@@ -131,7 +158,26 @@ def _refresh_session(touched: list[date], now: datetime) -> date:
     return session
 
 
+def _spool_trouble(status: StreamerStatus) -> str:
+    """What the streamer's spool writes say right now ("" when they work)."""
+    spool = status.spool
+    if not spool.error:
+        return ""
+    kind = "spool full" if "full" in spool.error else "spool refuses writes"
+    dropped = spool.dropped_greeks + spool.dropped_positions
+    shed = (
+        f", {dropped} shed ({spool.dropped_greeks} greeks, {spool.dropped_positions} positions; the state is "
+        "resynchronised when it recovers)"
+        if dropped
+        else ""
+    )
+    return f"{kind}: {spool.pending} updates held in memory (at most {spool.max_held}){shed}: {spool.error}"
+
+
 def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
+    trouble = _spool_trouble(status)
+    if trouble:
+        return trouble
     conn = status.connection
     if status.running and not conn.lease_held:
         holder = conn.lease_holder
@@ -179,8 +225,14 @@ def ib_position_stream(
             )
         finally:
             spool.close()
+    except SpoolFullError as exc:
+        # The disk is full: what is in Delta stays, the ack catches up on a later tick; not a failed tick.
+        return SkipReason(f"spool full, draining resumes when there is room: {exc}")
+    except SpoolError as exc:
+        raise SpoolError(f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}`.") from exc
     finally:
         lock.release()
+    _check_integrity_if_due(context, lake.lake(), settings.stream_id)
     simulated = is_simulated()
     events = _materializations(result, status, simulated)
     cursor = _read_cursor(context.cursor)
@@ -214,7 +266,10 @@ def ib_position_stream(
         )
         return SensorResult(
             asset_events=events,
-            skip_reason=f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}",
+            skip_reason=(
+                f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
+                + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
+            ),
             cursor=context.cursor,
         )
     return SensorResult(skip_reason=_idle_reason(status, result), cursor=context.cursor)

@@ -38,6 +38,13 @@ class DefsEnvironment(EnvSettings):
         validation_alias="V6_GREEKS_COVERAGE_MIN",
         description="check: share of open positions with complete greeks",
     )
+    integrity_minutes: float = Field(
+        5.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        validation_alias="V6_INTEGRITY_MINUTES",
+        description="how often the sensor checks the lake's integrity; 0 = every tick",
+    )
     partitions_start: date = Field(
         date(2025, 1, 2),
         validation_alias="V6_PARTITIONS_START",

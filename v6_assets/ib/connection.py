@@ -121,7 +121,7 @@ class ConnectionLoop:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         self._spool = Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
-        self._spool_handler = SpoolHandler(self._spool)
+        self._spool_handler = SpoolHandler(self._spool, max_held=settings.spool_max_held, on_resync=self._resync)
         self._fanout = FanOut(settings.handler_queue_size, self._spool_handler)
         for handler in list(self._handlers()):
             self._fanout.add(handler)
@@ -296,6 +296,21 @@ class ConnectionLoop:
         if self._subs_dirty and session is not None:
             self._sync_subscriptions(session)
 
+    def _resync(self, dropped_greeks: int, dropped_positions: int) -> None:
+        """Updates were shed while the spool refused writes: publish the current state of every known position from
+        memory at once (closed ones included), then reconnect so IB's snapshot brings anything newer and the greeks
+        lines are subscribed afresh."""
+        if self._publisher is not None:
+            for update in self._publisher.merger.resync():
+                self._publisher.publish_position(update)
+        session = self._session
+        if session is not None:
+            self.last_error = (
+                f"resync: {dropped_greeks} greeks and {dropped_positions} position updates were shed while the "
+                "spool refused writes; reconnecting to restore the current state"
+            )
+            session.end("resync after shed updates")
+
     def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
         if code == CLIENT_ID_IN_USE:
             self._client_id_in_use = True
@@ -376,4 +391,7 @@ class ConnectionLoop:
             written=handler.written if handler else 0,
             last_offset=handler.last_offset if handler else 0,
             error=handler.last_error if handler else None,
+            dropped_greeks=handler.dropped_greeks if handler else 0,
+            dropped_positions=handler.dropped_positions if handler else 0,
+            max_held=handler.max_held if handler else 0,
         )

@@ -271,6 +271,15 @@ class PositionMerger:
         v[_POSITION], v[_IB_DAILY], v[_IB_UNREAL], v[_IB_REAL], v[_IB_VALUE] = new
         return self._emit(pnl.account, state, before, "pnl_single")
 
+    def resync(self) -> list[PositionUpdate]:
+        """The current merged state of every known position, as new updates (after updates were lost downstream)."""
+        updates = []
+        for (account, _con_id), state in self._states.items():
+            update = self._emit(account, state, [], "position")
+            if update is not None:
+                updates.append(update)
+        return updates
+
     def close_missing(self, seen: set[tuple[str, int]]) -> list[PositionUpdate]:
         """After a full positions snapshot: positions we hold open that the snapshot lacks are closed (qty 0)."""
         updates = []

@@ -47,6 +47,8 @@ class StreamerSettings:
     handler_queue_size: int = 10_000
     # Spool size cap in bytes (0 = unlimited); past it the spool reports "full" like a full disk.
     spool_max_bytes: int = 0
+    # Updates held in memory while the spool refuses writes; past it they are shed (greeks first) and counted.
+    spool_max_held: int = 50_000
 
     def __post_init__(self) -> None:
         _check(1 <= self.port <= 65535, "V6_IB_PORT", f"port {self.port} is not in 1..65535")
@@ -67,6 +69,7 @@ class StreamerSettings:
             "backoff must satisfy 0 < initial <= max",
         )
         _check(self.spool_max_bytes >= 0, "V6_IB_SPOOL_MAX_BYTES", "must be >= 0 (0 = unlimited)")
+        _check(self.spool_max_held >= 4, "V6_IB_SPOOL_MAX_HELD", "must be >= 4")
         _check(self.handler_queue_size >= 1, "V6_IB_HANDLER_QUEUE_SIZE", "queue size must be >= 1")
 
     @property
@@ -158,6 +161,11 @@ class IBEnvironment(EnvSettings):
     )
     spool_max_bytes: int = Field(
         _D.spool_max_bytes, validation_alias="V6_IB_SPOOL_MAX_BYTES", description="spool size cap; 0 = unlimited"
+    )
+    spool_max_held: int = Field(
+        _D.spool_max_held,
+        validation_alias="V6_IB_SPOOL_MAX_HELD",
+        description="updates held in memory while the spool refuses writes",
     )
     handler_queue_size: int = Field(
         _D.handler_queue_size,

@@ -5,6 +5,12 @@ collection). Consumers ``read(after_offset, limit)`` and ``ack(up_to_offset)``; 
 never re-delivered. Any process may open the same path (WAL + busy timeout): a reloaded process drains what the old
 one wrote. ``synchronous=NORMAL`` makes a committed batch survive a crash of the process (kill -9); power loss
 may lose the last batches (use ``synchronous="FULL"`` for that).
+
+Disk use is bounded on both files: ``max_bytes`` caps the database (``max_page_count``), and the write-ahead log is
+checkpointed after every ``ack`` and automatically every ``WAL_AUTOCHECKPOINT_PAGES`` pages, and truncated back to
+``WAL_SIZE_LIMIT`` bytes (``journal_size_limit``): an empty spool needs well under a megabyte, not SQLite's default
+~4 MB of WAL. A spool can be *fenced* (``fence``): appends then fail with ``SpoolFencedError`` until
+``v6_assets.pipeline.recover_spool`` starts a new epoch, so a spool the lake can never accept is not filled in vain.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 import operator
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -49,6 +55,15 @@ class SpoolError(RuntimeError):
 
 class SpoolFullError(SpoolError):
     """The disk (or the configured size cap) is full: nothing was written, nothing accepted was lost."""
+
+
+class SpoolFencedError(SpoolError):
+    """The spool was fenced (it cannot be drained into the lake): appends are refused until it is recovered."""
+
+
+# SQLite's default checkpoints the WAL only past 1,000 pages (~4 MB) and never shrinks the file again.
+WAL_AUTOCHECKPOINT_PAGES = 64
+WAL_SIZE_LIMIT = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,9 @@ class Spool:
                 "CREATE TABLE IF NOT EXISTS spool_ack (id INTEGER PRIMARY KEY CHECK (id = 1), acked INTEGER NOT NULL)"
             )
             self._db.execute("INSERT OR IGNORE INTO spool_ack (id, acked) VALUES (1, 0)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS spool_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             if max_bytes:
                 page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
                 self._db.execute(f"PRAGMA max_page_count={max(2, max_bytes // page_size)}")
@@ -196,6 +214,9 @@ class Spool:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    fence = self._db.execute("SELECT value FROM spool_meta WHERE key = 'fence'").fetchone()
+                    if fence is not None:
+                        raise SpoolFencedError(f"spool {self.path} is fenced, {len(rows)} events refused: {fence[0]}")
                     self._db.executemany(_INSERT, rows)
                     last = int(self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0])
                     self._db.execute("COMMIT")
@@ -264,7 +285,103 @@ class Spool:
                     raise
             except sqlite3.Error as exc:
                 raise self._error(exc, f"ack up to {up_to_offset}") from exc
+            self._checkpoint()
         return int(deleted)
+
+    def _checkpoint(self) -> None:
+        # PASSIVE never waits for other connections; the next write restarts the WAL from its start and
+        # journal_size_limit truncates it. A failed checkpoint only delays that: it is not an error of the ack.
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("spool %s: checkpoint failed: %s", self.path, exc)
+
+    def wal_bytes(self) -> int:
+        """Size of the write-ahead log file now (0 when absent)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            return wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- fencing and epochs (v6_assets.pipeline.recover_spool) ------------------------------------------------------
+    def fence(self, reason: str, *, unless_assigned: int | None = None) -> bool:
+        """Refuse every later append (from any process) with ``reason`` until ``start_epoch`` lifts the fence.
+
+        With ``unless_assigned``, atomically: no fence if offsets up to it are assigned by now (a concurrent
+        ``start_epoch`` already moved the spool above the lake). Returns whether the spool is fenced."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+                    last = int(row[0]) if row else 0
+                    fenced = unless_assigned is None or last < unless_assigned
+                    if fenced:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO spool_meta (key, value) VALUES ('fence', ?)", (reason,)
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc, "fence") from exc
+        return fenced
+
+    def fenced(self) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM spool_meta WHERE key = 'fence'").fetchone()
+        return str(row[0]) if row else None
+
+    def start_epoch(self, above: int, *, discard_unacked: bool = False) -> dict[str, int]:
+        """Continue the offsets strictly above ``above`` (the lake's committed version) and lift the fence.
+
+        Unacknowledged records at or below ``above`` would be mistaken for ingested ones: they are renumbered above
+        it (kept, in order) unless ``discard_unacked``. Returns counts: renumbered, discarded, first_new_offset."""
+        if above < 0:
+            raise ValueError(f"above must be >= 0, got {above}")
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+                    last = int(row[0]) if row else 0
+                    # Only a spool BEHIND the lake holds records the lake never saw at offsets it has committed; in
+                    # a spool at or ahead of the lake, records at or below ``above`` are committed already.
+                    stale = (
+                        self._db.execute(
+                            f"SELECT kind, {_COLS} FROM spool WHERE spool_offset <= ? ORDER BY spool_offset", (above,)
+                        ).fetchall()
+                        if last < above
+                        else []
+                    )
+                    self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (above,))
+                    base = max(last, above)
+                    if row is None:
+                        self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)", (base,))
+                    else:
+                        self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'spool'", (base,))
+                    renumbered = 0
+                    if stale and not discard_unacked:
+                        self._db.executemany(_INSERT, stale)
+                        renumbered = len(stale)
+                    self._db.execute("UPDATE spool_ack SET acked = max(acked, ?) WHERE id = 1", (above,))
+                    self._db.execute("DELETE FROM spool_meta WHERE key = 'fence'")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error(exc, f"new epoch above offset {above}") from exc
+            self._checkpoint()
+        return {
+            "renumbered": renumbered,
+            "discarded": 0 if renumbered else len(stale),
+            "first_new_offset": base + 1,
+        }
 
     def acked_offset(self) -> int:
         with self._lock:
@@ -281,22 +398,46 @@ class Spool:
             return int(self._db.execute("SELECT count(*) FROM spool").fetchone()[0])
 
 
+DEFAULT_MAX_HELD = 50_000
+
+
 class SpoolHandler:
     """The durable consumer: events accepted in one event-loop iteration are written in one transaction.
 
-    Never drops: if the spool is full, the batch stays in memory, the error is reported in ``last_error`` and the
-    write is retried every ``retry_s`` while the streamer keeps its connection.
+    If the spool refuses a write (full disk or size cap, fenced, broken), the batch stays in memory and the write is
+    retried every ``retry_s`` while the streamer keeps its connection. Memory is bounded: past ``max_held`` events
+    the handler sheds, in this order, (1) held greeks (snapshots that the next ones supersede), (2) position updates
+    superseded by a later held update of the same (account, con_id), (3) the oldest position updates, down to 3/4
+    of ``max_held``. What is shed is counted (``dropped_greeks``, ``dropped_positions``) and is lost from the event
+    history; the current state is restored once the spool takes writes again: ``on_resync`` is called (the streamer
+    publishes every known position's current state and reconnects). The condition is logged once when it starts and
+    once when it ends, never per retry.
     """
 
     name = "spool"
 
-    def __init__(self, spool: Spool, retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        retry_s: float = 1.0,
+        *,
+        max_held: int = DEFAULT_MAX_HELD,
+        on_resync: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if max_held < 4:
+            raise ValueError(f"max_held must be >= 4, got {max_held}")
         self.spool = spool
         self.retry_s = retry_s
+        self.max_held = max_held
+        self.on_resync = on_resync
         self.written = 0
         self.last_offset = 0
         self.last_error: str | None = None
         self.flushes = 0
+        self.dropped_greeks = 0
+        self.dropped_positions = 0
+        self.max_pending_seen = 0
+        self._dropped_since_ok = 0
         self._pending: list[SpoolEvent] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -305,26 +446,60 @@ class SpoolHandler:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def dropped(self) -> int:
+        return self.dropped_greeks + self.dropped_positions
+
     def accept(self, event: SpoolEvent) -> None:
         """Queue ``event`` for the write at the end of this loop iteration (call on the event loop thread)."""
         self._pending.append(event)
+        if len(self._pending) > self.max_held:
+            self._shed()
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop or asyncio.get_running_loop()
             self._loop = loop
             loop.call_soon(self.flush)
 
+    def _shed(self) -> None:
+        held = self._pending
+        self.max_pending_seen = max(self.max_pending_seen, len(held))
+        target = self.max_held * 3 // 4
+        kept: list[SpoolEvent] = [e for e in held if type(e) is not GreeksUpdate]
+        self.dropped_greeks += len(held) - len(kept)
+        if len(kept) > target:
+            latest: set[tuple[str, int]] = set()
+            newest_first: list[SpoolEvent] = []
+            for event in reversed(kept):
+                key = (event.account, event.con_id)  # type: ignore[union-attr]
+                if key not in latest:
+                    latest.add(key)
+                    newest_first.append(event)
+            newest_first.reverse()
+            self.dropped_positions += len(kept) - len(newest_first)
+            kept = newest_first
+        if len(kept) > target:
+            self.dropped_positions += len(kept) - target
+            kept = kept[len(kept) - target :]
+        self._dropped_since_ok += len(held) - len(kept)
+        self._pending = kept
+
     def flush(self) -> None:
         self._scheduled = False
         if not self._pending:
             return
         batch = self._pending
+        self.max_pending_seen = max(self.max_pending_seen, len(batch))
         try:
             self.last_offset = self.spool.append(batch)
             failpoint("after_spool_append")
         except SpoolError as exc:
-            if self.last_error != str(exc):
-                log.error("spool write failed, %d events held in memory and retried: %s", len(batch), exc)
+            if self.last_error is None:
+                log.error(
+                    "spool write failed; updates are held in memory (at most %d, then shed: greeks first, then "
+                    "superseded and oldest positions) and retried every %.1f s until it works again: %s",
+                    self.max_held, self.retry_s, exc,
+                )  # fmt: skip
             self.last_error = str(exc)
             if self._loop is not None and not self._scheduled:
                 self._scheduled = True
@@ -333,4 +508,14 @@ class SpoolHandler:
         self._pending = []
         self.written += len(batch)
         self.flushes += 1
-        self.last_error = None
+        if self.last_error is not None:
+            dropped, self._dropped_since_ok = self._dropped_since_ok, 0
+            log.warning(
+                "spool writes work again (%d held updates written); %d updates were shed while it failed "
+                "(%d greeks, %d positions in total)%s",
+                len(batch), dropped, self.dropped_greeks, self.dropped_positions,
+                "; resynchronising the current state" if dropped else "",
+            )  # fmt: skip
+            self.last_error = None
+            if dropped and self.on_resync is not None:
+                self.on_resync(self.dropped_greeks, self.dropped_positions)

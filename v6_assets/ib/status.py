@@ -50,6 +50,9 @@ class SpoolStatus:
     written: int = 0
     last_offset: int = 0
     error: str | None = None
+    dropped_greeks: int = 0  # shed from memory while the spool refused writes (the resync restores the state)
+    dropped_positions: int = 0
+    max_held: int = 0
 
 
 @dataclass(frozen=True, slots=True)

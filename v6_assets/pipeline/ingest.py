@@ -58,6 +58,13 @@ class DrainError(RuntimeError):
     """The spool and the lake disagree in a way that would lose or duplicate data; nothing was written."""
 
 
+RECOVER_COMMAND = "python -m v6_assets.pipeline.recover_spool"
+
+
+class SpoolBehindLakeError(DrainError):
+    """The spool's offsets are behind the lake's committed txn version (it was reset or replaced): it is fenced."""
+
+
 @dataclass(frozen=True)
 class TableIngest:
     """What one drain did to one streamed table."""
@@ -213,11 +220,17 @@ def drain_spool_to_lake(
     acked_before = spool.acked_offset()
     known = [v for v in committed.values() if v is not None]
     if known and max(known) > spool_last:
-        raise DrainError(
+        message = (
             f"stream {stream_id}: the lake has committed spool offset {max(known)} but the spool at {spool.path} has "
-            f"only assigned offsets up to {spool_last}; the spool was replaced or reset. Restore it, or use a new "
-            "stream id (a different V6_IB_CLIENT_ID) so new events are not mistaken for already-ingested ones."
+            f"only assigned offsets up to {spool_last}; the spool was replaced or reset. It is fenced (the streamer "
+            f"stops writing into it). Run `{RECOVER_COMMAND}` (with the stream's V6_* settings) to continue the "
+            "offsets above the lake, or restore the old spool file."
         )
+        # Stop filling a spool that can never be drained: every streamer's next append is refused (and counted).
+        reason = f"behind the lake (committed {max(known)}, spool at {spool_last}): run {RECOVER_COMMAND}"
+        if spool.fence(reason, unless_assigned=max(known)):
+            raise SpoolBehindLakeError(message)
+        spool_last = spool.last_offset()  # recovered meanwhile (a new epoch above the lake): drain it
     # Both tables hold everything up to the lower committed version: a crash after the commits but before the ack
     # leaves the ack behind; catch it up first (nothing is re-written).
     both_committed = min(v or 0 for v in committed.values())

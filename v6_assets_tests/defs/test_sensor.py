@@ -134,3 +134,48 @@ def test_minimum_interval_gives_one_tick_per_wanted_cadence_despite_start_jitter
         assert gaps == {expected_gap}, (wanted, minimum, gaps)
     with pytest.raises(ValueError):
         daemon_minimum_interval(0)
+
+
+def test_a_full_disk_during_the_drain_is_a_spool_full_skip_not_a_failed_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from v6_assets.ib.spool import Spool, SpoolFullError
+    from v6_assets_tests.ib.conftest import position_update
+
+    ib = IBStreamResource(host="127.0.0.1", port=free_port(), client_id=78, home=str(tmp_path))
+    with Spool(ib.settings().spool_path) as spool:
+        spool.append([position_update(i + 1, con_id=i) for i in range(5)])
+
+    def full_disk(self: Spool, up_to_offset: int) -> int:
+        raise SpoolFullError(f"spool {self.path} is full (database or disk is full); ack did not happen")
+
+    monkeypatch.setattr(Spool, "ack", full_disk)
+    resources = {"ib_stream": ib, "lake": LakeResource(uri=str(tmp_path / "lake"))}
+    with (
+        instance_for_test(set_dagster_home=False) as instance,
+        build_sensor_context(instance=instance, resources=resources) as ctx,
+    ):
+        result = ib_position_stream(ctx)
+    message = result.skip_message if hasattr(result, "skip_message") else ""
+    assert message.startswith("spool full"), message
+    monkeypatch.undo()
+    with Spool(ib.settings().spool_path) as spool:
+        assert spool.depth() == 5  # nothing acked, nothing lost: the next tick catches the ack up
+
+
+def test_the_idle_reason_says_spool_full_with_what_is_held_and_shed() -> None:
+    from v6_assets.defs.sensors import _idle_reason
+    from v6_assets.ib.status import ConnectionStatus, SpoolStatus, StreamCounters, StreamerStatus, SubscriptionStatus
+    from v6_assets.pipeline.ingest import DrainResult
+
+    status = StreamerStatus(
+        running=True,
+        stream_id="s",
+        connection=ConnectionStatus(lease_held=True, connected=True),
+        subscriptions=SubscriptionStatus(),
+        spool=SpoolStatus(error="spool x is full (disk full)", pending=900, max_held=1000, dropped_greeks=40),
+        counters=StreamCounters(),
+    )
+    result = DrainResult("s", 0, 0, 0, 0, 0, 0, "drained", {}, 0.0)
+    reason = _idle_reason(status, result)
+    assert reason.startswith("spool full: 900 updates held in memory (at most 1000), 40 shed"), reason

@@ -353,3 +353,31 @@ def test_pnl_single_follows_opens_and_closes_and_keeps_the_closing_realized_pnl(
         assert last.ib_realized_pnl == closing[-1]["realized_pnl"] != 0.0
     assert len(cancels) == 2
     assert [r.position for r in rows if (r.account, r.con_id) == ("DU1", 1001)][-1] == 1.0
+
+
+def test_a_refusing_spool_bounds_memory_and_the_recovery_resyncs_every_position(
+    sim: GatewaySimulator, tmp_path: Path
+) -> None:
+    settings = settings_for(sim, tmp_path, spool_max_held=40)
+    streamer = IBPositionStreamer()
+    streamer.ensure_started(settings, clock=sim.clock.now)
+    wait_for(lambda: streamer.status().spool.written > 0, 20, "first updates spooled")
+    with Spool(settings.spool_path) as spool:
+        spool.fence("test: refuse writes like a full disk")
+        wait_for(lambda: streamer.status().spool.dropped_positions + streamer.status().spool.dropped_greeks > 0, 30,
+                 "updates shed while the spool refuses writes")  # fmt: skip
+        status = streamer.status()
+        assert status.spool.pending <= 40 and status.spool.error and "fenced" in status.spool.error
+        run = streamer._run
+        assert run is not None and run._publisher is not None
+        known = run._publisher.merger.known_keys()
+        reconnects = status.connection.reconnects
+        recovered_at = spool.last_offset()
+        spool.start_epoch(0)  # the spool takes writes again
+    wait_for(lambda: streamer.status().spool.error is None, 10, "spool writes resume")
+    wait_for(lambda: streamer.status().connection.reconnects > reconnects, 20, "the resync reconnect")
+    with Spool(settings.spool_path) as spool:
+        after = [r.event for r in spool.read(recovered_at, 10_000_000) if isinstance(r.event, PositionUpdate)]
+    # Every position known when the spool recovered has its current state spooled again.
+    assert known <= {(u.account, u.con_id) for u in after}
+    streamer.stop()
