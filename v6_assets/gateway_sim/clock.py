@@ -28,8 +28,8 @@ class SimClock:
         self._live_cap = live_cap
         self._frozen_at: datetime | None = start.astimezone(UTC)  # frozen until start()
         # A fast clock does not pass ``_stop_at`` until released (then it resumes from there at ``_resume_wall``):
-        # the driver stops it just after a session's close so the close's refresh is received, on the simulated
-        # clock, before the EOD cut however loaded the machine is.
+        # the driver stops it after a session's close and before its EOD cut so what was sent is received, on the
+        # simulated clock, before the cut however loaded the machine is.
         self._stop_at: datetime | None = None
         self._resume_wall: float | None = None
 
@@ -45,6 +45,9 @@ class SimClock:
             return self._frozen_at
         sim = self._base_sim + timedelta(seconds=(time.monotonic() - self._base_wall) * self._speed)
         stop = self._stop_at
+        if stop is not None and stop < self._base_sim:
+            # the clock was moved past it (speed change at speed 1, jump): a stop never moves the clock backwards
+            stop = self._stop_at = self._resume_wall = None
         if stop is not None and self._speed != 1.0 and sim >= stop:
             resume = self._resume_wall
             if resume is None or time.monotonic() < resume:
@@ -97,6 +100,13 @@ class SimClock:
         with self._lock:
             self._now_locked()  # passes a released stop whose time has come
             return self._stop_at is not None
+
+    @property
+    def held_at_stop(self) -> bool:
+        """True while the clock stands at its stop with no release scheduled."""
+        with self._lock:
+            now = self._now_locked()
+            return self._stop_at is not None and self._resume_wall is None and now >= self._stop_at
 
     def release(self, after_real_s: float) -> None:
         """Let the clock pass its stop ``after_real_s`` real seconds from now (no stop: nothing to do)."""

@@ -170,9 +170,9 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
                 "min_real_interval_s", "tick_real_s", "walk_step_s"):  # fmt: skip
         if key in clock_data:
             clock_kwargs[key] = _num(clock_data[key], f"clock.{key}", positive=True, allow_zero=False)
-    if "close_settle_real_s" in clock_data:
-        clock_kwargs["close_settle_real_s"] = _num(
-            clock_data["close_settle_real_s"], "clock.close_settle_real_s", positive=True, allow_zero=True
+    if "settle_real_s" in clock_data:
+        clock_kwargs["settle_real_s"] = _num(
+            clock_data["settle_real_s"], "clock.settle_real_s", positive=True, allow_zero=True
         )
     if "skip_nights" in clock_data:
         clock_kwargs["skip_nights"] = clock_data["skip_nights"]

@@ -108,9 +108,10 @@ class ClockSpec:
     tick_real_s: float = 0.05  # the simulator's real-time step
     skip_nights: bool | None = None  # None: skip nights/weekends when speed > 60
     walk_step_s: float = 60.0  # random-walk step, in trading seconds
-    # Faster than real time, simulated time holds 1 minute after each close for this many real seconds, so the
-    # close refresh reaches the client before the EOD cut whatever the machine's load.
-    close_settle_real_s: float = 1.0
+    # Faster than real time, simulated time holds this many real seconds 1 minute after each close and 1 second
+    # before each EOD cut, so what was sent before the cut is received (on the simulated clock) before it,
+    # whatever the machine's load: the EOD state is the same on an idle and a loaded machine.
+    settle_real_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

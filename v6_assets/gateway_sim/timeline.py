@@ -29,8 +29,9 @@ SKIP_NIGHTS_ABOVE_SPEED = 60.0
 PRE_OPEN = timedelta(minutes=30)
 # Order of items due at the same instant: a session close, then timeline events, then the EOD cut.
 CLOSE_FIRST, EVENT_SECOND, CUT_LAST = 0, 1, 2
-# Where a fast clock holds after a close: inside the 15 minutes before the EOD cut.
-CLOSE_SETTLE_AT = timedelta(minutes=1)
+# Where a fast clock holds (``ClockSpec.settle_real_s``): after a close (its refresh) and just before an EOD cut.
+HOLD_AFTER_CLOSE = timedelta(minutes=1)
+HOLD_BEFORE_CUT = timedelta(seconds=1)
 
 
 class TimelineDriver:
@@ -60,7 +61,7 @@ class TimelineDriver:
         # Sessions whose close/cut are before the start are already done.
         self._close_done = {i for i, s in enumerate(cal.sessions) if s.close <= start}
         self._cut_done = {i for i, s in enumerate(cal.sessions) if s.cut <= start}
-        self._stop_after_next_close()
+        self._stop_at_next_boundary(start)
 
     @property
     def skip_nights(self) -> bool:
@@ -125,17 +126,19 @@ class TimelineDriver:
         for pos in self.state.expire(con_ids, session.day if session is not None else None):
             self.publisher.position_changed(pos)
 
-    def _stop_after_next_close(self) -> None:
-        """Hold simulated time just after the next pending close (see ``ClockSpec.close_settle_real_s``)."""
-        pending = [s.close for i, s in enumerate(self.state.market.calendar.sessions) if i not in self._close_done]
-        if pending:
-            self.clock.stop_at(min(pending) + CLOSE_SETTLE_AT)
+    def _stop_at_next_boundary(self, now: datetime) -> None:
+        """Hold simulated time at the next close (+1 min) or EOD cut (-1 s) after ``now`` (see ``settle_real_s``)."""
+        sessions = self.state.market.calendar.sessions
+        boundaries = [s.close + HOLD_AFTER_CLOSE for i, s in enumerate(sessions) if i not in self._close_done]
+        boundaries += [s.cut - HOLD_BEFORE_CUT for i, s in enumerate(sessions) if i not in self._cut_done]
+        ahead = [b for b in boundaries if b > now]
+        if ahead:
+            self.clock.stop_at(min(ahead))
 
     def _session_close(self, session: SessionTimes) -> None:
         if self.scenario.nastiness.auto_expire:
             self._expire(None, session)
         self.publisher.send_close_refresh()
-        self.clock.release(self.scenario.clock.close_settle_real_s)  # the next stop is set once this one is passed
         for pos in self.state.book.values():
             if pos.contract.is_option:
                 self.recorder.eod(session, pos)
@@ -214,9 +217,12 @@ class TimelineDriver:
     def step(self) -> None:
         now = self.clock.now()
         if not self.clock.has_stop:
-            self._stop_after_next_close()
+            self._stop_at_next_boundary(now)
         self.advance(now)
         self.publisher.send_due_streams()
+        if self.clock.held_at_stop:
+            # everything up to the stop is processed and sent: let the client take it in, then go on
+            self.clock.release(self.scenario.clock.settle_real_s)
         self._maybe_skip_night()
         self.stepped.set()
         self.recorder.flush_sent()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
 
 from ib_async import IB, Option
@@ -75,3 +76,26 @@ def test_after_hours_stale_marks_sentinel_greeks_and_account_values() -> None:
             await sim.stop()
 
     run(main())
+
+
+def test_a_fast_clock_holds_at_a_stop_until_released_and_never_goes_back() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from v6_assets.gateway_sim.clock import SimClock
+
+    start = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+    clock = SimClock(start, speed=36000.0, live_cap=False)  # 10 simulated hours per real second
+    stop = start + timedelta(minutes=30)
+    clock.stop_at(stop)
+    clock.start()
+    time.sleep(0.2)  # 2 simulated hours would have passed
+    assert clock.now() == stop and clock.held_at_stop
+    clock.release(0.1)
+    assert not clock.held_at_stop  # released (resumes 0.1 s later)
+    time.sleep(0.2)
+    after = clock.now()
+    assert after > stop and not clock.has_stop
+    clock.set_speed(1.0)
+    clock.stop_at(after - timedelta(minutes=5))  # a stop behind the clock
+    clock.set_speed(36000.0)
+    assert clock.now() >= after  # never backwards
