@@ -30,8 +30,17 @@ def _holidays(start: date, end: date) -> list[datetime]:
     return out
 
 
+def partitions_start(start: str | None = None) -> date:
+    """The first partition: ``start``, else ``V6_PARTITIONS_START`` (README), else ``DEFAULT_START``."""
+    raw = (start or os.environ.get("V6_PARTITIONS_START", "")).strip() or DEFAULT_START
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"V6_PARTITIONS_START={raw!r} is not a date (YYYY-MM-DD)") from None
+
+
 def build_trading_day_partitions(start: str | None = None) -> DailyPartitionsDefinition:
-    start_date = date.fromisoformat(start or os.environ.get("V6_PARTITIONS_START", DEFAULT_START))
+    start_date = partitions_start(start)
     calendar_end = sessions.last_sessions(1, date(9999, 1, 1))[0]
     return DailyPartitionsDefinition(
         start_date=start_date.isoformat(),
