@@ -208,6 +208,32 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
             # -499.78500000000065 are the same amount
             assert row["pnl"] == Money(expected["daily_pnl"]), (key, row["pnl"], expected["daily_pnl"])
         assert row["position"] == expected["position"], key
+    # the metadata of a range run says it is one, and gives every figure per session, money to the cent
+    latest = stack.gql.materializations("daily_pnl", partitions=[days[-1]], limit=1)[0]["metadata"]
+    assert latest["covers"].startswith(f"RANGE of 3 sessions {days[0]}..{days[-1]}"), latest["covers"]
+    assert latest["pnl_by_session"] == "TableMetadataEntry" and "total_pnl_known" not in latest
+    per_account = latest["total_pnl_by_account"]
+    assert all(f"{d}: " in per_account for d in days), per_account
+    amounts = re.findall(r"\b[A-Z]{3} (\S+)", per_account)
+    assert amounts and all(re.fullmatch(r"-?[\d,]+\.\d\d|n/a", a.rstrip(";")) for a in amounts), per_account
+
+
+def test_daily_pnl_without_its_eod_fails_saying_what_is_missing(stack: Stack) -> None:
+    """No green on nothing: daily_pnl alone for a seeded session whose eod_positions was never computed fails, and the
+    run page says what to materialize first; nothing is materialized."""
+    first = stack.seed.sessions_closed[0]
+    assert not stack.gql.materializations("eod_positions", partitions=[first], limit=1)
+    backfill_id = stack.gql.launch_partition_backfill(["daily_pnl"], [first], title="e2e: daily_pnl without eod")
+    done = stack.gql.wait_for_backfill(backfill_id, timeout_s=180)
+    assert done["runs"] and all(r["status"] == "FAILURE" for r in done["runs"]), done
+    assert not stack.gql.materializations("daily_pnl", partitions=[first], limit=1)
+    run_id = done["runs"][0]["runId"]
+    expected = f"eod_positions for {first} was never computed: materialize it first"
+    assert expected in stack.gql.run_log_text(run_id)
+    with browser.page() as pg:
+        pg.goto(f"{stack.dev.url}/runs/{run_id}", wait_until="networkidle")
+        pg.get_by_text(expected).first.wait_for(state="visible", timeout=60_000)
+        browser.screenshot(pg, "missing_upstream_run")
 
 
 def _metadata_row(pg: Page, label: str) -> Locator:
