@@ -162,9 +162,10 @@ def missing_upstream_message(table: str, missing: Sequence[date], days: Sequence
         shown = ", ".join(d.isoformat() for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
         what = f"{EOD_POSITIONS.name} for {len(missing)} sessions ({shown}) was never computed"
         it = "them"
+    span = f"{missing[0]}" if missing[0] == days[-1] else f"{missing[0]}..{days[-1]}"
     return (
         f"{table} cannot be computed: {what}: materialize {it} first (or run {EOD_POSITIONS.name} and {table} "
-        f"together for {missing[0]}..{days[-1]}). Nothing was written."
+        f"together for {span}). Nothing was written."
     )
 
 

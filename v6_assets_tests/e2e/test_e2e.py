@@ -235,6 +235,7 @@ def test_daily_pnl_without_its_eod_fails_saying_what_is_missing(stack: Stack) ->
     run_id = done["runs"][0]["runId"]
     expected = f"eod_positions for {first} was never computed: materialize it first"
     assert expected in stack.gql.run_log_text(run_id)
+    stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the message
     with browser.page() as pg:
         pg.goto(f"{stack.dev.url}/runs/{run_id}", wait_until="networkidle")
         pg.get_by_text(expected).first.wait_for(state="visible", timeout=60_000)

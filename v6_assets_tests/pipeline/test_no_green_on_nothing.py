@@ -42,10 +42,12 @@ def test_daily_pnl_of_a_never_computed_eod_fails_saying_what_to_do(tmp_path: Pat
     message = str(err.value)
     assert f"eod_positions for 2 sessions ({DAYS[1]}, {DAYS[2]}) was never computed: materialize them first" in message
     assert f"run eod_positions and daily_pnl together for {DAYS[1]}..{DAYS[2]}" in message
-    with pytest.raises(
-        daily.MissingUpstreamError, match=f"eod_positions for {DAYS[2]} was never computed: materialize it"
-    ):
+    with pytest.raises(daily.MissingUpstreamError) as one:
         daily.refresh_exposure(lk, DAYS[2:3], eod_computed={DAYS[1]})
+    assert str(one.value) == (
+        f"exposure cannot be computed: eod_positions for {DAYS[2]} was never computed: materialize it first (or run "
+        f"eod_positions and exposure together for {DAYS[2]}). Nothing was written."
+    )
     assert not lk.exists("daily_pnl") and not lk.exists("exposure"), "nothing is written"
 
 
