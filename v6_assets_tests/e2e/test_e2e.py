@@ -152,6 +152,11 @@ def test_todays_refresh_run_succeeds(stack: Stack) -> None:
 
     finished = wait_until(refresh_runs, timeout_s=240, interval_s=2, what=f"a refresh run for {today}")
     assert [r["status"] for r in finished if r["status"] != "SUCCESS"] == [], finished
+    # the tick's own text is the explanation: the refresh run says why it was requested, a skipped tick why it skipped
+    assert all(r["tags"].get("v6/why", "").startswith("ingested ") for r in finished), finished
+    ticks = stack.gql.sensor_ticks(SENSOR, limit=30)
+    skipped = [t for t in ticks if t["status"] == "SKIPPED"]
+    assert skipped and all(t["skipReason"] for t in skipped), skipped[:3]
     for asset in ("eod_positions", "daily_pnl", "exposure"):
         assert stack.gql.materializations(asset, partitions=[today], limit=1), f"{asset} {today} not materialized"
 
@@ -215,7 +220,8 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
     ]
     assert ours, "the backfill's daily_pnl materialization"
     latest = ours[0]["metadata"]
-    assert latest["covers"].startswith(f"RANGE of 3 sessions {days[0]}..{days[-1]}"), latest["covers"]
+    covers = re.match(r"RANGE of (\d+) sessions (\S+)\.\.(\S+) \(one run\)", latest["covers"])
+    assert covers and covers[2] <= days[0] and covers[3] >= days[-1], latest["covers"]
     assert latest["pnl_by_session"] == "TableMetadataEntry" and "total_pnl_known" not in latest
     per_account = latest["total_pnl_by_account"]
     assert all(f"{d}: " in per_account for d in days), per_account
