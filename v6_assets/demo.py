@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from types import FrameType
 
@@ -45,6 +46,7 @@ from v6_assets.devserver import (
 )
 from v6_assets.history_seed import SeedError, SeedResult, history_start, report_seed_materializations, seed_history
 from v6_assets.ib.settings import IBEnvironment
+from v6_assets.sessions import NEW_YORK
 
 DEFAULT_UI_PORT = DEFAULT_PORT
 DEFAULT_SESSIONS = 10
@@ -57,9 +59,14 @@ class DemoError(RuntimeError):
     """The demo could not start (port in use, dagster dev exited...); the message says what to do."""
 
 
-def demo_environment(base: Mapping[str, str], state: Path, sim_port: int, client_id: int) -> dict[str, str]:
-    """The environment of the demo's dagster dev: simulated, isolated state, pointed at the simulator."""
+def demo_environment(
+    base: Mapping[str, str], state: Path, sim_port: int, client_id: int, partitions_start: date | None = None
+) -> dict[str, str]:
+    """The environment of the demo's dagster dev: simulated, isolated state, pointed at the simulator; its partitions
+    start at the first seeded session (``partitions_start``), not at years of "Missing" partitions."""
     env = {k: v for k, v in base.items() if not k.startswith(("V6_IB_", "DAGSTER_"))}
+    if partitions_start is not None:
+        env["V6_PARTITIONS_START"] = partitions_start.isoformat()
     env.update(
         V6_DEMO="1",
         V6_HOME=str(state),
@@ -156,13 +163,15 @@ def run_demo(
     (state / "dagster_home").mkdir(parents=True)
     shutil.copyfile(project_dir / "dagster.yaml", state / "dagster_home" / "dagster.yaml")
 
-    scenario = load_scenario("demo", start_time=history_start(sessions_back))
+    start = history_start(sessions_back)
+    scenario = load_scenario("demo", start_time=start)
     print(f"Starting the IB gateway simulator: scenario 'demo', {sessions_back} sessions back, speed x{seed_speed:g}")
     sim = GatewaySimulator(
         scenario, port=sim_port, speed=seed_speed, truth_dir=state / "truth", record_path=state / "sim_requests.jsonl"
     )
     with sim.running():
-        env = demo_environment(os.environ, state, sim.port, client_id)
+        first_session = start.astimezone(NEW_YORK).date()
+        env = demo_environment(os.environ, state, sim.port, client_id, partitions_start=first_session)
         settings = StreamerSettings.from_env(env)
         lake = Lake.from_env(env)
         print(f"Seeding simulated history from {scenario.clock.start:%Y-%m-%d %H:%M} UTC through the streamer:")

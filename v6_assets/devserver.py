@@ -57,7 +57,11 @@ def describe_processes(procs: Sequence[psutil.Process]) -> str:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True when a server could listen on ``host:port`` now. Bound with ``SO_REUSEADDR`` like the webserver itself
+    (uvicorn/asyncio set it): sockets in TIME_WAIT after a stopped server (Ctrl-C) do not make the port busy for the
+    next minute, while a live listener still does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -19,8 +19,10 @@ import polars as pl
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
     AssetSpec,
     BackfillPolicy,
+    Failure,
     MaterializeResult,
     MetadataValue,
     TimeWindowPartitionMapping,
@@ -43,10 +45,18 @@ from v6_assets.contracts.tables import (
     TableDef,
 )
 from v6_assets.defs.freshness import DAILY_FRESHNESS
-from v6_assets.defs.metadata import bar_chart_markdown, column_lineage, largest_rows_preview, table_schema
+from v6_assets.defs.metadata import (
+    bar_chart_markdown,
+    column_lineage,
+    largest_rows_preview,
+    money_text,
+    range_label,
+    records_table,
+    table_schema,
+)
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource, is_simulated
-from v6_assets.lake import OverwriteResult
+from v6_assets.lake import Lake, OverwriteResult
 from v6_assets.pipeline import daily
 
 GROUP_STREAM = "ib_stream"
@@ -63,6 +73,22 @@ def run_sessions(context: Any) -> list[date]:
     if not days or not_sessions:
         raise ValueError(f"run partitions {keys} must be NYSE sessions (not: {not_sessions})")
     return days
+
+
+def computed_eod_sessions(context: Any) -> set[date]:
+    """The eod_positions sessions Dagster has a materialization of (this run's earlier step included)."""
+    keys = context.instance.get_materialized_partitions(AssetKey(EOD_POSITIONS.name))
+    return {date.fromisoformat(k) for k in keys}
+
+
+def require_upstream(context: Any, lake: Lake, table: str, days: Sequence[date]) -> None:
+    """Fail the run (its message on the run page) when an eod_positions session of ``days`` was never computed:
+    daily_pnl and exposure are computed from the real eod_positions of D or not at all (never 0 rows, green)."""
+    try:
+        daily.require_eod(lake, table, days, computed_eod_sessions(context))
+    except daily.MissingUpstreamError as exc:
+        context.log.error(str(exc))
+        raise Failure(description=str(exc), allow_retries=False) from None
 
 
 # -- streamed tables (external: the sensor appends them) ----------------------------------------------------------
@@ -172,6 +198,64 @@ def _common_metadata(
     }
 
 
+def pnl_totals_by_session(
+    days: Sequence[date], by_account: pl.DataFrame, previous_eod: Mapping[date, str]
+) -> list[dict[str, Any]]:
+    """One row per session x account x currency (money to the cent as text); a session without any position is one
+    row with n/a amounts: no data is never shown as 0."""
+    out: list[dict[str, Any]] = []
+    for day in days:
+        rows = by_account.filter(pl.col(TRADE_DATE) == day)
+        base = {"session": day.isoformat(), "previous_eod": previous_eod.get(day, "")}
+        if not rows.height:
+            out.append(
+                base
+                | {"account": "", "currency": "", "positions": 0, "pnl_known": "n/a (no position)"}
+                | {"unknown_pnl_positions": 0, "ib_daily_pnl": "n/a"}
+            )
+            continue
+        for r in rows.iter_rows(named=True):
+            out.append(
+                base
+                | {"account": r["account"], "currency": r["currency"], "positions": int(r["positions"])}
+                | {"pnl_known": money_text(r["pnl_known"]) if r["positions"] > r["unknown_pnl_positions"] else "n/a"}
+                | {
+                    "unknown_pnl_positions": int(r["unknown_pnl_positions"]),
+                    "ib_daily_pnl": money_text(r["ib_daily_pnl"]),
+                }
+            )
+    return out
+
+
+def pnl_by_account_text(totals: Sequence[Mapping[str, Any]], only: date | None) -> str:
+    """``account currency amount`` per row, "; "-separated, prefixed with the session in a range run."""
+    parts = []
+    for row in totals:
+        prefix = "" if only is not None else f"{row['session']}: "
+        if not row["account"]:
+            parts.append(f"{prefix}n/a (no position)")
+        else:
+            parts.append(f"{prefix}{row['account']} {row['currency']} {row['pnl_known']}")
+    return "; ".join(parts)
+
+
+def single_session_pnl_figures(frame: pl.DataFrame, previous_eod: str) -> dict[str, Any]:
+    """Scalar figures, only for a one-session run (in a range they would be sums shown under each day)."""
+    known = frame["pnl"].drop_nulls()
+    currencies = frame["currency"].unique().to_list() if frame.height else []
+    total = (
+        money_text(float(known.sum()))
+        if known.len() and len(currencies) == 1
+        else ("n/a (no known pnl)" if not known.len() else "n/a (several currencies: see total_pnl_by_account)")
+    )
+    return {
+        "total_pnl_known": total,
+        "baseline_positions": int(frame["is_baseline"].sum()) if frame.height else 0,
+        "unknown_pnl_positions": int(frame["pnl"].null_count()),
+        "previous_eod": previous_eod,
+    }
+
+
 # -- daily assets -----------------------------------------------------------------------------------------------
 
 
@@ -200,15 +284,36 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
         run.chunks,
         run.previous_eod,
     )
-    open_rows = frame.filter(~pl.col("is_closed").fill_null(False))
+    per_session: list[dict[str, Any]] = []
+    for day in days:
+        rows = frame.filter(pl.col(TRADE_DATE) == day)
+        per_session.append(
+            {
+                "session": day.isoformat(),
+                "rows": rows.height,
+                "open_positions": rows.filter(~pl.col("is_closed").fill_null(False)).height,
+                "stale_marks": int(rows["is_stale_mark"].fill_null(False).sum()),
+                "missing_greeks": int(rows["missing_greeks"].fill_null(False).sum()),
+            }
+        )
+    only = per_session[0] if len(days) == 1 else None
     return MaterializeResult(
         metadata={
             **_common_metadata(EOD_POSITIONS, frame, days, run.written, EOD_LINEAGE),
+            "covers": range_label(days),
             "previous_eod": run.previous_eod,
             "chunks": run.chunks,
-            "open_positions": open_rows.height,
-            "stale_marks": int(frame["is_stale_mark"].fill_null(False).sum()) if frame.height else 0,
-            "missing_greeks": int(frame["missing_greeks"].fill_null(False).sum()) if frame.height else 0,
+            **({k: only[k] for k in ("open_positions", "stale_marks", "missing_greeks")} if only is not None else {}),
+            "by_session": records_table(
+                per_session,
+                [
+                    ("session", "string", "NYSE session (partition key)"),
+                    ("rows", "int", "eod_positions rows of the session"),
+                    ("open_positions", "int", "positions not closed at the cut"),
+                    ("stale_marks", "int", "positions whose mark is older than the staleness limit"),
+                    ("missing_greeks", "int", "option positions without greeks at the cut"),
+                ],
+            ),
             "preview": largest_rows_preview(
                 frame,
                 "market_value",
@@ -248,20 +353,37 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
 )
 def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = run_sessions(context)
-    run = daily.refresh_daily_pnl(lake.lake(), days)
+    lk = lake.lake()
+    require_upstream(context, lk, DAILY_PNL.name, days)
+    run = daily.refresh_daily_pnl(lk, days)
     frame = run.frame
     by_underlying = analytics.pnl_by_underlying(frame)
     by_account = analytics.pnl_by_account(frame)
     last = days[-1]
     chart_rows = by_underlying.filter(pl.col(TRADE_DATE) == last).sort("pnl_known", descending=True, nulls_last=True)
     labels = [f"{u} ({c})" for u, c in zip(chart_rows["underlying"], chart_rows["currency"], strict=True)]
+    totals = pnl_totals_by_session(days, by_account, run.previous_eod)
+    only = days[0] if len(days) == 1 else None
     return MaterializeResult(
         metadata={
             **_common_metadata(DAILY_PNL, frame, days, run.written, DAILY_PNL_LINEAGE),
-            "total_pnl_known": float(frame["pnl"].drop_nulls().sum()) if frame.height else 0.0,
-            "baseline_positions": int(frame["is_baseline"].sum()) if frame.height else 0,
-            "unknown_pnl_positions": int(frame["pnl"].null_count()),
-            "previous_eod": "known" if run.previous_known else "none (first session of the stream: baseline)",
+            "covers": range_label(days),
+            # readable at a glance, no pop-up: "DU111 USD 1,234.56; DU222 EUR -98.10" (never a sum of currencies)
+            "total_pnl_by_account": pnl_by_account_text(totals, only),
+            **(single_session_pnl_figures(frame, run.previous_eod[only]) if only is not None else {}),
+            "pnl_by_session": records_table(
+                totals,
+                [
+                    ("session", "string", "NYSE session (partition key)"),
+                    ("account", "string", "IB account ('' when the session has no position)"),
+                    ("currency", "string", "currency of the amounts (never added across currencies)"),
+                    ("positions", "int", "positions with a daily_pnl row"),
+                    ("pnl_known", "string", "sum of the known pnl, to the cent; n/a when no position"),
+                    ("unknown_pnl_positions", "int", "positions whose pnl is unknown (baseline or unknown realized)"),
+                    ("ib_daily_pnl", "string", "IB's own daily PnL summed where it gave one; n/a when none"),
+                    ("previous_eod", "string", "where the session's D-1 state came from"),
+                ],
+            ),
             "preview": largest_rows_preview(
                 frame,
                 "pnl",
@@ -282,22 +404,6 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
                     "is_baseline",
                 ],
                 title="Largest daily PnL" + (" (SIMULATED)" if SIMULATED else ""),
-            ),
-            "pnl_by_account": largest_rows_preview(
-                by_account,
-                "pnl_known",
-                [
-                    "trade_date",
-                    "account",
-                    "currency",
-                    "positions",
-                    "pnl",
-                    "pnl_known",
-                    "unknown_pnl_positions",
-                    "ib_daily_pnl",
-                ],
-                title="PnL by account",
-                rows=50,
             ),
             "pnl_by_underlying_chart": bar_chart_markdown(
                 labels,
@@ -324,21 +430,48 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
 )
 def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = run_sessions(context)
-    run = daily.refresh_exposure(lake.lake(), days)
+    lk = lake.lake()
+    require_upstream(context, lk, EXPOSURE.name, days)
+    run = daily.refresh_exposure(lk, days)
     frame = run.frame
     last = days[-1]
     underlying_rows = frame.filter((pl.col(ROLLUP_COLUMN) == ROLLUP_UNDERLYING) & (pl.col(TRADE_DATE) == last))
     underlying_rows = underlying_rows.sort("dollar_delta", descending=True, nulls_last=True)
     labels = [f"{u} ({c})" for u, c in zip(underlying_rows["underlying"], underlying_rows["currency"], strict=True)]
     detail = frame.filter(pl.col(ROLLUP_COLUMN) == ROLLUP_DETAIL)
-    positions = int(detail["positions"].sum()) if detail.height else 0
-    missing = int(detail["missing_greeks_positions"].sum()) if detail.height else 0
+    per_session: list[dict[str, Any]] = []
+    for day in days:
+        rows = detail.filter(pl.col(TRADE_DATE) == day)
+        positions = int(rows["positions"].sum()) if rows.height else 0
+        missing = int(rows["missing_greeks_positions"].sum()) if rows.height else 0
+        per_session.append(
+            {
+                "session": day.isoformat(),
+                "open_positions": positions,
+                "missing_greeks_positions": missing,
+                # no position: coverage of nothing is unknown, never 100 %
+                "greeks_coverage": f"{1.0 - missing / positions:.1%}" if positions else "n/a (no open position)",
+            }
+        )
+    only = per_session[0] if len(days) == 1 else None
     return MaterializeResult(
         metadata={
             **_common_metadata(EXPOSURE, frame, days, run.written, EXPOSURE_LINEAGE),
-            "open_positions": positions,
-            "greeks_coverage": (1.0 - missing / positions) if positions else 1.0,
-            "missing_greeks_positions": missing,
+            "covers": range_label(days),
+            **(
+                {k: only[k] for k in ("open_positions", "greeks_coverage", "missing_greeks_positions")}
+                if only is not None
+                else {}
+            ),
+            "by_session": records_table(
+                per_session,
+                [
+                    ("session", "string", "NYSE session (partition key)"),
+                    ("open_positions", "int", "open positions in the detail rows"),
+                    ("missing_greeks_positions", "int", "open option positions without greeks"),
+                    ("greeks_coverage", "string", "share of open positions with greeks; n/a without positions"),
+                ],
+            ),
             "preview": largest_rows_preview(
                 detail,
                 "dollar_delta",

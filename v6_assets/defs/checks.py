@@ -19,6 +19,7 @@ from datetime import date
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
+from v6_assets.contracts.money import format_cents
 from v6_assets.contracts.tables import DAILY_PNL, EOD_POSITIONS, EXPOSURE
 from v6_assets.defs.assets import daily_pnl, eod_positions, exposure, greeks_updates, position_updates, run_sessions
 from v6_assets.defs.metadata import markdown_table
@@ -129,14 +130,17 @@ def pnl_matches_ib(context: AssetCheckExecutionContext, lake: LakeResource) -> A
     comparison = audit.pnl_against_ib(lk, days, tolerance)
     off = comparison.outside_tolerance
     return AssetCheckResult(
-        passed=off.height == 0,
+        passed=comparison.passed,
         severity=AssetCheckSeverity.WARN,
+        description=comparison.verdict(),
         metadata={
             "sessions": [d.isoformat() for d in days],
+            "verdict": comparison.verdict(),
             "tolerance": tolerance,
+            "open_positions": comparison.open_positions,
             "compared_positions": comparison.compared.height,
             "outside_tolerance": off.height,
-            "max_abs_difference": comparison.max_abs_difference,
+            "max_abs_difference": format_cents(comparison.max_abs_difference),
             "examples": markdown_table(
                 off.head(10),
                 ["trade_date", "account", "con_id", "symbol", "pnl", "ib_daily_pnl", "pnl_minus_ib", "realized_source"],
@@ -158,12 +162,33 @@ def exposure_greeks_coverage(context: AssetCheckExecutionContext, lake: LakeReso
     lk = lake.lake()
     days = check_sessions(context, lk, EXPOSURE.name)
     threshold = coverage_threshold()
-    coverage = audit.greeks_coverage(lk, days)
-    low = {d: c for d, c in coverage.items() if c < threshold}
+    found = audit.greeks_coverage_audit(lk, days)
+    low, unmeasured = found.below(threshold), found.not_measured()
+    if unmeasured:
+        verdict = (
+            f"no greeks coverage measured for {', '.join(d.isoformat() for d in unmeasured)} although eod_positions "
+            "holds open positions: exposure has no rows for them (not computed?)"
+        )
+    elif low:
+        verdict = f"coverage below {threshold:.0%} in {len(low)} session(s)"
+    elif all(c is None for c in found.coverage.values()):
+        verdict = "no open position in these sessions: nothing to cover"
+    else:
+        verdict = f"coverage at least {threshold:.0%} in every session with open positions"
     return AssetCheckResult(
-        passed=not low,
+        passed=found.passed(threshold),
         severity=AssetCheckSeverity.WARN,
-        metadata={"threshold": threshold, "coverage_by_session": coverage, "below_threshold": low},
+        description=verdict,
+        metadata={
+            "verdict": verdict,
+            "threshold": threshold,
+            "coverage_by_session": {
+                d.isoformat(): (f"{c:.1%}" if c is not None else "n/a (no open position)")
+                for d, c in found.coverage.items()
+            },
+            "open_positions_by_session": {d.isoformat(): n for d, n in found.open_positions.items()},
+            "below_threshold": {d.isoformat(): c for d, c in low.items()},
+        },
     )
 
 

@@ -22,10 +22,12 @@ from dagster import (
     TableColumnConstraints,
     TableColumnDep,
     TableColumnLineage,
+    TableRecord,
     TableSchema,
 )
 from matplotlib.figure import Figure
 
+from v6_assets.contracts.money import format_cents
 from v6_assets.lake import TableDef
 
 PREVIEW_ROWS = 10
@@ -122,3 +124,29 @@ def bar_chart_markdown(
         + [f"| {label} | {_cell(v) if v is not None else 'unknown'} |" for label, v in zip(labels, values, strict=True)]
     )
     return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n{table}")
+
+
+def money_text(value: float | None) -> str:
+    """An amount for metadata: to the cent (``format_cents``), unknown as "n/a", never 0.0 for nothing."""
+    return format_cents(value)
+
+
+def records_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]]) -> MetadataValue:
+    """``MetadataValue.table`` with a schema: ``columns`` = (name, dagster type, description); values as given
+    (money already formatted to the cent as strings, unknown as None)."""
+    schema = TableSchema(columns=[TableColumn(name=n, type=t, description=d) for n, t, d in columns])
+    names = [n for n, _, _ in columns]
+    return MetadataValue.table(
+        records=[TableRecord({n: row.get(n) for n in names}) for row in rows],
+        schema=schema,
+    )
+
+
+def range_label(days: Sequence[date]) -> str:
+    """What a run's metadata covers: one session, or a range whose per-session figures are in the tables."""
+    if len(days) == 1:
+        return f"session {days[0]}"
+    return (
+        f"RANGE of {len(days)} sessions {days[0]}..{days[-1]} (one run): every figure below is per session "
+        "(tables with a session column); this entry is shared by all of them"
+    )

@@ -29,8 +29,18 @@ def _holidays(start: date, end: date) -> list[datetime]:
     return out
 
 
+def partitions_start(start: str | None = None) -> date:
+    """The first partition: ``start``, else ``V6_PARTITIONS_START`` (README; a bad value names the variable)."""
+    if start:
+        try:
+            return date.fromisoformat(start.strip())
+        except ValueError:
+            raise ValueError(f"partitions start {start!r} is not a date (YYYY-MM-DD)") from None
+    return DefsEnvironment.read().partitions_start
+
+
 def build_trading_day_partitions(start: str | None = None) -> DailyPartitionsDefinition:
-    start_date = date.fromisoformat(start) if start else DefsEnvironment.read().partitions_start
+    start_date = partitions_start(start)
     calendar_end = sessions.last_sessions(1, date(9999, 1, 1))[0]
     return DailyPartitionsDefinition(
         start_date=start_date.isoformat(),

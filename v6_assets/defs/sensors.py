@@ -48,6 +48,7 @@ from v6_assets.pipeline.integrity import LakeIntegrityError, check_lake
 
 REFRESH_TAG = "v6/kind"
 REFRESH_TAG_VALUE = "refresh"
+REASON_TAG = "v6/why"
 
 
 SENSOR_INTERVAL_S = DefsEnvironment.read().sensor_interval_s
@@ -174,6 +175,17 @@ def _spool_trouble(status: StreamerStatus) -> str:
     return f"{kind}: {spool.pending} updates held in memory (at most {spool.max_held}){shed}: {spool.error}"
 
 
+def refresh_reason(result: DrainResult, session: date, cursor: dict[str, Any]) -> str:
+    """Why this tick requests a refresh, in words (the run request's ``v6/why`` tag)."""
+    last = cursor["refreshed_at"]
+    since = f"last refresh {time.time() - last:.0f} s ago" if last else "first refresh since the sensor started"
+    return (
+        f"ingested {result.rows_written} rows for {len(result.sessions)} session(s); new data up to spool offset "
+        f"{result.acked_offset}; {since} (every V6_REFRESH_MINUTES={refresh_minutes():g} min at most): "
+        f"refreshing {session}"
+    )
+
+
 def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
     trouble = _spool_trouble(status)
     if trouble:
@@ -200,7 +212,11 @@ def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
         "Keeps the one read-only IB connection streaming (in the code-server process holding the lease), appends the "
         "spooled position and greeks updates to Delta exactly once (txn version = spool offset), reports a "
         "materialization per touched session, and requests a refresh of the day's eod_positions, daily_pnl and "
-        "exposure at most every V6_REFRESH_MINUTES when new data arrived."
+        "exposure at most every V6_REFRESH_MINUTES when new data arrived. Each tick's own text says what it did "
+        "(skip reason, or the run's v6/why tag). It ticks on every sensor-daemon loop (every "
+        f"{-(-SENSOR_INTERVAL_S // DAEMON_LOOP_S) * DAEMON_LOOP_S} s, V6_SENSOR_INTERVAL_S rounded up to the "
+        f"daemon's {DAEMON_LOOP_S} s loop); the interval shown, {daemon_minimum_interval(SENSOR_INTERVAL_S)} s, is the "
+        "minimum Dagster waits, set half a loop below so no loop is skipped."
     ),
 )
 def ib_position_stream(
@@ -253,7 +269,12 @@ def ib_position_stream(
             run = RunRequest(
                 run_key=f"refresh:{session.isoformat()}:{result.acked_offset}",
                 partition_key=session.isoformat(),
-                tags={REFRESH_TAG: REFRESH_TAG_VALUE, "v6/refresh_offset": str(result.acked_offset)},
+                tags={
+                    REFRESH_TAG: REFRESH_TAG_VALUE,
+                    "v6/refresh_offset": str(result.acked_offset),
+                    # the tick's own explanation, shown with the requested run in the sensor's tick history
+                    REASON_TAG: refresh_reason(result, session, cursor),
+                },
             )
             new_cursor = json.dumps({"refreshed_offset": result.acked_offset, "refreshed_at": time.time()})
             return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)

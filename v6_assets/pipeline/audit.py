@@ -215,11 +215,50 @@ def eod_reconciliation(lake: Lake, days: Sequence[date]) -> tuple[pl.DataFrame, 
     return frame, checked
 
 
+def open_positions_by_session(lake: Lake, days: Sequence[date]) -> dict[date, int]:
+    """{session: open positions (position != 0) in its stored eod_positions} for every session of ``days`` (0 when
+    the session holds no EOD rows)."""
+    if not days:
+        return {}
+    frame = (
+        lake.scan(EOD_POSITIONS.name)
+        .filter(pl.col(TRADE_DATE).is_in(list(days)) & (pl.col("position") != 0.0))
+        .group_by(TRADE_DATE)
+        .len()
+        .collect()
+    )
+    counts = dict(zip(frame[TRADE_DATE].to_list(), frame["len"].to_list(), strict=True))
+    return {d: int(counts.get(d, 0)) for d in days}
+
+
 @dataclass(frozen=True)
 class PnlComparison:
     compared: pl.DataFrame  # rows where both pnl and ib_daily_pnl are known
     outside_tolerance: pl.DataFrame  # of those, |pnl - ib_daily_pnl| > tolerance, largest difference first
     max_abs_difference: float | None
+    open_positions: int = 0  # open positions in the sessions' eod_positions (what there was to compare)
+
+    @property
+    def compared_nothing(self) -> bool:
+        """True when positions exist but not one of them was compared: never a pass."""
+        return self.open_positions > 0 and self.compared.height == 0
+
+    @property
+    def passed(self) -> bool:
+        return self.outside_tolerance.height == 0 and not self.compared_nothing
+
+    def verdict(self) -> str:
+        """One sentence for the check's metadata."""
+        if self.compared_nothing:
+            return (
+                f"compared 0 positions while {self.open_positions} are open: IB's daily PnL (or our pnl) is unknown "
+                "for every one of them, nothing was verified"
+            )
+        if self.open_positions == 0 and self.compared.height == 0:
+            return "no open position in these sessions: nothing to compare"
+        if self.outside_tolerance.height:
+            return f"{self.outside_tolerance.height} of {self.compared.height} compared positions outside tolerance"
+        return f"{self.compared.height} positions agree with IB within tolerance"
 
 
 def pnl_against_ib(lake: Lake, days: Sequence[date], tolerance: float) -> PnlComparison:
@@ -231,16 +270,41 @@ def pnl_against_ib(lake: Lake, days: Sequence[date], tolerance: float) -> PnlCom
         difference, descending=True
     )
     worst = both.select(difference.max()).item() if both.height else None
-    return PnlComparison(both, off, float(worst) if worst is not None else None)
+    open_positions = sum(open_positions_by_session(lake, days).values())
+    return PnlComparison(both, off, float(worst) if worst is not None else None, open_positions)
 
 
-def greeks_coverage(lake: Lake, days: Sequence[date]) -> dict[str, float]:
-    """{session (ISO): share of open positions with greeks} from the exposure detail rows of ``days``."""
+@dataclass(frozen=True)
+class CoverageAudit:
+    """Greeks coverage per session: None where exposure holds no open position (nothing was measured)."""
+
+    coverage: dict[date, float | None]
+    open_positions: dict[date, int]  # from eod_positions: what exposure should cover
+
+    def below(self, threshold: float) -> dict[date, float]:
+        return {d: c for d, c in self.coverage.items() if c is not None and c < threshold}
+
+    def not_measured(self) -> list[date]:
+        """Sessions with open positions in eod_positions but none in exposure: coverage of nothing, never a pass."""
+        return [d for d, c in self.coverage.items() if c is None and self.open_positions.get(d, 0) > 0]
+
+    def passed(self, threshold: float) -> bool:
+        return not self.below(threshold) and not self.not_measured()
+
+
+def greeks_coverage_audit(lake: Lake, days: Sequence[date]) -> CoverageAudit:
     frame = lake.read_sessions(EXPOSURE.name, days).filter(pl.col(ROLLUP_COLUMN) == ROLLUP_DETAIL)
     per_session = frame.group_by(TRADE_DATE).agg(
         pl.col("positions").sum().alias("positions"), pl.col("missing_greeks_positions").sum().alias("missing")
     )
-    return {
-        row[TRADE_DATE].isoformat(): (1.0 - row["missing"] / row["positions"]) if row["positions"] else 1.0
+    found = {
+        row[TRADE_DATE]: (1.0 - row["missing"] / row["positions"]) if row["positions"] else None
         for row in per_session.iter_rows(named=True)
     }
+    return CoverageAudit({d: found.get(d) for d in days}, open_positions_by_session(lake, days))
+
+
+def greeks_coverage(lake: Lake, days: Sequence[date]) -> dict[str, float | None]:
+    """{session (ISO): share of open positions with greeks} from the exposure detail rows of ``days``; None for a
+    session without open positions in exposure (no data is not 100 %)."""
+    return {d.isoformat(): c for d, c in greeks_coverage_audit(lake, days).coverage.items()}

@@ -4,12 +4,19 @@ Dagster-free (``v6_assets.defs.assets`` declares the assets and calls these). A 
 range (a single-run backfill); each table is written with ONE partition overwrite of the whole range. Updates are
 read in chunks of sessions (``V6_SESSIONS_PER_CHUNK``, default 5) so memory is bounded whatever the range; the EOD of
 the session before each chunk is carried into it. The EOD of the session before the run is the stored one when
-present, else derived from the updates (from the first session of the stream), else none (a baseline).
+present, else derived from the updates (from the first session of the stream); it is "none" (a baseline) only when
+the stream had not started by then, and empty (flat, a known state) when nothing was held at its cut.
+
+No green on nothing: daily_pnl and exposure of session D are computed from the eod_positions of D, never from the
+updates behind its back. When the caller knows which eod_positions sessions were computed (Dagster's
+materializations), a session that was never computed and holds no rows makes the run fail with
+``MissingUpstreamError``, whose message says what to materialize first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -99,12 +106,71 @@ def derived_eod(lake: Lake, session: date) -> pl.DataFrame | None:
 
 def previous_eod_state(lake: Lake, first: date) -> pl.DataFrame | None:
     """The EOD of the session before ``first`` for carry-forward and U_{D-1}: stored when present, else derived
-    from the updates; None when the stream had not started by then (the first session ever is a baseline)."""
+    from the updates (an empty frame when nothing was held: flat is a known state); None only when the stream had not
+    started by then (the first session ever is a baseline)."""
+    return previous_eod_with_origin(lake, first)[0]
+
+
+def previous_eod_with_origin(lake: Lake, first: date) -> tuple[pl.DataFrame | None, str]:
+    """``previous_eod_state`` and a sentence saying where it came from (shown in the run's metadata)."""
     prev = sessions.previous_session(first)
     if not stream_started_by(lake, prev):
-        return None
+        return None, f"none: the stream had not started by {prev} (the first session of the stream is a baseline)"
     stored = stored_eod(lake, prev)
-    return stored if stored is not None else derived_eod(lake, prev)
+    if stored is not None:
+        return stored, f"stored eod_positions of {prev}"
+    derived = derived_eod(lake, prev)
+    if derived is not None:
+        return derived, f"eod_positions of {prev} derived from the updates (not stored)"
+    return pl.DataFrame(schema=EOD_POSITIONS.polars_schema), f"flat: no position held at the cut of {prev}"
+
+
+class MissingUpstreamError(RuntimeError):
+    """A daily table was asked for sessions whose upstream was never computed (the run must fail, not write 0)."""
+
+
+def missing_sessions(lake: Lake, days: Sequence[date], computed: Collection[date] | None) -> list[date]:
+    """Sessions of ``days`` whose eod_positions were never computed: not in ``computed`` (None: unknown, nothing is
+    missing) and without stored rows (rows in the lake are a computed EOD whatever Dagster remembers)."""
+    if computed is None:
+        return []
+    absent = [d for d in days if d not in computed]
+    if not absent:
+        return []
+    present = lake.read_sessions(EOD_POSITIONS, absent)[TRADE_DATE].unique().to_list()
+    return [d for d in absent if d not in set(present)]
+
+
+def missing_upstream_message(table: str, missing: Sequence[date], days: Sequence[date]) -> str:
+    """What is missing and what to do, e.g. "eod_positions for 2026-11-17 was never computed: materialize it first
+    (or run eod_positions and daily_pnl together for 2026-11-17..2026-11-19)"."""
+    if len(missing) == 1:
+        what = f"{EOD_POSITIONS.name} for {missing[0]} was never computed"
+        it = "it"
+    else:
+        shown = ", ".join(d.isoformat() for d in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        what = f"{EOD_POSITIONS.name} for {len(missing)} sessions ({shown}) was never computed"
+        it = "them"
+    span = f"{missing[0]}" if missing[0] == days[-1] else f"{missing[0]}..{days[-1]}"
+    return (
+        f"{table} cannot be computed: {what}: materialize {it} first (or run {EOD_POSITIONS.name} and {table} "
+        f"together for {span}). Nothing was written."
+    )
+
+
+def require_eod(lake: Lake, table: str, days: Sequence[date], computed: Collection[date] | None) -> None:
+    """Raise ``MissingUpstreamError`` when an eod_positions session of ``days`` was never computed."""
+    missing = missing_sessions(lake, days, computed)
+    if missing:
+        raise MissingUpstreamError(missing_upstream_message(table, missing, days))
+
+
+def previous_eod_by_session(days: Sequence[date], first_origin: str) -> dict[date, str]:
+    """Where each session's D-1 state came from: ``first_origin`` for the first, the run's own EOD for the rest."""
+    out = {days[0]: first_origin}
+    for prev, day in itertools.pairwise(days):
+        out[day] = f"eod_positions of {prev} (this run)"
+    return out
 
 
 @dataclass(frozen=True)
@@ -120,12 +186,9 @@ class EodRun:
 def refresh_eod_positions(lake: Lake, days: Sequence[date]) -> EodRun:
     """Compute eod_positions of the contiguous sessions ``days`` (oldest first) chunk by chunk and write them with one
     partition overwrite. Positions without updates are carried from the previous session's EOD."""
-    prev = sessions.previous_session(days[0])
-    previous = stored_eod(lake, prev)
-    origin = "stored"
-    if previous is None:
-        previous = derived_eod(lake, prev)
-        origin = "derived from the updates" if previous is not None else "none (no position held, or no stream yet)"
+    previous, origin = previous_eod_with_origin(lake, days[0])
+    if previous is not None and not previous.height:
+        previous = None  # flat: nothing to carry
     # Outputs (positions x sessions) are small: the whole range is still written with ONE partition overwrite.
     parts = list(eod_chunks(lake, days, previous))
     frame = pl.concat(parts) if len(parts) > 1 else parts[0]
@@ -139,17 +202,25 @@ class DailyPnlRun:
 
     frame: pl.DataFrame
     written: OverwriteResult
-    previous_known: bool  # False: the first session of the stream (a baseline)
+    previous_known: bool  # False: the stream started on the first session (a baseline)
+    previous_eod: dict[date, str]  # per session: where its D-1 state came from
 
 
-def refresh_daily_pnl(lake: Lake, days: Sequence[date]) -> DailyPnlRun:
+def refresh_daily_pnl(lake: Lake, days: Sequence[date], eod_computed: Collection[date] | None = None) -> DailyPnlRun:
     """daily_pnl of ``days`` from the stored eod_positions of D and D-1 (the previous NYSE session), written with one
-    partition overwrite."""
+    partition overwrite. ``eod_computed``: the eod_positions sessions known to be computed (a session outside it and
+    without rows fails the run, see ``require_eod``); None: not known, the stored rows are taken as they are."""
+    require_eod(lake, DAILY_PNL.name, days, eod_computed)
     eod = lake.read_sessions(EOD_POSITIONS, days)
-    previous = previous_eod_state(lake, days[0])
+    previous, origin = previous_eod_with_origin(lake, days[0])
     frame = analytics.daily_pnl(eod, previous, list(days))
     written = lake.overwrite_sessions(DAILY_PNL, frame, days)
-    return DailyPnlRun(frame=frame, written=written, previous_known=previous is not None)
+    return DailyPnlRun(
+        frame=frame,
+        written=written,
+        previous_known=previous is not None,
+        previous_eod=previous_eod_by_session(days, origin),
+    )
 
 
 def exposure_with_rollups(eod: pl.DataFrame) -> pl.DataFrame:
@@ -177,7 +248,9 @@ class ExposureRun:
     written: OverwriteResult
 
 
-def refresh_exposure(lake: Lake, days: Sequence[date]) -> ExposureRun:
-    """exposure of ``days`` (detail and roll-up rows) from the stored eod_positions, one partition overwrite."""
+def refresh_exposure(lake: Lake, days: Sequence[date], eod_computed: Collection[date] | None = None) -> ExposureRun:
+    """exposure of ``days`` (detail and roll-up rows) from the stored eod_positions, one partition overwrite
+    (``eod_computed`` as in ``refresh_daily_pnl``)."""
+    require_eod(lake, EXPOSURE.name, days, eod_computed)
     frame = exposure_with_rollups(lake.read_sessions(EOD_POSITIONS, days))
     return ExposureRun(frame=frame, written=lake.overwrite_sessions(EXPOSURE, frame, days))

@@ -183,6 +183,8 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     assert runs, "new data must request a refresh of the daily assets"
     assert len({r.run_key for r in runs}) == len(runs)
     assert all(r.tags["v6/kind"] == "refresh" and r.partition_key for r in runs)
+    # the tick's own explanation travels with the run request (shown in the sensor's tick history)
+    assert all(r.tags["v6/why"].startswith("ingested ") and r.partition_key in r.tags["v6/why"] for r in runs), runs
     idle = p.tick_results[-1]
     message = idle.skip_message if isinstance(idle, SkipReason) else idle.skip_reason.skip_message  # type: ignore[union-attr]
     assert message is not None and ("not connected" in message or "circuit open until" in message), message

@@ -256,6 +256,12 @@ mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $nam
   ... on UnauthorizedError { message } ... on PythonError { message } } }
 """
 
+_RUN_LOGS = """
+query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on PythonError { message }
+  ... on EventConnection { events { __typename ... on MessageEvent { message }
+    ... on ExecutionStepFailureEvent { error { message } } } } } }
+"""
+
 TERMINAL_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 TERMINAL_BACKFILL_STATUSES = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
 
@@ -388,6 +394,18 @@ class DagsterGraphQL:
         for run in data["results"]:
             out.append({**run, "tags": {t["key"]: t["value"] for t in run["tags"]}})
         return out
+
+    def run_log_text(self, run_id: str) -> str:
+        """Every message of the run's event log (and step failure errors), one per line: what the run page shows."""
+        data = self.execute(_RUN_LOGS, {"runId": run_id})["logsForRun"]
+        if data["__typename"] != "EventConnection":
+            raise GraphQLError(str(data))
+        lines = []
+        for event in data["events"]:
+            lines.append(str(event.get("message") or ""))
+            if event.get("error"):
+                lines.append(str(event["error"].get("message") or ""))
+        return "\n".join(lines)
 
     def wait_for_runs(self, run_ids: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:
         wanted = set(run_ids)

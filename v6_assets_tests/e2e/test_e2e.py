@@ -152,6 +152,11 @@ def test_todays_refresh_run_succeeds(stack: Stack) -> None:
 
     finished = wait_until(refresh_runs, timeout_s=240, interval_s=2, what=f"a refresh run for {today}")
     assert [r["status"] for r in finished if r["status"] != "SUCCESS"] == [], finished
+    # the tick's own text is the explanation: the refresh run says why it was requested, a skipped tick why it skipped
+    assert all(r["tags"].get("v6/why", "").startswith("ingested ") for r in finished), finished
+    ticks = stack.gql.sensor_ticks(SENSOR, limit=30)
+    skipped = [t for t in ticks if t["status"] == "SKIPPED"]
+    assert skipped and all(t["skipReason"] for t in skipped), skipped[:3]
     for asset in ("eod_positions", "daily_pnl", "exposure"):
         assert stack.gql.materializations(asset, partitions=[today], limit=1), f"{asset} {today} not materialized"
 
@@ -208,6 +213,39 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
             # -499.78500000000065 are the same amount
             assert row["pnl"] == Money(expected["daily_pnl"]), (key, row["pnl"], expected["daily_pnl"])
         assert row["position"] == expected["position"], key
+    # the metadata of a range run says it is one, and gives every figure per session, money to the cent
+    run_ids = {r["runId"] for r in done["runs"]}
+    ours = [
+        m for m in stack.gql.materializations("daily_pnl", partitions=[days[-1]], limit=20) if m["runId"] in run_ids
+    ]
+    assert ours, "the backfill's daily_pnl materialization"
+    latest = ours[0]["metadata"]
+    covers = re.match(r"RANGE of (\d+) sessions (\S+)\.\.(\S+) \(one run\)", latest["covers"])
+    assert covers and covers[2] <= days[0] and covers[3] >= days[-1], latest["covers"]
+    assert latest["pnl_by_session"] == "TableMetadataEntry" and "total_pnl_known" not in latest
+    per_account = latest["total_pnl_by_account"]
+    assert all(f"{d}: " in per_account for d in days), per_account
+    amounts = re.findall(r"\b[A-Z]{3} (\S+)", per_account)
+    assert amounts and all(re.fullmatch(r"-?[\d,]+\.\d\d|n/a", a.rstrip(";")) for a in amounts), per_account
+
+
+def test_daily_pnl_without_its_eod_fails_saying_what_is_missing(stack: Stack) -> None:
+    """No green on nothing: daily_pnl alone for a seeded session whose eod_positions was never computed fails, and the
+    run page says what to materialize first; nothing is materialized."""
+    first = stack.seed.sessions_closed[0]
+    assert not stack.gql.materializations("eod_positions", partitions=[first], limit=1)
+    backfill_id = stack.gql.launch_partition_backfill(["daily_pnl"], [first], title="e2e: daily_pnl without eod")
+    done = stack.gql.wait_for_backfill(backfill_id, timeout_s=180)
+    assert done["runs"] and all(r["status"] == "FAILURE" for r in done["runs"]), done
+    assert not stack.gql.materializations("daily_pnl", partitions=[first], limit=1)
+    run_id = done["runs"][0]["runId"]
+    expected = f"eod_positions for {first} was never computed: materialize it first"
+    assert expected in stack.gql.run_log_text(run_id)
+    stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the message
+    with browser.page() as pg:
+        pg.goto(f"{stack.dev.url}/runs/{run_id}", wait_until="networkidle")
+        pg.get_by_text(expected).first.wait_for(state="visible", timeout=60_000)
+        browser.screenshot(pg, "missing_upstream_run")
 
 
 def _metadata_row(pg: Page, label: str) -> Locator:
