@@ -1,6 +1,6 @@
 """End-of-day positions: the last known state of every (account, con_id) at each session's EOD cut.
 
-Definitions (``/work/shared/notes/pnl-exposure.md``, README "Definitions"):
+Definitions (the shared notes on PnL and exposure, README "Definitions"):
 
 - Trading day D = an NYSE session (America/New_York). Its EOD cut = close + 15 min: 16:15 ET, 13:15 ET on an
   early-close day (``v6_assets.sessions.eod_cut``). EOD state of D = the last update at or before the cut, ordered
