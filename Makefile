@@ -51,9 +51,9 @@ test: system-deps lint
 test-all: system-deps lint
 	$(PYTEST)
 
-# No e2e, no scale-out.
+# No e2e, no scale-out: without a dagster dev running, a 4th worker is faster (152 s vs 195 s measured).
 test-fast: $(STAMP)
-	$(PYTEST) -m "not e2e and not slow and not scaleout"
+	$(BIN)/python -m pytest -n 4 --dist loadscope -m "not e2e and not slow and not scaleout"
 
 $(DAGSTER_HOME)/dagster.yaml: $(DAGSTER_YAML) FORCE
 	mkdir -p $(DAGSTER_HOME)
