@@ -16,12 +16,13 @@ checkpointed after every ``ack`` and automatically every ``WAL_AUTOCHECKPOINT_PA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import operator
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -204,29 +205,39 @@ class Spool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (the caller holds ``_lock``). On any error what is still open is rolled
+        back (SQLite rolls back by itself on SQLITE_FULL); a sqlite3 error becomes a SpoolError naming ``action``."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._error(exc, action) from exc
+
+    def _last_assigned(self) -> int:
+        """The last offset ever assigned (0 before the first write); inside a transaction or under ``_lock``."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+        return int(row[0]) if row else 0
+
     # -- writing ----------------------------------------------------------------------------------------------
     def append(self, events: Sequence[SpoolEvent]) -> int:
         """Write ``events`` in one transaction; returns the last offset assigned (0 if ``events`` is empty)."""
         if not events:
             return 0
         rows = [encode(event) for event in events]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    fence = self._db.execute("SELECT value FROM spool_meta WHERE key = 'fence'").fetchone()
-                    if fence is not None:
-                        raise SpoolFencedError(f"spool {self.path} is fenced, {len(rows)} events refused: {fence[0]}")
-                    self._db.executemany(_INSERT, rows)
-                    last = int(self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # SQLite rolls back by itself on SQLITE_FULL; roll back only what is still open.
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._error(exc, f"append of {len(rows)} events") from exc
+        with self._lock, self._transaction(f"append of {len(rows)} events"):
+            fence = self._db.execute("SELECT value FROM spool_meta WHERE key = 'fence'").fetchone()
+            if fence is not None:
+                raise SpoolFencedError(f"spool {self.path} is fenced, {len(rows)} events refused: {fence[0]}")
+            self._db.executemany(_INSERT, rows)
+            last = self._last_assigned()
         return last
 
     # -- reading ----------------------------------------------------------------------------------------------
@@ -268,23 +279,12 @@ class Spool:
 
         Acknowledging an offset that was never assigned is an error (it would hide future records)."""
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
-                    last = int(row[0]) if row else 0
-                    if up_to_offset > last:
-                        raise SpoolError(f"cannot ack offset {up_to_offset}: the last offset written is {last}")
-                    self._db.execute("UPDATE spool_ack SET acked = max(acked, ?) WHERE id = 1", (up_to_offset,))
-                    deleted = self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (up_to_offset,)).rowcount
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # SQLite rolls back by itself on SQLITE_FULL; roll back only what is still open.
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._error(exc, f"ack up to {up_to_offset}") from exc
+            with self._transaction(f"ack up to {up_to_offset}"):
+                last = self._last_assigned()
+                if up_to_offset > last:
+                    raise SpoolError(f"cannot ack offset {up_to_offset}: the last offset written is {last}")
+                self._db.execute("UPDATE spool_ack SET acked = max(acked, ?) WHERE id = 1", (up_to_offset,))
+                deleted = self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (up_to_offset,)).rowcount
             self._checkpoint()
         return int(deleted)
 
@@ -310,24 +310,11 @@ class Spool:
 
         With ``unless_assigned``, atomically: no fence if offsets up to it are assigned by now (a concurrent
         ``start_epoch`` already moved the spool above the lake). Returns whether the spool is fenced."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
-                    last = int(row[0]) if row else 0
-                    fenced = unless_assigned is None or last < unless_assigned
-                    if fenced:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO spool_meta (key, value) VALUES ('fence', ?)", (reason,)
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._error(exc, "fence") from exc
+        with self._lock, self._transaction("fence"):
+            last = self._last_assigned()
+            fenced = unless_assigned is None or last < unless_assigned
+            if fenced:
+                self._db.execute("INSERT OR REPLACE INTO spool_meta (key, value) VALUES ('fence', ?)", (reason,))
         return fenced
 
     def fenced(self) -> str | None:
@@ -343,39 +330,28 @@ class Spool:
         if above < 0:
             raise ValueError(f"above must be >= 0, got {above}")
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
-                    last = int(row[0]) if row else 0
-                    # Only a spool BEHIND the lake holds records the lake never saw at offsets it has committed; in
-                    # a spool at or ahead of the lake, records at or below ``above`` are committed already.
-                    stale = (
-                        self._db.execute(
-                            f"SELECT kind, {_COLS} FROM spool WHERE spool_offset <= ? ORDER BY spool_offset", (above,)
-                        ).fetchall()
-                        if last < above
-                        else []
-                    )
-                    self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (above,))
-                    base = max(last, above)
-                    if row is None:
-                        self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)", (base,))
-                    else:
-                        self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'spool'", (base,))
-                    renumbered = 0
-                    if stale and not discard_unacked:
-                        self._db.executemany(_INSERT, stale)
-                        renumbered = len(stale)
-                    self._db.execute("UPDATE spool_ack SET acked = max(acked, ?) WHERE id = 1", (above,))
-                    self._db.execute("DELETE FROM spool_meta WHERE key = 'fence'")
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._error(exc, f"new epoch above offset {above}") from exc
+            with self._transaction(f"new epoch above offset {above}"):
+                last = self._last_assigned()
+                # Only a spool BEHIND the lake holds records the lake never saw at offsets it has committed; in
+                # a spool at or ahead of the lake, records at or below ``above`` are committed already.
+                stale = (
+                    self._db.execute(
+                        f"SELECT kind, {_COLS} FROM spool WHERE spool_offset <= ? ORDER BY spool_offset", (above,)
+                    ).fetchall()
+                    if last < above
+                    else []
+                )
+                self._db.execute("DELETE FROM spool WHERE spool_offset <= ?", (above,))
+                base = max(last, above)
+                moved = self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'spool'", (base,))
+                if moved.rowcount == 0:  # nothing was ever written: no sequence row yet
+                    self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('spool', ?)", (base,))
+                renumbered = 0
+                if stale and not discard_unacked:
+                    self._db.executemany(_INSERT, stale)
+                    renumbered = len(stale)
+                self._db.execute("UPDATE spool_ack SET acked = max(acked, ?) WHERE id = 1", (above,))
+                self._db.execute("DELETE FROM spool_meta WHERE key = 'fence'")
             self._checkpoint()
         return {
             "renumbered": renumbered,
@@ -389,8 +365,7 @@ class Spool:
 
     def last_offset(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
-        return int(row[0]) if row else 0
+            return self._last_assigned()
 
     def depth(self) -> int:
         """Unacknowledged records on disk."""
