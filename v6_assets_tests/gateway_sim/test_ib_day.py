@@ -27,6 +27,9 @@ def _drain(client: RawClient, seconds: float) -> list[list[str]]:
             fields = client.read()
         except TimeoutError:
             continue
+        except ConnectionResetError:
+            # the server closed while our requests were still unread: the kernel answers with a reset, not an EOF
+            fields = None
         if fields is None:
             messages.append(["closed"])
             break
@@ -100,6 +103,9 @@ def _timed(client: RawClient, seconds: float) -> list[tuple[float, list[str]]]:
             fields = client.read()
         except TimeoutError:
             continue
+        except ConnectionResetError:
+            # the server closed while our requests were still unread: the kernel answers with a reset, not an EOF
+            fields = None
         if fields is None:
             out.append((time.time(), ["closed"]))
             break
