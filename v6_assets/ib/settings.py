@@ -86,6 +86,11 @@ class StreamerSettings:
     def locks_dir(self) -> Path:
         return self.home / "locks"
 
+    @property
+    def status_path(self) -> Path:
+        """The streamer's status snapshot (``ib/status_file.py``), read by ``v6 status`` without Dagster."""
+        return self.home / "status" / f"{self.stream_id}.json"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamerSettings:
         """Read V6_IB_HOST, V6_IB_PORT, V6_IB_CLIENT_ID, V6_IB_ACCOUNTS, V6_HOME and the V6_IB_* tuning knobs."""

@@ -26,6 +26,7 @@ from v6_assets.ib.decoder_errors import decoder_error_counter
 from v6_assets.ib.fanout import Handler
 from v6_assets.ib.settings import StreamerSettings
 from v6_assets.ib.status import StreamerStatus
+from v6_assets.ib.status_file import publish_status, write_status
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,10 @@ class IBPositionStreamer:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
+        status_path = self._settings.status_path if self._settings is not None else None
+        publisher = None
+        if status_path is not None:
+            publisher = loop.create_task(publish_status(self._build_status, status_path, utc_now))
         try:
             loop.run_until_complete(run.run(ready))
         except Exception as exc:
@@ -170,6 +175,13 @@ class IBPositionStreamer:
             log.exception("streamer loop crashed")
         finally:
             ready.set()
+            if publisher is not None and status_path is not None:
+                publisher.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(publisher)
+                # The last word: stopped (a killed process leaves its last snapshot, which ages instead).
+                with contextlib.suppress(OSError):
+                    write_status(status_path, run.status(running=False), utc_now())
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
