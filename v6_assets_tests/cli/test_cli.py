@@ -159,9 +159,9 @@ def _recent_values(
     """Every value of ``field`` the simulator sent for ``key`` in (at - slack, at], and the one in force before."""
     values = [_truth_value_at(sent, key, at - slack, field)]
     for e in sent:
-        if field in e and (e["account"], e["con_id"]) == key:
-            if at - slack < datetime.fromisoformat(e["sim_time"]) <= at:
-                values.append(e[field])
+        in_window = at - slack < datetime.fromisoformat(e["sim_time"]) <= at
+        if field in e and (e["account"], e["con_id"]) == key and in_window:
+            values.append(e[field])
     return [v for v in values if v is not None]
 
 
