@@ -206,7 +206,7 @@ def _as_of(value: str, zone: str) -> datetime:
 @lake_option
 def book(as_of: str, zone: str, account: str | None, as_json: bool, lake_uri: str | None) -> None:
     """Positions, marks, greeks and PnL so far as of any past moment, from the stored updates."""
-    from v6_assets.pipeline.book import stored_book
+    from v6_assets.pipeline.book_as_of import stored_book
 
     moment = _as_of(as_of, zone)
     if moment > utc_now():

@@ -1,5 +1,5 @@
 """The stored book as of any moment (``v6 book --as-of``): the session's streamed rows and the previous EOD from the
-lake, the computation in ``analytics.book``."""
+lake, the computation in ``analytics.book_as_of``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import date, datetime
 import polars as pl
 
 from v6_assets import sessions as nyse
-from v6_assets.analytics.book import book_as_of
+from v6_assets.analytics.book_as_of import book_as_of
 from v6_assets.lake import Lake
 from v6_assets.pipeline.daily import previous_eod_with_origin
 
