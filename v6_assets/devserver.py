@@ -228,6 +228,79 @@ class DagsterDevProcess:
         self.stop()
 
 
+# -- the webserver's GraphQL (stdlib only): what make demo asks of the running dagster dev ----------------------------
+
+_LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId }
+  ... on PythonError { message } ... on PartitionKeysNotFoundError { message } ... on UnauthorizedError { message }
+  ... on InvalidSubsetError { message } ... on RunConflict { message } } }
+"""
+
+_BACKFILL_STATUS = """
+query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  __typename ... on PythonError { message } ... on BackfillNotFoundError { message }
+  ... on PartitionBackfill { status runs { runId status } } } }
+"""
+
+BACKFILL_DONE = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def webserver_graphql(url: str, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """POST one GraphQL request to the webserver at ``url``; its ``data`` (raises DevServerError on errors)."""
+    body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise DevServerError(f"GraphQL request to {url} failed: {exc}") from None
+    if payload.get("errors"):
+        raise DevServerError(f"GraphQL errors: {json.dumps(payload['errors'])[:2000]}")
+    return dict(payload["data"])
+
+
+def mark_nux_seen(url: str) -> None:
+    """Dismiss the webserver's first-visit sign-up modal (``setNuxSeen``): it would cover the demo's first screen."""
+    webserver_graphql(url, "mutation { setNuxSeen }")
+
+
+def launch_backfill(
+    url: str, assets: Sequence[str], partitions: Sequence[str], title: str, timeout_s: float = 120.0
+) -> str:
+    """``launchPartitionBackfill`` of ``assets`` over ``partitions``; retried until the code location has loaded.
+    Returns the backfill id."""
+    params = {
+        "assetSelection": [{"path": [a]} for a in assets],
+        "partitionNames": list(partitions),
+        "fromFailure": False,
+        "title": title,
+    }
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = webserver_graphql(url, _LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        except DevServerError as exc:
+            result = {"__typename": "DevServerError", "message": str(exc)}
+        if result["__typename"] == "LaunchBackfillSuccess":
+            return str(result["backfillId"])
+        if time.monotonic() > deadline:
+            raise DevServerError(f"backfill not launched: {result.get('message', result)}")
+        time.sleep(2.0)  # the code location is still loading
+
+
+def backfill_progress(url: str, backfill_id: str) -> tuple[bool, list[str]]:
+    """(finished, run statuses): finished when the backfill and all its runs are in a terminal state."""
+    data = webserver_graphql(url, _BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if data["__typename"] != "PartitionBackfill":
+        raise DevServerError(f"backfill {backfill_id}: {data.get('message', data)}")
+    statuses = [str(r["status"]) for r in data["runs"]]
+    return data["status"] in BACKFILL_DONE and all(s in RUN_DONE for s in statuses), statuses
+
+
 def signal_session(sid: int, sig: signal.Signals) -> None:
     for proc in session_processes(sid):
         with contextlib.suppress(psutil.Error):
