@@ -81,8 +81,7 @@ def session_open(session: date) -> datetime:
     """The opening bell (UTC) of ``session`` (09:30 ET); raises if ``session`` is not an NYSE session."""
     if not is_session(session):
         raise SessionCalendarError(f"{session} is not an NYSE trading session")
-    opened = _calendar().schedule.loc[pd.Timestamp(session), "open"]
-    return datetime.fromtimestamp(pd.Timestamp(opened).timestamp(), tz=UTC)
+    return _calendar().session_open(session.isoformat()).to_pydatetime().astimezone(UTC)
 
 
 def is_session(day: date) -> bool:

@@ -65,7 +65,9 @@ def last_closed_session_text(history: pl.DataFrame, now: datetime) -> str:
     totals = []
     for currency in sorted(rows["currency"].unique().to_list()):
         of = rows.filter(pl.col("currency") == currency)
-        totals.append(f"total {currency} {format_cents(float(of['pnl_known'].sum()))} ({of.height} accounts)")
+        known = of.filter(pl.col("positions") > pl.col("unknown_pnl_positions"))
+        amount = format_cents(float(known["pnl_known"].sum())) if known.height else "n/a (pnl unknown)"
+        totals.append(f"total {currency} {amount} ({of.height} account{'s' if of.height > 1 else ''})")
     return f"{day} (last closed session): {accounts} | {'; '.join(totals)} | {NO_BASE_CURRENCY}"
 
 

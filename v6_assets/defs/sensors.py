@@ -19,11 +19,13 @@ runs this function for real but keeps no cursor) cannot break exactly-once.
 """
 
 import json
+import re
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     DefaultSensorStatus,
     RunRequest,
@@ -39,6 +41,7 @@ from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.defs.settings import DefsEnvironment
+from v6_assets.defs.stream_checks import landed_check_evaluations
 from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
@@ -142,9 +145,22 @@ def _materializations(result: DrainResult, status: StreamerStatus, simulated: bo
     return events
 
 
+# The cursor is shown raw on every tick in the UI: a sentence, not JSON (an older JSON cursor is still read).
+_CURSOR = re.compile(r"refresh requested for spool offset (\d+) at .*\(epoch ([0-9.]+)\)")
+
+
+def cursor_text(offset: int, at: float) -> str:
+    """What the tick's cursor says: ``last refresh requested for spool offset 1234 at 12:01:05 UTC (epoch ...)``."""
+    when = datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"last refresh requested for spool offset {offset} at {when} UTC (epoch {at:.3f})"
+
+
 def _read_cursor(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {"refreshed_offset": 0, "refreshed_at": 0.0}
+    found = _CURSOR.search(raw)
+    if found:
+        return {"refreshed_offset": int(found[1]), "refreshed_at": float(found[2])}
     try:
         data = json.loads(raw)
         return {"refreshed_offset": int(data["refreshed_offset"]), "refreshed_at": float(data["refreshed_at"])}
@@ -250,7 +266,11 @@ def ib_position_stream(
         lock.release()
     _check_integrity_if_due(context, lake.lake(), settings.stream_id)
     simulated = is_simulated()
-    events = _materializations(result, status, simulated)
+    # the stream checks evaluated on the rows just appended, reported after the materialization they check
+    events: list[AssetMaterialization | AssetCheckEvaluation] = [
+        *_materializations(result, status, simulated),
+        *landed_check_evaluations(lake.lake(), result, _partition_exists),
+    ]
     cursor = _read_cursor(context.cursor)
     now = utc_now()
     new_data = result.acked_offset > cursor["refreshed_offset"]
@@ -276,7 +296,7 @@ def ib_position_stream(
                     REASON_TAG: refresh_reason(result, session, cursor),
                 },
             )
-            new_cursor = json.dumps({"refreshed_offset": result.acked_offset, "refreshed_at": time.time()})
+            new_cursor = cursor_text(result.acked_offset, time.time())
             return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)
     if result.rows_written or events:
         more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
