@@ -37,18 +37,20 @@ import psutil
 from v6_assets.devserver import (
     DEFAULT_PORT,
     LOOPBACK,
+    RUN_DONE,
     DagsterDevProcess,
     DevServerError,
-    backfill_progress,
     describe_processes,
-    launch_backfill,
+    launch_range_run,
     mark_nux_seen,
     port_is_free,
+    run_status,
     session_processes,
     signal_session,
 )
 from v6_assets.history_seed import (
-    DAILY_ASSET_NAMES,
+    DAILY_JOB,
+    HISTORY_WHY,
     SeedError,
     SeedResult,
     history_sessions,
@@ -200,27 +202,25 @@ def run_demo(
             (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
             mark_nux_seen(dev.url)
             computing = history_sessions(seed)
-            backfill = (
-                launch_backfill(dev.url, DAILY_ASSET_NAMES, computing, title="make demo: the seeded history")
-                if computing
-                else None
+            history_run = (
+                launch_range_run(dev.url, DAILY_JOB, computing[0], computing[-1], HISTORY_WHY) if computing else None
             )
             print(_banner(dev.url, state, seed, sim.port, computing), flush=True)
             while keep_running:
                 if dev.proc is not None and dev.proc.poll() is not None:
                     raise DemoError(f"dagster dev exited with code {dev.proc.returncode}; see {dev.log_path}")
-                if backfill is not None:
+                if history_run is not None:
                     try:
-                        finished, statuses = backfill_progress(dev.url, backfill)
+                        status = run_status(dev.url, history_run)
                     except DevServerError:
-                        finished, statuses = False, []  # the webserver is busy: ask again next second
-                    if finished:
+                        status = "unknown"  # the webserver is busy: ask again next second
+                    if status in RUN_DONE:
                         print(
-                            f"Seeded history computed ({len(computing)} sessions; runs: {', '.join(statuses)}) "
+                            f"Seeded history computed ({len(computing)} sessions, run {status}) "
                             f"{time.monotonic() - launched_at:.0f}s after the demo started: {dev.url}/assets/daily_pnl",
                             flush=True,
                         )
-                        backfill = None
+                        history_run = None
                 time.sleep(1.0)
         finally:
             # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print

@@ -230,20 +230,23 @@ class DagsterDevProcess:
 
 # -- the webserver's GraphQL (stdlib only): what make demo asks of the running dagster dev ----------------------------
 
-_LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId }
-  ... on PythonError { message } ... on PartitionKeysNotFoundError { message } ... on UnauthorizedError { message }
-  ... on InvalidSubsetError { message } ... on RunConflict { message } } }
+_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } }
+  ... on PythonError { message } ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message }
+  ... on RunConflict { message } ... on UnauthorizedError { message } ... on InvalidStepError { invalidStepKey }
+  ... on RunConfigValidationInvalid { errors { message } } } }
 """
 
-_BACKFILL_STATUS = """
-query($id: String!) { partitionBackfillOrError(backfillId: $id) {
-  __typename ... on PythonError { message } ... on BackfillNotFoundError { message }
-  ... on PartitionBackfill { status runs { runId status } } } }
+_RUN_STATUS = """
+query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on RunNotFoundError { message }
+  ... on PythonError { message } } }
 """
 
-BACKFILL_DONE = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+# The code location (workspace.yaml) and the tags that make one run of a partitioned asset job cover a range.
+LOCATION = "v6_assets"
+REPOSITORY = "__repository__"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 
@@ -268,37 +271,40 @@ def mark_nux_seen(url: str) -> None:
     webserver_graphql(url, "mutation { setNuxSeen }")
 
 
-def launch_backfill(
-    url: str, assets: Sequence[str], partitions: Sequence[str], title: str, timeout_s: float = 120.0
-) -> str:
-    """``launchPartitionBackfill`` of ``assets`` over ``partitions``; retried until the code location has loaded.
-    Returns the backfill id."""
+def launch_range_run(url: str, job: str, first: str, last: str, why: str, timeout_s: float = 120.0) -> str:
+    """One run of the partitioned ``job`` over the partitions ``first``..``last`` (its range tags), retried until the
+    code location has loaded; returns the run id. One run, exactly that range: an asset backfill of the daily assets
+    splits into two runs and Dagster (1.13) adds the session after the range to daily_pnl's run (its D-1 mapping)."""
+    tags = [
+        {"key": RANGE_TAGS[0], "value": first},
+        {"key": RANGE_TAGS[1], "value": last},
+        {"key": "v6/why", "value": why},
+    ]
     params = {
-        "assetSelection": [{"path": [a]} for a in assets],
-        "partitionNames": list(partitions),
-        "fromFailure": False,
-        "title": title,
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": job},
+        "executionMetadata": {"tags": tags},
+        "runConfigData": {},
+        "mode": "default",
     }
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            result = webserver_graphql(url, _LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+            result = webserver_graphql(url, _LAUNCH_RUN, {"params": params})["launchRun"]
         except DevServerError as exc:
             result = {"__typename": "DevServerError", "message": str(exc)}
-        if result["__typename"] == "LaunchBackfillSuccess":
-            return str(result["backfillId"])
+        if result["__typename"] == "LaunchRunSuccess":
+            return str(result["run"]["runId"])
         if time.monotonic() > deadline:
-            raise DevServerError(f"backfill not launched: {result.get('message', result)}")
+            raise DevServerError(f"run of {job} not launched: {result}")
         time.sleep(2.0)  # the code location is still loading
 
 
-def backfill_progress(url: str, backfill_id: str) -> tuple[bool, list[str]]:
-    """(finished, run statuses): finished when the backfill and all its runs are in a terminal state."""
-    data = webserver_graphql(url, _BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
-    if data["__typename"] != "PartitionBackfill":
-        raise DevServerError(f"backfill {backfill_id}: {data.get('message', data)}")
-    statuses = [str(r["status"]) for r in data["runs"]]
-    return data["status"] in BACKFILL_DONE and all(s in RUN_DONE for s in statuses), statuses
+def run_status(url: str, run_id: str) -> str:
+    """The run's status (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...)."""
+    data = webserver_graphql(url, _RUN_STATUS, {"id": run_id})["runOrError"]
+    if data["__typename"] != "Run":
+        raise DevServerError(f"run {run_id}: {data.get('message', data)}")
+    return str(data["status"])
 
 
 def signal_session(sid: int, sig: signal.Signals) -> None:

@@ -132,8 +132,9 @@ def report_seed_materializations(dagster_home: Path, seed: SeedResult) -> int:
     return reported
 
 
-# The daily assets computed for the seeded history, in one range run (their backfill policy is single-run).
-DAILY_ASSET_NAMES = ("eod_positions", "daily_pnl", "exposure")
+# The job computing the seeded history (eod_positions, daily_pnl, exposure and their checks) in one range run.
+DAILY_JOB = "daily_assets"
+HISTORY_WHY = "make demo: compute the seeded history (every seeded session before the current one) in one run"
 
 
 def history_sessions(seed: SeedResult, now: datetime | None = None) -> list[str]:
