@@ -17,7 +17,6 @@ from typing import Any
 
 import polars as pl
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -25,7 +24,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    TimeWindowPartitionMapping,
     asset,
 )
 
@@ -345,7 +343,10 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
 @asset(
     partitions_def=trading_day_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetDep(eod_positions, partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=0))],
+    # D-1 is read from the lake (stored, else derived from the updates), not declared as a partition dependency: with
+    # a D-1 mapping Dagster's asset backfill splits a range into two runs and adds the session AFTER the range to
+    # daily_pnl's run, which then computes a session nobody asked for or fails when its eod_positions is missing.
+    deps=[eod_positions],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
     freshness_policy=DAILY_FRESHNESS,
