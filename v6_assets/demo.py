@@ -137,12 +137,13 @@ def _banner(url: str, state: Path, seed: SeedResult, sim_port: int, computing: S
 ================================================================================================
  v6_assets demo -- SIMULATED data (IB gateway simulator, scenario 'demo'), nothing touches a real account
 
+ Start here:  {url}/assets/daily_pnl
+   the last closed session's PnL per account, the session's status (pre-open / open / closed) and the
+   PnL history of the last 20 sessions per account, at the top of the latest materialization
  Dagster UI:  {url}
    - Lineage ({url}/asset-groups): position_updates + greeks_updates (streamed) -> eod_positions
      -> daily_pnl, exposure (one partition per NYSE session)
-   - Automation ({url}/automation): the ib_position_stream sensor ticks and appends live micro-batches
-   - {url}/assets/daily_pnl : latest materialization with a preview table and a PnL chart;
-     "Materialize" or backfill past sessions from the Partitions tab
+   - Sensor ({url}/locations/v6_assets/sensors/ib_position_stream): each tick says what it did
  Seeded history: {seed.rows_written} rows for sessions {sessions}
    (simulated streamer -> spool -> Delta in {seed.duration_s:.0f}s; simulator on {LOOPBACK}:{sim_port})
  Computing eod_positions, daily_pnl, exposure of the seeded history: {computed}
