@@ -137,7 +137,7 @@ def _banner(url: str, state: Path, seed: SeedResult, sim_port: int, computing: S
 ================================================================================================
  v6_assets demo -- SIMULATED data (IB gateway simulator, scenario 'demo'), nothing touches a real account
 
- Start here:  {url}/assets/daily_pnl
+ Start here:  {url}/assets/daily_pnl?view=events
    the last closed session's PnL per account, the session's status (pre-open / open / closed) and the
    PnL history of the last 20 sessions per account, at the top of the latest materialization
  Dagster UI:  {url}

@@ -145,14 +145,17 @@ def _materializations(result: DrainResult, status: StreamerStatus, simulated: bo
     return events
 
 
-# The cursor is shown raw on every tick in the UI: a sentence, not JSON (an older JSON cursor is still read).
+# The cursor is the only text the UI shows in full for every tick (the skip reason hides behind a hover or a click,
+# the status badge says "0 runs requested"): so it is a sentence, the tick's own explanation first, then the refresh
+# throttle's state (an older JSON cursor is still read).
 _CURSOR = re.compile(r"refresh requested for spool offset (\d+) at .*\(epoch ([0-9.]+)\)")
 
 
-def cursor_text(offset: int, at: float) -> str:
-    """What the tick's cursor says: ``last refresh requested for spool offset 1234 at 12:01:05 UTC (epoch ...)``."""
-    when = datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"last refresh requested for spool offset {offset} at {when} UTC (epoch {at:.3f})"
+def cursor_text(offset: int, at: float, said: str = "") -> str:
+    """``<what this tick did> | last refresh requested for spool offset 1234 at 2026-... UTC (epoch ...)``."""
+    when = datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "- (none yet)"
+    throttle = f"last refresh requested for spool offset {offset} at {when} (epoch {at:.3f})"
+    return f"{said} | {throttle}" if said else throttle
 
 
 def _read_cursor(raw: str | None) -> dict[str, Any]:
@@ -296,7 +299,8 @@ def ib_position_stream(
                     REASON_TAG: refresh_reason(result, session, cursor),
                 },
             )
-            new_cursor = cursor_text(result.acked_offset, time.time())
+            said = run.tags[REASON_TAG]
+            new_cursor = cursor_text(result.acked_offset, time.time(), said)
             return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)
     if result.rows_written or events:
         more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
@@ -305,12 +309,14 @@ def ib_position_stream(
             if not new_data
             else f"; refresh due in {max(0.0, cursor['refreshed_at'] + refresh_minutes() * 60 - time.time()):.0f} s"
         )
-        return SensorResult(
-            asset_events=events,
-            skip_reason=(
-                f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
-                + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
-            ),
-            cursor=context.cursor,
+        said = f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}" + (
+            f"; {trouble}" if (trouble := _spool_trouble(status)) else ""
         )
-    return SensorResult(skip_reason=_idle_reason(status, result), cursor=context.cursor)
+        return SensorResult(asset_events=events, skip_reason=said, cursor=_same_throttle(cursor, said))
+    said = _idle_reason(status, result)
+    return SensorResult(skip_reason=said, cursor=_same_throttle(cursor, said))
+
+
+def _same_throttle(cursor: dict[str, Any], said: str) -> str:
+    """The cursor of a tick that requested nothing: its explanation, the refresh throttle unchanged."""
+    return cursor_text(cursor["refreshed_offset"], cursor["refreshed_at"], said)
