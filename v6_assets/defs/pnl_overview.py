@@ -55,20 +55,27 @@ def _amount(row: dict[str, Any]) -> str:
 
 
 def last_closed_session_text(history: pl.DataFrame, now: datetime) -> str:
-    """``2026-11-16 (last closed session): DU1 USD 1,234.56; DU3 USD -98.10 | total USD 1,136.46 (2 accounts) | ...``"""
+    """One line per account, then the per-currency totals (short lines: the UI shows the whole text, no scrolling)::
+
+    2026-11-16 (last closed session)
+    DU1 USD 1,234.56
+    DU3 USD -98.10
+    total USD 1,136.46 (2 accounts)
+    no base-currency total: ...
+    """
     closed = sorted(d for d in history[TRADE_DATE].unique().to_list() if is_closed(d, now)) if history.height else []
     if not closed:
         return "n/a: no closed session with daily_pnl rows in the last sessions (compute them: see README)"
     day = closed[-1]
     rows = history.filter(pl.col(TRADE_DATE) == day).sort("account", "currency")
-    accounts = "; ".join(f"{r['account']} {r['currency']} {_amount(r)}" for r in rows.iter_rows(named=True))
+    accounts = [f"{r['account']} {r['currency']} {_amount(r)}" for r in rows.iter_rows(named=True)]
     totals = []
     for currency in sorted(rows["currency"].unique().to_list()):
         of = rows.filter(pl.col("currency") == currency)
         known = of.filter(pl.col("positions") > pl.col("unknown_pnl_positions"))
         amount = format_cents(float(known["pnl_known"].sum())) if known.height else "n/a (pnl unknown)"
         totals.append(f"total {currency} {amount} ({of.height} account{'s' if of.height > 1 else ''})")
-    return f"{day} (last closed session): {accounts} | {'; '.join(totals)} | {NO_BASE_CURRENCY}"
+    return "\n".join([f"{day} (last closed session)", *accounts, *totals, NO_BASE_CURRENCY])
 
 
 def history_chart(history: pl.DataFrame, now: datetime, *, simulated: bool) -> Any:

@@ -353,7 +353,7 @@ class TestFirstScreen:
         # pinned mid-session: today is open, yesterday is the last closed session, per account, to the cent
         assert meta["session_status"].startswith("open: intraday marks"), meta["session_status"]
         last = meta["last_closed_session_pnl"]
-        assert last.startswith(f"{yesterday} (last closed session): "), last
+        assert last.startswith(f"{yesterday} (last closed session)\n"), last
         for account in DEMO_ACCOUNTS:
             assert re.search(rf"{account} USD ({CENTS}|n/a)", last), (account, last)
         assert re.search(rf"total USD {CENTS} \(3 accounts\)", last), last
