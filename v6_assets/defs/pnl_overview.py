@@ -92,7 +92,7 @@ def history_chart(history: pl.DataFrame, now: datetime, *, simulated: bool) -> A
     pre_open = [d.isoformat() for d in days if now < sessions.session_open(d)]
     note = f"{', '.join(pre_open)}: {PRE_OPEN} (not a trading result)." if pre_open else ""
     return line_chart_markdown(
-        [d.isoformat() for d in days],
+        [d.isoformat() + (" pre-open" if d.isoformat() in pre_open else "") for d in days],
         series,
         title=f"Daily PnL per account, last {len(days)} sessions",
         unit="known PnL (own currency)",

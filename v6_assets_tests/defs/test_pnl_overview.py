@@ -82,6 +82,6 @@ def test_history_chart_has_a_line_per_account_labels_pre_open_and_never_shows_no
     assert "data:image/png;base64," in chart and "(SIMULATED data)" in chart
     assert "| session | DU1 (USD) | DU2 (USD) | DU3 (EUR) |" in chart
     assert "| 2026-11-16 | 1,234.57 | -100.00 | n/a |" in chart
-    assert "| 2026-11-17 | 0.00 | n/a | n/a |" in chart
+    assert "| 2026-11-17 pre-open | 0.00 | n/a | n/a |" in chart
     assert f"2026-11-17: {PRE_OPEN}" in chart
     assert history_chart(HISTORY.head(0), _at(TUE, 3), simulated=False).value.endswith("_no data_")
