@@ -228,6 +228,85 @@ class DagsterDevProcess:
         self.stop()
 
 
+# -- the webserver's GraphQL (stdlib only): what make demo asks of the running dagster dev ----------------------------
+
+_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } }
+  ... on PythonError { message } ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message }
+  ... on RunConflict { message } ... on UnauthorizedError { message } ... on InvalidStepError { invalidStepKey }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+
+_RUN_STATUS = """
+query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on RunNotFoundError { message }
+  ... on PythonError { message } } }
+"""
+
+# The code location (workspace.yaml) and the tags that make one run of a partitioned asset job cover a range.
+LOCATION = "v6_assets"
+REPOSITORY = "__repository__"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def webserver_graphql(url: str, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """POST one GraphQL request to the webserver at ``url``; its ``data`` (raises DevServerError on errors)."""
+    body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise DevServerError(f"GraphQL request to {url} failed: {exc}") from None
+    if payload.get("errors"):
+        raise DevServerError(f"GraphQL errors: {json.dumps(payload['errors'])[:2000]}")
+    return dict(payload["data"])
+
+
+def mark_nux_seen(url: str) -> None:
+    """Dismiss the webserver's first-visit sign-up modal (``setNuxSeen``): it would cover the demo's first screen."""
+    webserver_graphql(url, "mutation { setNuxSeen }")
+
+
+def launch_range_run(url: str, job: str, first: str, last: str, why: str, timeout_s: float = 120.0) -> str:
+    """One run of the partitioned ``job`` over the partitions ``first``..``last`` (its range tags), retried until the
+    code location has loaded; returns the run id. One run, exactly that range: an asset backfill of the daily assets
+    splits into two runs and Dagster (1.13) adds the session after the range to daily_pnl's run (its D-1 mapping)."""
+    tags = [
+        {"key": RANGE_TAGS[0], "value": first},
+        {"key": RANGE_TAGS[1], "value": last},
+        {"key": "v6/why", "value": why},
+    ]
+    params = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": job},
+        "executionMetadata": {"tags": tags},
+        "runConfigData": {},
+        "mode": "default",
+    }
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = webserver_graphql(url, _LAUNCH_RUN, {"params": params})["launchRun"]
+        except DevServerError as exc:
+            result = {"__typename": "DevServerError", "message": str(exc)}
+        if result["__typename"] == "LaunchRunSuccess":
+            return str(result["run"]["runId"])
+        if time.monotonic() > deadline:
+            raise DevServerError(f"run of {job} not launched: {result}")
+        time.sleep(2.0)  # the code location is still loading
+
+
+def run_status(url: str, run_id: str) -> str:
+    """The run's status (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...)."""
+    data = webserver_graphql(url, _RUN_STATUS, {"id": run_id})["runOrError"]
+    if data["__typename"] != "Run":
+        raise DevServerError(f"run {run_id}: {data.get('message', data)}")
+    return str(data["status"])
+
+
 def signal_session(sid: int, sig: signal.Signals) -> None:
     for proc in session_processes(sid):
         with contextlib.suppress(psutil.Error):

@@ -38,6 +38,7 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     ),
     "soak": (["soak 0.25 min at 800/s offered: updates spooled", "soak 0.25 min at 800/s offered: RSS growth"], set()),
     "latency": (["send -> visible in Delta"], set()),
+    "demo_start": (["make demo (2 sessions), .venv built"], set()),
 }
 
 

@@ -76,18 +76,20 @@ def test_lineage_is_as_specified() -> None:
     assert graph.get(AssetKey("greeks_updates")).is_external
 
 
-def test_daily_pnl_maps_to_previous_session_across_holidays_and_weekends() -> None:
+def test_daily_pnl_maps_to_its_own_session_so_a_backfill_covers_exactly_the_range() -> None:
+    """daily_pnl[D] depends on eod_positions[D] only (D-1 is read from the lake): a declared D-1 mapping made Dagster's
+    asset backfill add the session after the range to daily_pnl's run (the e2e backfill tests pin the range)."""
     graph = defs.get_repository_def().asset_graph
     pnl = graph.get(AssetKey("daily_pnl"))
     mapping = pnl.assets_def.get_partition_mapping_for_dep(AssetKey("eod_positions"))
     partitions = graph.get(AssetKey("eod_positions")).partitions_def
-    assert partitions is not None and mapping is not None
-    # 2025-07-07 is a Monday after the July 4 (Friday) holiday; 2025-01-21 follows MLK day (Monday 2025-01-20)
+    assert partitions is not None
     for day in (date(2025, 7, 7), date(2025, 1, 21), date(2025, 3, 4)):
-        upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
-            partitions.subset_with_partition_keys([day.isoformat()]), partitions, partitions
-        ).partitions_subset.get_partition_keys()
-        assert sorted(upstream) == [sessions.previous_session(day).isoformat(), day.isoformat()]
+        subset = partitions.subset_with_partition_keys([day.isoformat()])
+        if mapping is None:  # Dagster's default for equal partitions: identity
+            continue
+        upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, partitions, partitions)
+        assert upstream.partitions_subset.get_partition_keys() == [day.isoformat()]
 
 
 def test_partition_keys_are_exactly_the_nyse_sessions() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import polars as pl
 import pytest
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     DagsterInstance,
     Definitions,
@@ -72,9 +74,16 @@ def materialize_each_session(p: Pipeline) -> None:
         p.per_session_done = True
 
 
-def tick(instance: DagsterInstance, ib: IBStreamResource, lake: LakeResource, cursor: str | None) -> Any:
+def tick(
+    instance: DagsterInstance, ib: IBStreamResource, lake: LakeResource, cursor: str | None, *, report: bool = True
+) -> Any:
+    """One evaluation; with ``report`` also what the daemon does next: store its runless events (a preview does not)."""
     with build_sensor_context(instance=instance, cursor=cursor, resources={"ib_stream": ib, "lake": lake}) as ctx:
-        return ib_position_stream(ctx)
+        result = ib_position_stream(ctx)
+    if report and isinstance(result, SensorResult):
+        for event in result.asset_events or []:
+            instance.report_runless_asset_event(event)
+    return result
 
 
 def cursor_after(result: Any, cursor: str | None) -> str | None:
@@ -118,7 +127,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
                 cursor = cursor_after(result, cursor)
                 if len(results) == 3:
                     # a UI "Preview tick": runs the sensor for real, but its cursor is thrown away
-                    previews.append(tick(instance, ib, lake_resource, cursor))
+                    previews.append(tick(instance, ib, lake_resource, cursor, report=False))
                     after_preview = offsets(lake_resource.lake())
                 time.sleep(0.4)
             IBPositionStreamer().stop()  # flushes the spool
@@ -161,9 +170,21 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
         spool.close()
     pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
     assert pos + grk == last and pos > 100 and grk > 50  # every spooled record is in Delta: no loss
-    events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
-    assert all(isinstance(e, AssetMaterialization) for e in events)
+    reported_events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
+    events = [e for e in reported_events if isinstance(e, AssetMaterialization)]
+    checks = [e for e in reported_events if isinstance(e, AssetCheckEvaluation)]
+    assert len(events) + len(checks) == len(reported_events)
     reported = {(e.asset_key.to_user_string(), e.partition) for e in events}
+    # the stream checks run where the data lands: both of them, on every (table, session) a tick appended to, after
+    # its materialization, and they compared rows (never a pass on nothing)
+    evaluated = Counter((e.asset_key.to_user_string(), e.metadata["session"].value, e.check_name) for e in checks)
+    assert evaluated and all(e.passed and e.metadata["rows"].value > 0 for e in checks), checks[:3]
+    assert {(t, s) for t, s, _ in evaluated} == reported
+    assert {c for _, _, c in evaluated} == {"no_duplicate_offsets", "no_sentinel_values"}
+    for r in p.tick_results:
+        if isinstance(r, SensorResult) and r.asset_events:
+            kinds = [isinstance(e, AssetCheckEvaluation) for e in r.asset_events]
+            assert kinds == sorted(kinds), "a check is reported after the materialization it checks"
     for day in p.days:
         assert ("position_updates", day.isoformat()) in reported
     rows_reported = sum(
@@ -173,7 +194,7 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     preview_rows = sum(
         int(e.metadata["rows"].value)
         for r in p.preview_results if isinstance(r, SensorResult) for e in (r.asset_events or [])
-        if e.asset_key.to_user_string() == "position_updates"
+        if isinstance(e, AssetMaterialization) and e.asset_key.to_user_string() == "position_updates"
     )  # fmt: skip
     assert rows_reported + preview_rows == pos
     some = next(e for e in events if e.asset_key.to_user_string() == "position_updates")
