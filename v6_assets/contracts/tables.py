@@ -19,7 +19,7 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate, field_description
+from v6_assets.contracts.streams import ExecutionUpdate, GreeksUpdate, PositionUpdate, field_description
 
 TRADE_DATE = "trade_date"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -162,6 +162,13 @@ GREEKS_UPDATES = _stream_table(
     "greeks_updates",
     GreeksUpdate,
     "Every option greeks update streamed from IB, exactly once per (stream_id, spool_offset).",
+)
+EXECUTIONS = _stream_table(
+    "executions",
+    ExecutionUpdate,
+    "Every execution IB reported (live fills and the day's executions re-requested at each connect), exactly once "
+    "per (stream_id, spool_offset): one row per exec id revision and known state (the execution, then again with "
+    "its commission once known). analytics.book_executions keeps the latest state of the highest revision.",
 )
 
 
@@ -313,7 +320,7 @@ EXPOSURE = TableDef(
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
+    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EXECUTIONS, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
 }
 
 

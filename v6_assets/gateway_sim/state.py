@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 
 from v6_assets.gateway_sim.book import BookPosition
+from v6_assets.gateway_sim.executions import ExecutionLog
 from v6_assets.gateway_sim.market import Greeks, Market
 from v6_assets.gateway_sim.protocol import UNSET_DOUBLE
 from v6_assets.gateway_sim.scenario_model import ContractSpec, Scenario
@@ -27,6 +28,7 @@ class MarketState:
         self.accounts = {a.account_id: a for a in scenario.accounts}
         self.now: datetime = scenario.clock.start
         self.next_order_id = scenario.next_valid_id
+        self.executions = ExecutionLog()  # the day's fills as execDetails / commissionReport report them
         # gateway conditions under way that hold data back: "reset" (everything), "competing_session" (market data,
         # PnL and PnL single)
         self.paused: set[str] = set()
@@ -105,6 +107,19 @@ class MarketState:
         pos.apply_trade(qty, price, commission)
         return pos
 
+    def correct_fill(self, account: str, con_id: int, old_price: float, new_price: float) -> BookPosition:
+        """An execution correction: the session's latest fill of (account, con_id) at ``new_price`` instead."""
+        pos = self.book[(account, con_id)]
+        fill = next(f for f in reversed(pos.fills_session) if f.price == old_price)
+        delta = fill.qty * (new_price - old_price) * pos.contract.multiplier
+        fill.price = new_price
+        if pos.qty and (pos.qty > 0) == (fill.qty > 0):
+            pos.average_cost += delta / pos.qty  # an opening fill: its basis moves
+        else:
+            pos.realized_session = (pos.realized_session or 0.0) - delta  # a closing fill: what it realized moves
+            pos.realized_total -= delta
+        return pos
+
     def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
         """Close expired option positions at intrinsic value, yielding each one right after it closed.
 
@@ -131,6 +146,7 @@ class MarketState:
 
     def session_cut(self) -> None:
         """Daily reset at the EOD cut: the account window's realized PnL and the PnL reset reference roll over."""
+        self.executions.session_cut()
         for key, pos in list(self.book.items()):
             if pos.qty == 0:
                 del self.book[key]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import operator
@@ -30,14 +31,21 @@ from typing import Any, Literal
 
 import polars as pl
 
-from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
-from v6_assets.contracts.tables import GREEKS_UPDATES, POSITION_UPDATES
+from v6_assets.contracts.streams import (
+    EXECUTION_UPDATE_FIELDS,
+    GREEKS_UPDATE_FIELDS,
+    POSITION_UPDATE_FIELDS,
+    ExecutionUpdate,
+    GreeksUpdate,
+    PositionUpdate,
+)
+from v6_assets.contracts.tables import EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES
 from v6_assets.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
-SpoolKind = Literal["position", "greeks"]
-SpoolEvent = PositionUpdate | GreeksUpdate
+SpoolKind = Literal["position", "greeks", "execution"]
+SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate
 
 _POSITION_VALUES = operator.attrgetter(*POSITION_UPDATE_FIELDS)
 _GREEKS_VALUES = operator.attrgetter(*GREEKS_UPDATE_FIELDS)
@@ -48,6 +56,7 @@ _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
 # The events' columns as polars types, from the table contracts (the lake's extra columns left out).
 POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
 GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
+EXECUTION_SCHEMA: dict[str, Any] = {c: EXECUTIONS.polars_schema[c] for c in EXECUTION_UPDATE_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -81,12 +90,19 @@ class SpoolFrames:
     positions: pl.DataFrame
     greeks: pl.DataFrame
     last_offset: int | None
+    executions: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], EXECUTION_SCHEMA))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _N_COLS = len(POSITION_UPDATE_FIELDS)
 _GREEKS_PAD = (None,) * (_N_COLS - len(GREEKS_UPDATE_FIELDS))
+# Executions share the columns: their fields fit in a position row's (checked here, at import).
+assert len(EXECUTION_UPDATE_FIELDS) <= _N_COLS, "an execution has more fields than the spool has columns"
+_EXECUTION_VALUES = operator.attrgetter(*EXECUTION_UPDATE_FIELDS)
+_EXECUTION_PAD = (None,) * (_N_COLS - len(EXECUTION_UPDATE_FIELDS))
+_EXE_EXPIRY = EXECUTION_UPDATE_FIELDS.index("expiry")
+_EXE_TIMES = (EXECUTION_UPDATE_FIELDS.index("exec_time"), EXECUTION_UPDATE_FIELDS.index("received_at"))
 _COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
 _INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
 _SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
@@ -123,7 +139,14 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
     if type(event) is GreeksUpdate:
         v = _GREEKS_VALUES(event)
         return ("greeks", *v[:_GRK_RECEIVED], _micros(v[_GRK_RECEIVED]), *v[_GRK_RECEIVED + 1 :], *_GREEKS_PAD)
-    raise TypeError(f"only PositionUpdate and GreeksUpdate can be spooled, not {type(event).__name__}")
+    if type(event) is ExecutionUpdate:
+        values = list(_EXECUTION_VALUES(event))
+        if values[_EXE_EXPIRY] is not None:
+            values[_EXE_EXPIRY] = _iso(values[_EXE_EXPIRY])
+        for i in _EXE_TIMES:
+            values[i] = _micros(values[i])
+        return ("execution", *values, *_EXECUTION_PAD)
+    raise TypeError(f"only PositionUpdate, GreeksUpdate and ExecutionUpdate can be spooled, not {type(event).__name__}")
 
 
 def _decode_position_values(cols: Sequence[Any]) -> list[Any]:
@@ -140,7 +163,18 @@ def _decode_greeks_values(cols: Sequence[Any]) -> list[Any]:
     return values
 
 
+def _decode_execution_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols[: len(EXECUTION_UPDATE_FIELDS)])
+    if values[_EXE_EXPIRY] is not None:
+        values[_EXE_EXPIRY] = date.fromisoformat(values[_EXE_EXPIRY])
+    for i in _EXE_TIMES:
+        values[i] = _from_micros(values[i])
+    return values
+
+
 def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
+    if kind == "execution":
+        return ExecutionUpdate(*_decode_execution_values(cols))
     if kind == "position":
         return PositionUpdate(*_decode_position_values(cols))
     if kind == "greeks":
@@ -150,11 +184,13 @@ def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
 
 def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
     wire = {"spool_offset": pl.Int64, **schema}
-    wire["received_at"] = pl.Int64
+    stamps = [c for c in ("exec_time", "received_at") if c in wire]
+    for column in stamps:
+        wire[column] = pl.Int64
     if "expiry" in wire:
         wire["expiry"] = pl.String
     frame = pl.DataFrame(rows, schema=wire, orient="row")
-    casts = [pl.from_epoch("received_at", time_unit="us").dt.replace_time_zone("UTC")]
+    casts = [pl.from_epoch(c, time_unit="us").dt.replace_time_zone("UTC") for c in stamps]
     if "expiry" in wire:
         casts.append(pl.col("expiry").str.to_date("%Y-%m-%d"))
     return frame.with_columns(casts)
@@ -265,12 +301,15 @@ class Spool:
         positions = [row[:1] + row[2:] for row in rows if row[1] == "position"]
         n_greeks = len(GREEKS_UPDATE_FIELDS) + 1
         greeks = [row[:1] + row[2 : 1 + n_greeks] for row in rows if row[1] == "greeks"]
-        if len(positions) + len(greeks) != len(rows):
+        n_executions = len(EXECUTION_UPDATE_FIELDS) + 1
+        executions = [row[:1] + row[2 : 1 + n_executions] for row in rows if row[1] == "execution"]
+        if len(positions) + len(greeks) + len(executions) != len(rows):
             raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
             positions=_frame(positions, POSITION_SCHEMA),
             greeks=_frame(greeks, GREEKS_SCHEMA),
             last_offset=rows[-1][0] if rows else None,
+            executions=_frame(executions, EXECUTION_SCHEMA),
         )
 
     # -- acknowledging ----------------------------------------------------------------------------------------
@@ -446,6 +485,9 @@ class SpoolHandler:
             latest: set[tuple[str, int]] = set()
             newest_first: list[SpoolEvent] = []
             for event in reversed(kept):
+                if type(event) is ExecutionUpdate:
+                    newest_first.append(event)  # a fill is never superseded by a later update of its position
+                    continue
                 key = (event.account, event.con_id)  # type: ignore[union-attr]
                 if key not in latest:
                     latest.add(key)
@@ -454,8 +496,11 @@ class SpoolHandler:
             self.dropped_positions += len(kept) - len(newest_first)
             kept = newest_first
         if len(kept) > target:
-            self.dropped_positions += len(kept) - target
-            kept = kept[len(kept) - target :]
+            # the oldest position updates go; executions stay (a fill is never superseded)
+            droppable = [i for i, e in enumerate(kept) if type(e) is not ExecutionUpdate]
+            drop = set(droppable[: len(kept) - target])
+            self.dropped_positions += len(drop)
+            kept = [e for i, e in enumerate(kept) if i not in drop]
         self._dropped_since_ok += len(held) - len(kept)
         self._pending = kept
 

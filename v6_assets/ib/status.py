@@ -63,6 +63,9 @@ class StreamCounters:
     foreign_account_dropped: int = 0
     malformed_messages: int = 0  # frames ib_async could not decode (process-wide)
     conversion_errors: int = 0
+    executions_emitted: int = 0
+    execution_errors: int = 0  # executions/commissions that could not be converted (logged raw)
+    orphan_commissions: int = 0  # commissions whose execution had not been seen when they arrived
 
 
 @dataclass(frozen=True, slots=True)

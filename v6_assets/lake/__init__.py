@@ -13,6 +13,7 @@ No Dagster, no IB imports. Typical use::
 from v6_assets.contracts.tables import (
     DAILY_PNL,
     EOD_POSITIONS,
+    EXECUTIONS,
     EXPOSURE,
     GREEKS_UPDATES,
     POSITION_UPDATES,
@@ -39,6 +40,7 @@ __all__ = [
     "DAILY_PNL",
     "DEFAULT_LAKE_URI",
     "EOD_POSITIONS",
+    "EXECUTIONS",
     "EXPOSURE",
     "GREEKS_UPDATES",
     "POSITION_UPDATES",
