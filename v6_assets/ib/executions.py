@@ -95,8 +95,8 @@ class ExecutionTracker:
             self.on_commission(report)  # before ib_async turns the unset realized PnL into 0.0
             commission_report(report)
 
-        wrapper.execDetails = on_exec_details  # type: ignore[method-assign]
-        wrapper.commissionReport = on_commission_report  # type: ignore[method-assign]
+        wrapper.execDetails = on_exec_details  # type: ignore[method-assign, assignment]
+        wrapper.commissionReport = on_commission_report  # type: ignore[method-assign, assignment]
 
     def request(self, ib: IB) -> None:
         """Ask for the day's executions (answered with execDetails, the end marker, then commission reports)."""

@@ -122,6 +122,17 @@ def test_executions_reach_the_lake_exactly_once_and_equal_truth(sim: GatewaySimu
         else:
             assert amounts_agree(row["realized_pnl"], expected["realized_pnl"])
         assert row["exec_time"] == datetime.fromisoformat(str(expected["time"]))
+    first_seen = rows.group_by("exec_id").agg(pl.col("received_at").min(), pl.col("exec_time").first())
+    late = first_seen.filter(pl.col("received_at") > pl.col("exec_time") + pl.duration(minutes=5))
+    # the two fills while connections were refused came with the re-request after the reconnect, nothing else did
+    assert sorted(late["exec_time"].dt.convert_time_zone("America/New_York").dt.strftime("%H:%M")) == ["10:32", "10:34"]
+    assert status.connection.reconnects >= 2
+    delayed = rows.filter(pl.col("exec_time") == datetime.fromisoformat("2025-03-03T10:13:00-05:00")).sort(
+        "spool_offset"
+    )
+    # the delayed commission: the fill first without it (null, not 0), then joined after the 10:15 reconnect
+    assert delayed["commission"].to_list()[0] is None and amounts_agree(delayed["commission"].to_list()[-1], 0.3)
+    assert delayed["received_at"].to_list()[-1] >= datetime.fromisoformat("2025-03-03T10:23:00-05:00")
     corrected = book.filter(pl.col("con_id") == 12)
     assert corrected["exec_id"].item().endswith(".02") and amounts_agree(corrected["price"].item(), 4.1)
     # the partial close and the correction moved the simulator's book exactly as the fills say
