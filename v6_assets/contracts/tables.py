@@ -316,11 +316,48 @@ EXPOSURE = TableDef(
     key=("account", "underlying", "expiry", "currency"),
 )
 
+BOOK_PNL = TableDef(
+    name="book_pnl",
+    description=(
+        "Daily PnL per option position and NYSE session computed a second, independent way, from the book alone "
+        "(IB's statement MTM): prior quantity x (mark_D - mark_{D-1}) x m + sum over the session's executions of "
+        "quantity x (mark_D - price) x m - commissions; beside daily_pnl's average-cost figure and IB's own daily "
+        "PnL, with the reason where they cannot agree."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        *_CONTRACT_COLUMNS,
+        _c("position", _F, "Signed position at this session's cut (0 when flat)."),
+        _c("prev_position", _F, "Signed position at the previous session's cut."),
+        _c("mark", _F, "mark_D: the EOD mark of this session (eod_positions.market_price)."),
+        _c("prev_mark", _F, "mark_{D-1}: the EOD mark of the previous session; null when unknown."),
+        _c("executions", _I, "Executions of the position booked in this session (latest revision each)."),
+        _c("executed_quantity", _F, "Sum of the executions' signed quantities."),
+        _c("unexplained_quantity", _F, "position - prev_position - executed_quantity: a change without execution."),
+        _c("position_mtm", _F, "prev_position x (mark - prev_mark) x multiplier."),
+        _c("transaction_mtm", _F, "Sum of quantity x (mark - price) x multiplier over the executions."),
+        _c("commissions", _F, "Sum of the executions' commissions; null when one is not known."),
+        _c("statement_pnl", _F, "position_mtm + transaction_mtm - commissions; null when an input is unknown."),
+        _c("pnl", _F, "daily_pnl's figure (average-cost identity from IB's unrealized/realized PnL)."),
+        _c("pnl_source", _S, "Where pnl came from (daily_pnl)."),
+        _c("ib_daily_pnl", _F, "IB's own daily PnL (reqPnLSingle) at the cut."),
+        _c("statement_minus_pnl", _F, "statement_pnl - pnl (null when either is unknown)."),
+        _c(
+            "reason",
+            _S,
+            "Why statement_pnl is null or may differ: baseline, missing commission, quantity change without an "
+            "execution (expiry, exercise, assignment, or a fill outside the stream's window), stale mark, "
+            "execution for a position the book does not hold; null when nothing is known to be wrong.",
+        ),
+    ),
+    key=("account", "con_id"),
+)
+
 # The contract columns every daily position table starts with (after trade_date).
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EXECUTIONS, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
+    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EXECUTIONS, EOD_POSITIONS, DAILY_PNL, EXPOSURE, BOOK_PNL)
 }
 
 
