@@ -35,7 +35,7 @@ from v6_assets.defs.assets import (
     run_sessions,
     stream_spec,
 )
-from v6_assets.defs.checks import check_sessions
+from v6_assets.defs.checks import _stream_checks, check_sessions
 from v6_assets.defs.freshness import DAILY_FRESHNESS
 from v6_assets.defs.metadata import largest_rows_preview, markdown_table, range_label, table_schema
 from v6_assets.defs.partitions import trading_day_partitions
@@ -161,5 +161,8 @@ BOOK_ASSETS: list[Any] = [book_pnl]
 BOOK_STREAM_SPECS = [executions]
 
 
+executions_checks = _stream_checks(EXECUTIONS.name, executions)
+
+
 def book_checks() -> Sequence[AssetChecksDefinition]:
-    return [statement_matches_pnl]
+    return [*executions_checks, statement_matches_pnl]
