@@ -64,8 +64,9 @@ def book_pnl(
         pl.col("commission").null_count().alias("_missing_commissions"),
         pl.col("multiplier").first().alias("_exec_multiplier"),
     )
+    daily_source = pl.col("pnl_source") if "pnl_source" in daily.columns else pl.lit(None, pl.String)
     rows = (
-        daily.select(DAILY_INPUT)
+        daily.select(*DAILY_INPUT, daily_source.alias("_daily_source"))
         .with_columns(pl.lit(True).alias("_held"))
         .join(fills, on=_KEYS, how="full", coalesce=True)
         .join(marks.select(MARK_INPUT), on=_KEYS, how="left")
@@ -121,7 +122,9 @@ def book_pnl(
         (pl.when(n == 0).then(0.0).otherwise(mark * xq - qp) * m).alias("transaction_mtm"),
         commissions.alias("commissions"),
         statement.alias("statement_pnl"),
-        pl.when(pl.col("pnl").is_not_null()).then(pl.lit("daily_pnl")).alias("pnl_source"),
+        pl.when(pl.col("pnl").is_not_null())
+        .then(pl.format("daily_pnl:{}", pl.col("_daily_source").fill_null("average_cost")))
+        .alias("pnl_source"),
         (statement - pl.col("pnl")).alias("statement_minus_pnl"),
         pl.when(reasons.list.len() > 0).then(reasons.list.join("; ")).alias("reason"),
     )

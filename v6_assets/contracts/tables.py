@@ -253,7 +253,8 @@ DAILY_PNL = TableDef(
     name="daily_pnl",
     description=(
         "Daily PnL per option position and NYSE session: pnl = (U_D - U_{D-1}) + R_D (average-cost identity, equals "
-        "IB's statement mark-to-market). Null and is_baseline on the first session a pre-existing position was seen."
+        "IB's statement mark-to-market). On the first session a pre-existing position was seen (is_baseline) IB's own "
+        "daily PnL is carried (pnl_source ib_daily), null only when IB gave none."
     ),
     columns=(
         _TRADE_DATE_DAILY,
@@ -278,6 +279,12 @@ DAILY_PNL = TableDef(
             "unrealized_source",
             _S,
             "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
+        ),
+        _c(
+            "pnl_source",
+            _S,
+            "Where pnl came from: average_cost ((U_D - U_{D-1}) + R_D), ib_daily (a baseline session: IB's own daily "
+            "PnL from reqPnLSingle carried, flagged by is_baseline), or null when no source exists.",
         ),
     ),
     key=("account", "con_id"),

@@ -222,8 +222,11 @@ def _assert_matches_truth(p: Pipeline) -> None:
         if not amounts_agree(row["unrealized_pnl_pnl"] or 0.0, row["unrealized_pnl"]):
             problems.append((where, "U_D", row["unrealized_pnl_pnl"], row["unrealized_pnl"]))
         if row["baseline"]:
-            if not (row["is_baseline"] and row["pnl"] is None):
-                problems.append((where, "baseline", row["pnl"], None))
+            # a baseline carries IB's own daily PnL (pnl_source ib_daily), null only without one
+            source = "ib_daily" if row["pnl"] is not None else None
+            carried = row["pnl"] == row["ib_daily_pnl"] and row["pnl_source"] == source
+            if not (row["is_baseline"] and carried):
+                problems.append((where, "baseline", row["pnl"], row["ib_daily_pnl"]))
         elif row["pnl"] is None or not amounts_agree(row["pnl"], row["daily_pnl"]):
             problems.append((where, "pnl", row["pnl"], row["daily_pnl"]))
         if row["closed"] != bool(row["is_closed"]):
