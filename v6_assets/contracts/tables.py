@@ -223,7 +223,7 @@ EOD_POSITIONS = TableDef(
         _c("ib_realized_pnl", _F, "IB's realized PnL (reqPnLSingle, since inception) at the cut."),
         _c("last_update_at", UTC_TIMESTAMP, "Time (UTC) of the last position update at or before the cut."),
         _c("mark_age_s", _F, "Seconds between the last mark and the cut."),
-        _c("is_stale_mark", _B, "True when the mark is older than the staleness threshold."),
+        _c("is_stale_mark", _B, "True when the position is open at the cut and its mark is older than the threshold."),
         _c("carried_forward", _B, "True when no update arrived during the session and the state was carried."),
         _c("is_closed", _B, "True when the position is flat (0) at the cut."),
         _c("delta", _F, "Delta per share at the cut (last greeks at or before it)."),
