@@ -161,7 +161,32 @@ class ExecutionUpdate:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-StreamEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate
+@dataclass(slots=True, frozen=True)
+class AccountValueUpdate:
+    """One account value as IB reported it (updateAccountValue / accountUpdateMulti): emitted when it changed.
+
+    ``value`` is the number when the text is one (null for text values and for bad ones); ``problem`` says what was
+    wrong with a value that should have been usable (an ExchangeRate of 0 or a sentinel, an unknown currency): the
+    raw text is kept, nothing is invented.
+    """
+
+    account: str = field(metadata=_doc("IB account code."))
+    key: str = field(metadata=_doc("IB's key: NetLiquidation, TotalCashValue, CashBalance, ExchangeRate, ..."))
+    currency: str = field(
+        metadata=_doc("Currency of the value ('BASE' = the account's base currency; '' for values without one).")
+    )
+    value: float | None = field(metadata=_doc("The value as a number; null for text values and unusable numbers."))
+    value_text: str = field(metadata=_doc("The value exactly as IB sent it."))
+    problem: str | None = field(metadata=_doc("Why an expected number is unusable (counted error); null when fine."))
+    seq: int = field(metadata=_doc(_SEQ))
+    received_at: datetime = field(metadata=_doc(_RECEIVED_AT))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+StreamEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
 POSITION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PositionUpdate))
 GREEKS_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GreeksUpdate))
 EXECUTION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExecutionUpdate))
+ACCOUNT_VALUE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AccountValueUpdate))

@@ -19,7 +19,13 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
-from v6_assets.contracts.streams import ExecutionUpdate, GreeksUpdate, PositionUpdate, field_description
+from v6_assets.contracts.streams import (
+    AccountValueUpdate,
+    ExecutionUpdate,
+    GreeksUpdate,
+    PositionUpdate,
+    field_description,
+)
 
 TRADE_DATE = "trade_date"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -169,6 +175,13 @@ EXECUTIONS = _stream_table(
     "Every execution IB reported (live fills and the day's executions re-requested at each connect), exactly once "
     "per (stream_id, spool_offset): one row per exec id revision and known state (the execution, then again with "
     "its commission once known). analytics.book_executions keeps the latest state of the highest revision.",
+)
+
+ACCOUNT_VALUES = _stream_table(
+    "account_values",
+    AccountValueUpdate,
+    "Every account value IB reported for the allowed accounts (reqAccountUpdatesMulti per account, and the "
+    "rotating portfolio subscription), when it changed, exactly once per (stream_id, spool_offset).",
 )
 
 
@@ -364,7 +377,17 @@ BOOK_PNL = TableDef(
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EXECUTIONS, EOD_POSITIONS, DAILY_PNL, EXPOSURE, BOOK_PNL)
+    t.name: t
+    for t in (
+        POSITION_UPDATES,
+        GREEKS_UPDATES,
+        EXECUTIONS,
+        ACCOUNT_VALUES,
+        EOD_POSITIONS,
+        DAILY_PNL,
+        EXPOSURE,
+        BOOK_PNL,
+    )
 }
 
 

@@ -1,4 +1,4 @@
-"""The book's assets: the streamed ``executions`` table and ``book_pnl`` (the statement MTM rebuilt from the book).
+"""The book's assets: the streamed ``executions`` and ``account_values`` tables and ``book_pnl`` (the statement MTM rebuilt from the book).
 
     executions ───────────────┐
     eod_positions (D, D-1) ───┼─> book_pnl   (blocking check: statement_matches_pnl)
@@ -25,7 +25,7 @@ from dagster import (
 )
 
 from v6_assets.contracts.money import HALF_CENT, format_cents
-from v6_assets.contracts.tables import BOOK_PNL, DAILY_PNL, EOD_POSITIONS, EXECUTIONS
+from v6_assets.contracts.tables import ACCOUNT_VALUES, BOOK_PNL, DAILY_PNL, EOD_POSITIONS, EXECUTIONS
 from v6_assets.defs.assets import (
     _SIM_NOTE,
     GROUP_DAILY,
@@ -43,6 +43,7 @@ from v6_assets.defs.resources import LakeResource
 from v6_assets.pipeline import book
 
 executions = stream_spec(EXECUTIONS)
+account_values = stream_spec(ACCOUNT_VALUES)
 
 _EX, _EOD, _PNL = EXECUTIONS.name, EOD_POSITIONS.name, DAILY_PNL.name
 BOOK_PNL_LINEAGE: dict[str, list[tuple[str, str]]] = {
@@ -158,11 +159,12 @@ def statement_matches_pnl(context: AssetCheckExecutionContext, lake: LakeResourc
 
 
 BOOK_ASSETS: list[Any] = [book_pnl]
-BOOK_STREAM_SPECS = [executions]
+BOOK_STREAM_SPECS = [executions, account_values]
 
 
 executions_checks = _stream_checks(EXECUTIONS.name, executions)
+account_values_checks = _stream_checks(ACCOUNT_VALUES.name, account_values)
 
 
 def book_checks() -> Sequence[AssetChecksDefinition]:
-    return [*executions_checks, statement_matches_pnl]
+    return [*executions_checks, *account_values_checks, statement_matches_pnl]

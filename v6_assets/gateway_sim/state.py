@@ -16,6 +16,8 @@ from v6_assets.gateway_sim.scenario_model import ContractSpec, Scenario
 
 PositionKey = tuple[str, int]  # (account, con_id)
 NET_LIQUIDATION_CASH = 1_000_000.0  # the cash part of every account's net liquidation value
+MARGIN_RATE = 0.2  # initial margin: this share of the gross option market value (a simple, stated model)
+MAINT_OF_INIT = 0.8  # maintenance margin as a share of the initial margin
 
 
 class MarketState:
@@ -64,10 +66,19 @@ class MarketState:
         positions = [p for p in self.book.values() if p.account == account]
         unrealized = sum(p.unrealized(self.quote(p.contract).price) for p in positions if p.qty)
         market_value = sum(p.market_value(self.quote(p.contract).price) for p in positions if p.qty)
+        net_liquidation = NET_LIQUIDATION_CASH + market_value
+        margin = MARGIN_RATE * sum(abs(p.market_value(self.quote(p.contract).price)) for p in positions if p.qty)
         return [
             ("AccountCode", account, ""),
             ("Currency", base, base),
-            ("NetLiquidation", f"{NET_LIQUIDATION_CASH + market_value:.2f}", base),
+            ("NetLiquidation", f"{net_liquidation:.2f}", base),
+            ("TotalCashValue", f"{NET_LIQUIDATION_CASH:.2f}", base),
+            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", base),
+            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", "BASE"),
+            ("InitMarginReq", f"{margin:.2f}", base),
+            ("MaintMarginReq", f"{margin * MAINT_OF_INIT:.2f}", base),
+            ("AvailableFunds", f"{net_liquidation - margin:.2f}", base),
+            ("ExcessLiquidity", f"{net_liquidation - margin * MAINT_OF_INIT:.2f}", base),
             ("UnrealizedPnL", f"{unrealized:.2f}", base),
             ("ExchangeRate", "1.00", "BASE"),
             *[("ExchangeRate", repr(rate), currency) for currency, rate in sorted(acct.fx_rates.items())],

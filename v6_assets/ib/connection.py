@@ -21,6 +21,7 @@ from ib_async import IB
 from ib_async.ib import StartupFetch
 
 from v6_assets.contracts.clock import utc_now
+from v6_assets.ib.account_values import AccountValueTracker
 from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
 from v6_assets.ib.executions import ExecutionTracker
@@ -86,6 +87,7 @@ class ConnectionLoop:
         self._fanout: FanOut | None = None
         self._publisher: UpdatePublisher | None = None
         self._executions: ExecutionTracker | None = None
+        self._account_values: AccountValueTracker | None = None
         self._lease: ConnectionLease | None = None
         self._lease_holder: LeaseHolder | None = None
         self._breaker: CircuitBreaker | None = None
@@ -131,6 +133,7 @@ class ConnectionLoop:
             settings, self._clock, self._fanout, self._mark_subs_dirty, self._current_subscriptions
         )
         self._executions = ExecutionTracker(settings.accounts, self._clock, self._fanout.publish_execution)
+        self._account_values = AccountValueTracker(settings.accounts, self._clock, self._fanout.publish_execution)
         self._breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
         self._lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
         backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
@@ -191,6 +194,8 @@ class ConnectionLoop:
         ib.disconnectedEvent += lambda: session.end("disconnected")
         if self._executions is not None:
             self._executions.attach(ib)
+        if self._account_values is not None:
+            self._account_values.attach(ib)
         self._client_id_in_use = False
         self._session = session
         try:
@@ -230,6 +235,8 @@ class ConnectionLoop:
             publisher.close_missing({(p.account, int(p.contract.conId)) for p in ib.positions()})
             if self._executions is not None:
                 self._executions.request(ib)  # the day's fills: those missed while disconnected come back
+            if self._account_values is not None:
+                self._account_values.subscribe(ib, session.subscriptions.accounts)
             await session.subscriptions.subscribe_portfolio()
             self._sync_subscriptions(session)
             await self._maintain(session, settings)
@@ -369,8 +376,12 @@ class ConnectionLoop:
         if tracker is None:
             return {}
         c = tracker.counters
-        return {"executions_emitted": c.emitted, "execution_errors": c.conversion_errors,
-                "orphan_commissions": c.orphan_commissions}  # fmt: skip
+        counters = {"executions_emitted": c.emitted, "execution_errors": c.conversion_errors,
+                    "orphan_commissions": c.orphan_commissions}  # fmt: skip
+        if self._account_values is not None:
+            a = self._account_values.counters
+            counters.update(account_values_emitted=a.emitted, account_value_errors=a.errors)
+        return counters
 
     def _connection_status(self) -> ConnectionStatus:
         session, breaker, lease = self._session, self._breaker, self._lease

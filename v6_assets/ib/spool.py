@@ -32,20 +32,22 @@ from typing import Any, Literal
 import polars as pl
 
 from v6_assets.contracts.streams import (
+    ACCOUNT_VALUE_FIELDS,
     EXECUTION_UPDATE_FIELDS,
     GREEKS_UPDATE_FIELDS,
     POSITION_UPDATE_FIELDS,
+    AccountValueUpdate,
     ExecutionUpdate,
     GreeksUpdate,
     PositionUpdate,
 )
-from v6_assets.contracts.tables import EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES
+from v6_assets.contracts.tables import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES
 from v6_assets.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
-SpoolKind = Literal["position", "greeks", "execution"]
-SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate
+SpoolKind = Literal["position", "greeks", "execution", "account_value"]
+SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
 
 _POSITION_VALUES = operator.attrgetter(*POSITION_UPDATE_FIELDS)
 _GREEKS_VALUES = operator.attrgetter(*GREEKS_UPDATE_FIELDS)
@@ -57,6 +59,7 @@ _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
 POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
 GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
 EXECUTION_SCHEMA: dict[str, Any] = {c: EXECUTIONS.polars_schema[c] for c in EXECUTION_UPDATE_FIELDS}
+ACCOUNT_VALUE_SCHEMA: dict[str, Any] = {c: ACCOUNT_VALUES.polars_schema[c] for c in ACCOUNT_VALUE_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -91,6 +94,7 @@ class SpoolFrames:
     greeks: pl.DataFrame
     last_offset: int | None
     executions: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], EXECUTION_SCHEMA))
+    account_values: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], ACCOUNT_VALUE_SCHEMA))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,6 +107,9 @@ _EXECUTION_VALUES = operator.attrgetter(*EXECUTION_UPDATE_FIELDS)
 _EXECUTION_PAD = (None,) * (_N_COLS - len(EXECUTION_UPDATE_FIELDS))
 _EXE_EXPIRY = EXECUTION_UPDATE_FIELDS.index("expiry")
 _EXE_TIMES = (EXECUTION_UPDATE_FIELDS.index("exec_time"), EXECUTION_UPDATE_FIELDS.index("received_at"))
+_ACCOUNT_VALUES = operator.attrgetter(*ACCOUNT_VALUE_FIELDS)
+_ACCOUNT_PAD = (None,) * (_N_COLS - len(ACCOUNT_VALUE_FIELDS))
+_ACV_RECEIVED = ACCOUNT_VALUE_FIELDS.index("received_at")
 _COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
 _INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
 _SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
@@ -146,7 +153,14 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
         for i in _EXE_TIMES:
             values[i] = _micros(values[i])
         return ("execution", *values, *_EXECUTION_PAD)
-    raise TypeError(f"only PositionUpdate, GreeksUpdate and ExecutionUpdate can be spooled, not {type(event).__name__}")
+    if type(event) is AccountValueUpdate:
+        values = list(_ACCOUNT_VALUES(event))
+        values[_ACV_RECEIVED] = _micros(values[_ACV_RECEIVED])
+        return ("account_value", *values, *_ACCOUNT_PAD)
+    raise TypeError(
+        f"only PositionUpdate, GreeksUpdate, ExecutionUpdate and AccountValueUpdate can be spooled, not "
+        f"{type(event).__name__}"
+    )
 
 
 def _decode_position_values(cols: Sequence[Any]) -> list[Any]:
@@ -173,6 +187,10 @@ def _decode_execution_values(cols: Sequence[Any]) -> list[Any]:
 
 
 def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
+    if kind == "account_value":
+        values = list(cols[: len(ACCOUNT_VALUE_FIELDS)])
+        values[_ACV_RECEIVED] = _from_micros(values[_ACV_RECEIVED])
+        return AccountValueUpdate(*values)
     if kind == "execution":
         return ExecutionUpdate(*_decode_execution_values(cols))
     if kind == "position":
@@ -303,13 +321,16 @@ class Spool:
         greeks = [row[:1] + row[2 : 1 + n_greeks] for row in rows if row[1] == "greeks"]
         n_executions = len(EXECUTION_UPDATE_FIELDS) + 1
         executions = [row[:1] + row[2 : 1 + n_executions] for row in rows if row[1] == "execution"]
-        if len(positions) + len(greeks) + len(executions) != len(rows):
+        n_values = len(ACCOUNT_VALUE_FIELDS) + 1
+        values = [row[:1] + row[2 : 1 + n_values] for row in rows if row[1] == "account_value"]
+        if len(positions) + len(greeks) + len(executions) + len(values) != len(rows):
             raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
             positions=_frame(positions, POSITION_SCHEMA),
             greeks=_frame(greeks, GREEKS_SCHEMA),
             last_offset=rows[-1][0] if rows else None,
             executions=_frame(executions, EXECUTION_SCHEMA),
+            account_values=_frame(values, ACCOUNT_VALUE_SCHEMA),
         )
 
     # -- acknowledging ----------------------------------------------------------------------------------------
@@ -485,8 +506,8 @@ class SpoolHandler:
             latest: set[tuple[str, int]] = set()
             newest_first: list[SpoolEvent] = []
             for event in reversed(kept):
-                if type(event) is ExecutionUpdate:
-                    newest_first.append(event)  # a fill is never superseded by a later update of its position
+                if type(event) is ExecutionUpdate or type(event) is AccountValueUpdate:
+                    newest_first.append(event)  # a fill / an account value is never superseded by a position update
                     continue
                 key = (event.account, event.con_id)  # type: ignore[union-attr]
                 if key not in latest:
@@ -497,7 +518,7 @@ class SpoolHandler:
             kept = newest_first
         if len(kept) > target:
             # the oldest position updates go; executions stay (a fill is never superseded)
-            droppable = [i for i, e in enumerate(kept) if type(e) is not ExecutionUpdate]
+            droppable = [i for i, e in enumerate(kept) if type(e) is PositionUpdate]
             drop = set(droppable[: len(kept) - target])
             self.dropped_positions += len(drop)
             kept = [e for i, e in enumerate(kept) if i not in drop]

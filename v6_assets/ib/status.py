@@ -66,6 +66,8 @@ class StreamCounters:
     executions_emitted: int = 0
     execution_errors: int = 0  # executions/commissions that could not be converted (logged raw)
     orphan_commissions: int = 0  # commissions whose execution had not been seen when they arrived
+    account_values_emitted: int = 0
+    account_value_errors: int = 0  # bad FX rates, unknown currencies, non-numbers (kept as text, counted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ No Dagster, no IB imports. Typical use::
 """
 
 from v6_assets.contracts.tables import (
+    ACCOUNT_VALUES,
     DAILY_PNL,
     EOD_POSITIONS,
     EXECUTIONS,
@@ -37,6 +38,7 @@ from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
 
 __all__ = [
+    "ACCOUNT_VALUES",
     "DAILY_PNL",
     "DEFAULT_LAKE_URI",
     "EOD_POSITIONS",

@@ -31,6 +31,7 @@ from v6_assets.contracts.clock import utc_now
 from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
 from v6_assets.lake import (
+    ACCOUNT_VALUES,
     EXECUTIONS,
     GREEKS_UPDATES,
     POSITION_UPDATES,
@@ -44,7 +45,7 @@ from v6_assets.sessions import trade_date_expr
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
-STREAMED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name)
+STREAMED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ def drain_spool_to_lake(
             (POSITION_UPDATES.name, frames.positions),
             (GREEKS_UPDATES.name, frames.greeks),
             (EXECUTIONS.name, frames.executions),
+            (ACCOUNT_VALUES.name, frames.account_values),
         )
         for table, frame in per_table:
             if frame.height == 0:
@@ -285,7 +287,9 @@ def drain_spool_to_lake(
         acked = version
         after = version
         batches += 1
-        rows_read += frames.positions.height + frames.greeks.height + frames.executions.height
+        rows_read += (
+            frames.positions.height + frames.greeks.height + frames.executions.height + frames.account_values.height
+        )
         last_batch_s = time.monotonic() - batch_started
     return DrainResult(
         stream_id=stream_id,

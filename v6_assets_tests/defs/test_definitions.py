@@ -32,6 +32,7 @@ def test_definitions_load_and_validate() -> None:
         "daily_pnl",
         "exposure",
         "executions",
+        "account_values",
         "book_pnl",
     }
 
@@ -74,6 +75,7 @@ def test_lineage_is_as_specified() -> None:
         "daily_pnl": {"eod_positions"},
         "exposure": {"eod_positions"},
         "executions": set(),
+        "account_values": set(),
         "book_pnl": {"eod_positions", "daily_pnl", "executions"},
     }
     assert graph.get(AssetKey("position_updates")).is_external
@@ -144,6 +146,8 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("eod_positions", "reconciles_with_stream"),
         ("executions", "no_duplicate_offsets"),
         ("executions", "no_sentinel_values"),
+        ("account_values", "no_duplicate_offsets"),
+        ("account_values", "no_sentinel_values"),
         ("book_pnl", "statement_matches_pnl"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
