@@ -1,4 +1,5 @@
-"""The book's assets: the streamed ``executions`` and ``account_values`` tables and ``book_pnl`` (the statement MTM rebuilt from the book).
+"""The book's assets: the streamed ``executions`` and ``account_values`` tables and ``book_pnl``
+(the statement MTM rebuilt from the book).
 
     executions ───────────────┐
     eod_positions (D, D-1) ───┼─> book_pnl   (blocking check: statement_matches_pnl)
