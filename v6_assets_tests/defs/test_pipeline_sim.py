@@ -32,6 +32,7 @@ from v6_assets import sessions
 from v6_assets.contracts.money import amounts_agree
 from v6_assets.contracts.tables import EOD_POSITIONS, ROLLUP_DETAIL
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.resources import IBStreamResource, LakeResource
@@ -160,7 +161,11 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     finally:
         spool.close()
     pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
-    assert pos + grk == last and pos > 100 and grk > 50  # every spooled record is in Delta: no loss
+    # executions and account values share the spool's offsets
+    others = [p.lake.scan(t).select("spool_offset").collect() for t in ("executions", "account_values")]
+    assert all(f["spool_offset"].n_unique() == f.height for f in others)
+    assert pos + grk + sum(f.height for f in others) == last  # every spooled record is in Delta: no loss
+    assert pos > 100 and grk > 50 and all(f.height for f in others)
     events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
     assert all(isinstance(e, AssetMaterialization) for e in events)
     reported = {(e.asset_key.to_user_string(), e.partition) for e in events}
@@ -320,7 +325,8 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS], asset_checks=all_checks(), jobs=[daily_assets_job],
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS],
+        asset_checks=[*all_checks(), *book_checks()], jobs=[daily_assets_job],
         resources={"lake": p.lake_resource},
     )  # fmt: skip
     result = defs.resolve_job_def("daily_assets").execute_in_process(
@@ -342,7 +348,7 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
         assert_frame_equal(before, after, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     _assert_matches_truth(p)
     mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
-    assert {m.asset_key.to_user_string() for m in mats} == set(tables)
+    assert {m.asset_key.to_user_string() for m in mats} == {*tables, "book_pnl"}  # the book is rebuilt in the same run
     md = mats[0].step_materialization_data.materialization.metadata  # type: ignore[union-attr]
     for key in ("dagster/row_count", "dagster/column_schema", "dagster/column_lineage", "preview"):
         assert key in md
