@@ -160,7 +160,7 @@ def run(
         result.add(Record(f"{label}, peak RSS (polled, until it stopped)", polled, "GiB",
                           target=f"<= {TARGET_RSS_GB:g} GiB", met=polled <= TARGET_RSS_GB))  # fmt: skip
         return result
-    expected = {"eod_positions": n_sessions, "daily_pnl": n_sessions, "exposure": n_sessions}
+    expected = {"eod_positions": n_sessions, "daily_pnl": n_sessions, "exposure": n_sessions, "book_pnl": n_sessions}
     if m["materialized_partitions"] != expected:
         raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")
     seconds, rss_gb = m["seconds"], m["peak_rss_bytes"] / 2**30

@@ -7,6 +7,7 @@ started lazily by the ``ib_position_stream`` sensor only.
 from dagster import Definitions, in_process_executor
 
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
@@ -14,8 +15,8 @@ from v6_assets.defs.schedules import ALL_SCHEDULES
 from v6_assets.defs.sensors import ib_position_stream
 
 defs = Definitions(
-    assets=[*STREAM_SPECS, *DAILY_ASSETS],
-    asset_checks=all_checks(),
+    assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS],
+    asset_checks=[*all_checks(), *book_checks()],
     jobs=[daily_assets_job, table_maintenance],
     sensors=[ib_position_stream],
     schedules=ALL_SCHEDULES,

@@ -19,7 +19,13 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate, field_description
+from v6_assets.contracts.streams import (
+    AccountValueUpdate,
+    ExecutionUpdate,
+    GreeksUpdate,
+    PositionUpdate,
+    field_description,
+)
 
 TRADE_DATE = "trade_date"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -163,6 +169,20 @@ GREEKS_UPDATES = _stream_table(
     GreeksUpdate,
     "Every option greeks update streamed from IB, exactly once per (stream_id, spool_offset).",
 )
+EXECUTIONS = _stream_table(
+    "executions",
+    ExecutionUpdate,
+    "Every execution IB reported (live fills and the day's executions re-requested at each connect), exactly once "
+    "per (stream_id, spool_offset): one row per exec id revision and known state (the execution, then again with "
+    "its commission once known). analytics.book_executions keeps the latest state of the highest revision.",
+)
+
+ACCOUNT_VALUES = _stream_table(
+    "account_values",
+    AccountValueUpdate,
+    "Every account value IB reported for the allowed accounts (reqAccountUpdatesMulti per account, and the "
+    "rotating portfolio subscription), when it changed, exactly once per (stream_id, spool_offset).",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +236,7 @@ EOD_POSITIONS = TableDef(
         _c("ib_realized_pnl", _F, "IB's realized PnL (reqPnLSingle, since inception) at the cut."),
         _c("last_update_at", UTC_TIMESTAMP, "Time (UTC) of the last position update at or before the cut."),
         _c("mark_age_s", _F, "Seconds between the last mark and the cut."),
-        _c("is_stale_mark", _B, "True when the mark is older than the staleness threshold."),
+        _c("is_stale_mark", _B, "True when the position is open at the cut and its mark is older than the threshold."),
         _c("carried_forward", _B, "True when no update arrived during the session and the state was carried."),
         _c("is_closed", _B, "True when the position is flat (0) at the cut."),
         _c("delta", _F, "Delta per share at the cut (last greeks at or before it)."),
@@ -246,7 +266,8 @@ DAILY_PNL = TableDef(
     name="daily_pnl",
     description=(
         "Daily PnL per option position and NYSE session: pnl = (U_D - U_{D-1}) + R_D (average-cost identity, equals "
-        "IB's statement mark-to-market). Null and is_baseline on the first session a pre-existing position was seen."
+        "IB's statement mark-to-market). On the first session a pre-existing position was seen (is_baseline) IB's own "
+        "daily PnL is carried (pnl_source ib_daily), null only when IB gave none."
     ),
     columns=(
         _TRADE_DATE_DAILY,
@@ -271,6 +292,12 @@ DAILY_PNL = TableDef(
             "unrealized_source",
             _S,
             "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
+        ),
+        _c(
+            "pnl_source",
+            _S,
+            "Where pnl came from: average_cost ((U_D - U_{D-1}) + R_D), ib_daily (a baseline session: IB's own daily "
+            "PnL from reqPnLSingle carried, flagged by is_baseline), or null when no source exists.",
         ),
     ),
     key=("account", "con_id"),
@@ -309,11 +336,58 @@ EXPOSURE = TableDef(
     key=("account", "underlying", "expiry", "currency"),
 )
 
+BOOK_PNL = TableDef(
+    name="book_pnl",
+    description=(
+        "Daily PnL per option position and NYSE session computed a second, independent way, from the book alone "
+        "(IB's statement MTM): prior quantity x (mark_D - mark_{D-1}) x m + sum over the session's executions of "
+        "quantity x (mark_D - price) x m - commissions; beside daily_pnl's average-cost figure and IB's own daily "
+        "PnL, with the reason where they cannot agree."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        *_CONTRACT_COLUMNS,
+        _c("position", _F, "Signed position at this session's cut (0 when flat)."),
+        _c("prev_position", _F, "Signed position at the previous session's cut."),
+        _c("mark", _F, "mark_D: the EOD mark of this session (eod_positions.market_price)."),
+        _c("prev_mark", _F, "mark_{D-1}: the EOD mark of the previous session; null when unknown."),
+        _c("executions", _I, "Executions of the position booked in this session (latest revision each)."),
+        _c("executed_quantity", _F, "Sum of the executions' signed quantities."),
+        _c("unexplained_quantity", _F, "position - prev_position - executed_quantity: a change without execution."),
+        _c("position_mtm", _F, "prev_position x (mark - prev_mark) x multiplier."),
+        _c("transaction_mtm", _F, "Sum of quantity x (mark - price) x multiplier over the executions."),
+        _c("commissions", _F, "Sum of the executions' commissions; null when one is not known."),
+        _c("statement_pnl", _F, "position_mtm + transaction_mtm - commissions; null when an input is unknown."),
+        _c("pnl", _F, "daily_pnl's figure (average-cost identity from IB's unrealized/realized PnL)."),
+        _c("pnl_source", _S, "Where pnl came from (daily_pnl)."),
+        _c("ib_daily_pnl", _F, "IB's own daily PnL (reqPnLSingle) at the cut."),
+        _c("statement_minus_pnl", _F, "statement_pnl - pnl (null when either is unknown)."),
+        _c(
+            "reason",
+            _S,
+            "Why statement_pnl is null or may differ: baseline, missing commission, quantity change without an "
+            "execution (expiry, exercise, assignment, or a fill outside the stream's window), stale mark, "
+            "execution for a position the book does not hold; null when nothing is known to be wrong.",
+        ),
+    ),
+    key=("account", "con_id"),
+)
+
 # The contract columns every daily position table starts with (after trade_date).
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
+    t.name: t
+    for t in (
+        POSITION_UPDATES,
+        GREEKS_UPDATES,
+        EXECUTIONS,
+        ACCOUNT_VALUES,
+        EOD_POSITIONS,
+        DAILY_PNL,
+        EXPOSURE,
+        BOOK_PNL,
+    )
 }
 
 

@@ -265,6 +265,8 @@ def pnl_against_ib(lake: Lake, days: Sequence[date], tolerance: float) -> PnlCom
     """daily_pnl of ``days`` against IB's own daily PnL (reqPnLSingle) where both exist."""
     frame = lake.read_sessions(DAILY_PNL.name, days)
     both = frame.filter(pl.col("pnl").is_not_null() & pl.col("ib_daily_pnl").is_not_null())
+    if "pnl_source" in both.columns:  # a baseline carrying IB's figure compared with itself proves nothing
+        both = both.filter(pl.col("pnl_source").fill_null("") != "ib_daily")
     difference = (pl.col("pnl") - pl.col("ib_daily_pnl")).abs()
     off = both.filter(amounts_disagree_expr(pl.col("pnl"), pl.col("ib_daily_pnl"), tolerance)).sort(
         difference, descending=True

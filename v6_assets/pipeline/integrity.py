@@ -4,7 +4,8 @@ Two checks, both cheap enough for every few minutes:
 
 - every data file the Delta log of each table references exists (a deleted or lost ``part-*.parquet`` otherwise goes
   unnoticed until the next read fails); local lakes only: an object store's own durability covers the rest;
-- the spool offsets of the stream in ``position_updates`` + ``greeks_updates`` are contiguous from the lowest to the
+- the spool offsets of the stream in the streamed tables (positions, greeks, executions, account values) are
+  contiguous from the lowest to the
   highest and none is stored twice (exactly-once, observed rather than assumed).
 """
 
@@ -17,7 +18,10 @@ from urllib.parse import unquote, urlparse
 
 import polars as pl
 
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, Lake
+from v6_assets.lake import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES, Lake
+
+# Every table fed by the spool: the offsets of one stream are spread over them.
+_STREAMED = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
 
 REPAIR_HINT = (
     "Restore the missing files from a backup or snapshot of the lake. If they cannot be restored, remove them from "
@@ -84,11 +88,11 @@ def check_lake(lake: Lake, stream_id: str, tables: Iterable[str] | None = None) 
             checked += 1
             if not path.exists():
                 missing.setdefault(table, []).append(path.name)
-    if missing.get(POSITION_UPDATES.name) or missing.get(GREEKS_UPDATES.name):
+    if any(missing.get(table) for table in _STREAMED):
         # The offsets cannot be read without the files: report the files alone.
         return IntegrityReport(stream_id, checked, missing)
     frames = []
-    for table in (POSITION_UPDATES.name, GREEKS_UPDATES.name):
+    for table in _STREAMED:
         if lake.open(table) is not None:
             frames.append(lake.scan(table).filter(pl.col("stream_id") == stream_id).select("spool_offset"))
     if not frames:

@@ -100,6 +100,7 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "eod_positions": 3,
         "daily_pnl": 3,
         "exposure": 3,
+        "book_pnl": 3,
     }
     assert details["ingest"]["details"]["order_violations"] == 0
     assert details["soak"]["details"]["simulator"]["order_violations"] == 0

@@ -31,6 +31,9 @@ def test_definitions_load_and_validate() -> None:
         "eod_positions",
         "daily_pnl",
         "exposure",
+        "executions",
+        "account_values",
+        "book_pnl",
     }
 
 
@@ -71,8 +74,12 @@ def test_lineage_is_as_specified() -> None:
         "eod_positions": {"position_updates", "greeks_updates"},
         "daily_pnl": {"eod_positions"},
         "exposure": {"eod_positions"},
+        "executions": set(),
+        "account_values": set(),
+        "book_pnl": {"eod_positions", "daily_pnl", "executions"},
     }
     assert graph.get(AssetKey("position_updates")).is_external
+    assert graph.get(AssetKey("executions")).is_external
     assert graph.get(AssetKey("greeks_updates")).is_external
 
 
@@ -139,6 +146,11 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("greeks_updates", "no_duplicate_offsets"),
         ("greeks_updates", "no_sentinel_values"),
         ("eod_positions", "reconciles_with_stream"),
+        ("executions", "no_duplicate_offsets"),
+        ("executions", "no_sentinel_values"),
+        ("account_values", "no_duplicate_offsets"),
+        ("account_values", "no_sentinel_values"),
+        ("book_pnl", "statement_matches_pnl"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
 
@@ -147,7 +159,7 @@ def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> N
     graph = defs.get_repository_def().asset_graph
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
     daily = {name: policy for name, policy in policies.items() if policy is not None}
-    assert set(daily) == {"eod_positions", "daily_pnl", "exposure"}
+    assert set(daily) == {"eod_positions", "daily_pnl", "exposure", "book_pnl"}
     # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri
     assert "V6_REFRESH_MINUTES" not in os.environ, "this test checks the default refresh period"
     for policy in daily.values():

@@ -34,6 +34,7 @@ from v6_assets import sessions
 from v6_assets.contracts.money import amounts_agree
 from v6_assets.contracts.tables import EOD_POSITIONS, ROLLUP_DETAIL
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.resources import IBStreamResource, LakeResource
@@ -169,7 +170,11 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     finally:
         spool.close()
     pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
-    assert pos + grk == last and pos > 100 and grk > 50  # every spooled record is in Delta: no loss
+    # executions and account values share the spool's offsets
+    others = [p.lake.scan(t).select("spool_offset").collect() for t in ("executions", "account_values")]
+    assert all(f["spool_offset"].n_unique() == f.height for f in others)
+    assert pos + grk + sum(f.height for f in others) == last  # every spooled record is in Delta: no loss
+    assert pos > 100 and grk > 50 and all(f.height for f in others)
     reported_events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
     events = [e for e in reported_events if isinstance(e, AssetMaterialization)]
     checks = [e for e in reported_events if isinstance(e, AssetCheckEvaluation)]
@@ -243,8 +248,11 @@ def _assert_matches_truth(p: Pipeline) -> None:
         if not amounts_agree(row["unrealized_pnl_pnl"] or 0.0, row["unrealized_pnl"]):
             problems.append((where, "U_D", row["unrealized_pnl_pnl"], row["unrealized_pnl"]))
         if row["baseline"]:
-            if not (row["is_baseline"] and row["pnl"] is None):
-                problems.append((where, "baseline", row["pnl"], None))
+            # a baseline carries IB's own daily PnL (pnl_source ib_daily), null only without one
+            source = "ib_daily" if row["pnl"] is not None else None
+            carried = row["pnl"] == row["ib_daily_pnl"] and row["pnl_source"] == source
+            if not (row["is_baseline"] and carried):
+                problems.append((where, "baseline", row["pnl"], row["ib_daily_pnl"]))
         elif row["pnl"] is None or not amounts_agree(row["pnl"], row["daily_pnl"]):
             problems.append((where, "pnl", row["pnl"], row["daily_pnl"]))
         if row["closed"] != bool(row["is_closed"]):
@@ -338,7 +346,8 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS], asset_checks=all_checks(), jobs=[daily_assets_job],
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS],
+        asset_checks=[*all_checks(), *book_checks()], jobs=[daily_assets_job],
         resources={"lake": p.lake_resource},
     )  # fmt: skip
     result = defs.resolve_job_def("daily_assets").execute_in_process(
@@ -360,7 +369,7 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
         assert_frame_equal(before, after, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     _assert_matches_truth(p)
     mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
-    assert {m.asset_key.to_user_string() for m in mats} == set(tables)
+    assert {m.asset_key.to_user_string() for m in mats} == {*tables, "book_pnl"}  # the book is rebuilt in the same run
     md = mats[0].step_materialization_data.materialization.metadata  # type: ignore[union-attr]
     for key in ("dagster/row_count", "dagster/column_schema", "dagster/column_lineage", "preview"):
         assert key in md

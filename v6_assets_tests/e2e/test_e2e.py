@@ -214,7 +214,9 @@ def test_backfill_three_sessions_matches_truth_to_the_cent(stack: Stack) -> None
     for key, expected in truth.items():
         row = got[key]
         if expected["baseline"]:
-            assert row["is_baseline"] and row["pnl"] is None, (key, row)
+            # a baseline carries IB's own daily PnL (pnl_source ib_daily), null only without one
+            assert row["is_baseline"] and row["pnl"] == row["ib_daily_pnl"], (key, row)
+            assert row["pnl_source"] == ("ib_daily" if row["pnl"] is not None else None), (key, row)
         else:
             assert row["pnl"] is not None, (key, row)
             # the money rule (half a cent plus float noise), never rounding both sides: -499.78499999999985 and
