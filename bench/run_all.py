@@ -57,6 +57,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     out = workdir / f"{name}.json"
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out), *(["--quick"] if quick else []), *extra]
     print(f"\n== {name}: {' '.join(cmd[1:])}", flush=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: each figure with its load
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -76,6 +77,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     if returncode != 0 or not out.exists():
         result["error"] = f"exit status {returncode}; last output:\n{output[-3000:]}"
     result["wall_s"] = round(seconds, 1)
+    result["load_before"] = load_before
     return result
 
 
