@@ -155,7 +155,7 @@ def stream_audit(lake: Lake, table: str, days: Sequence[date]) -> StreamAudit:
     dt = lake.open(table)
     if dt is None:
         return audit_stream(lake.scan(table), days)
-    key = (lake.table_uri(table), dt.metadata().id, dt.version(), tuple(days))
+    key = (lake.table_uri(table), str(dt.metadata().id), dt.version(), tuple(days))
     found = _AUDITED.get(key)
     if found is None:
         pinned = pl.scan_delta(dt, storage_options=dict(lake.storage_options) or None, credential_provider=None)
