@@ -214,7 +214,7 @@ def streamer_to_spool(sim: SimChild, messages: int, home: Path) -> dict[str, flo
         ib, publisher, loop = run._session.ib, run._publisher, streamer._loop
         assert loop is not None
         recorded: list[bytes] = []  # the raw bytes of the blast, as the socket delivered them
-        asyncio.run_coroutine_threadsafe(_connect(ib.client.conn.hasData, recorded.append), loop).result(10)
+        asyncio.run_coroutine_threadsafe(_connect(ib.client.conn.hasData, recorded.append), loop).result(120)
         with Spool(settings.spool_path) as spool:
             start_offset = spool.last_offset()
             started_wall = time.time()
@@ -227,7 +227,7 @@ def streamer_to_spool(sim: SimChild, messages: int, home: Path) -> dict[str, flo
             last_received = frames.positions["received_at"].max()
             seconds = last_received.timestamp() - started_wall if last_received is not None else float("inf")
         blaster.join(60)
-        asyncio.run_coroutine_threadsafe(_disconnect(ib.client.conn.hasData, recorded.append), loop).result(10)
+        asyncio.run_coroutine_threadsafe(_disconnect(ib.client.conn.hasData, recorded.append), loop).result(120)
         status = streamer.status()
         ceiling = asyncio.run_coroutine_threadsafe(_decode_alone(ib, publisher, recorded), loop).result(300)
     finally:

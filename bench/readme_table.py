@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, fmt_value
+from bench.common import RESULTS_DIR, fmt_value, machine_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 README = PROJECT_ROOT / "README.md"
@@ -160,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             print("README performance table differs from bench/results/readme.json: run python -m bench.readme_table")
             return 1
         return 0
-    report = json.loads(args.json.read_text())
+    if args.json.exists() or not args.bench:
+        report = json.loads(args.json.read_text())
+    else:  # only benchmarks run alone: the machine as it is now
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        report = {"command": "benchmarks run alone", "started_at": now, "machine": machine_info(), "records": []}
     for path in args.bench:
         report = merge_bench(report, json.loads(path.read_text()), f"python -m bench.{path.stem} (run alone)")
     snapshot = snapshot_of(report)
