@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"name": f"{name}: DID NOT RUN", "value": None, "unit": "-", "peer": None,
                         "peer_value": None, "ratio": None, "target": None, "met": None})  # fmt: skip
     report = {
-        "command": "smoke" if args.smoke else "make bench-quick" if args.quick else "make bench",
+        "command": "smoke"
+        if args.smoke
+        else f"python -m bench.run_all --only {' '.join(names)}"
+        if args.only
+        else "make bench-quick"
+        if args.quick
+        else "make bench",
         "smoke": args.smoke,
         "argv": sys.argv[1:] if argv is None else argv,
         "started_at": started_at.isoformat(),
