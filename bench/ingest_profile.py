@@ -35,9 +35,7 @@ def _client_of(streamer: IBPositionStreamer) -> Any:
     return session.ib.client
 
 
-async def _replay(
-    client: Any, chunks: list[bytes], spool: Spool, expected_offset: int, profile: bool
-) -> dict[str, Any]:
+async def _replay(client: Any, chunks: list[bytes], spool: Spool, profile: bool) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     feed = client._onSocketHasData
     started = time.perf_counter()
