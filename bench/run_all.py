@@ -59,6 +59,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     out = workdir / f"{name}.json"
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out), *(["--quick"] if quick else []), *extra]
     print(f"\n== {name}: {' '.join(cmd[1:])}", flush=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: each figure with its load
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -78,6 +79,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     if returncode != 0 or not out.exists():
         result["error"] = f"exit status {returncode}; last output:\n{output[-3000:]}"
     result["wall_s"] = round(seconds, 1)
+    result["load_before"] = load_before
     return result
 
 
@@ -111,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"name": f"{name}: DID NOT RUN", "value": None, "unit": "-", "peer": None,
                         "peer_value": None, "ratio": None, "target": None, "met": None})  # fmt: skip
     report = {
-        "command": "smoke" if args.smoke else "make bench-quick" if args.quick else "make bench",
+        "command": "smoke"
+        if args.smoke
+        else f"python -m bench.run_all --only {' '.join(names)}"
+        if args.only
+        else "make bench-quick"
+        if args.quick
+        else "make bench",
         "smoke": args.smoke,
         "argv": sys.argv[1:] if argv is None else argv,
         "started_at": started_at.isoformat(),

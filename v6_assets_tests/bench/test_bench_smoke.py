@@ -22,7 +22,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # bench -> record names (prefixes) that must be present, and the peers that must be measured next to ours
 EXPECTED: dict[str, tuple[list[str], set[str]]] = {
-    "ingest": (["ingest socket->spool"], {"bare ib_async event counter"}),
+    "ingest": (
+        ["ingest socket->spool"],
+        {"ib_async in-process decode of the same bytes (ceiling)", "bare ib_async event counter over the socket"},
+    ),
     "sensor_tick": (["sensor tick, drain+commit 1,000"], set()),
     "analytics": (["analytics eod+pnl+exposure, 20,000 updates"], {"DuckDB SQL", "pandas"}),
     "backfill": (
@@ -103,6 +106,11 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "book_pnl": 3,
     }
     assert details["ingest"]["details"]["order_violations"] == 0
+    assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
+    # every analytics implementation: its own child's peak RSS and every timed repeat
+    for impl in ("ours (polars)", "DuckDB SQL", "pandas"):
+        found = details["analytics"]["details"]["20000"][impl]
+        assert found["peak_rss_bytes"] > 0 and len(found["times_s"]) == 1, found
     assert details["soak"]["details"]["simulator"]["order_violations"] == 0
 
 
