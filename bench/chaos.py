@@ -145,14 +145,15 @@ class Params:
     fuzz_desyncs: int
     load_s: float
     load_rate: int
+    stack_kills: int = 1  # scenario 10: kills per process kind of a dagster dev stack
 
     @classmethod
     def for_mode(cls, quick: bool) -> Params:
         if quick:
             return cls(True, disconnects=3, refuse_s=4.0, stall_s=4.0, kills=2, reloads=1, fuzz_frames=400,
-                       fuzz_desyncs=2, load_s=5.0, load_rate=5_000)  # fmt: skip
+                       fuzz_desyncs=2, load_s=5.0, load_rate=5_000, stack_kills=1)  # fmt: skip
         return cls(False, disconnects=50, refuse_s=60.0, stall_s=30.0, kills=20, reloads=10, fuzz_frames=10_000,
-                   fuzz_desyncs=20, load_s=600.0, load_rate=20_000)  # fmt: skip
+                   fuzz_desyncs=20, load_s=600.0, load_rate=20_000, stack_kills=5)  # fmt: skip
 
 
 # -- shared plumbing ----------------------------------------------------------------------------------------------
@@ -944,6 +945,29 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
     return result
 
 
+# -- 10. kill -9 of each process of a dagster dev stack, healed by the stack and the devserver's watchdog ----------
+def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
+    from bench.chaos_stack import KINDS, QUICK_KINDS, run_stack_kills
+
+    result = ScenarioResult("10 kill -9 of dagster dev's processes")
+    sim = _demo_sim()
+    with sim.running():
+        kinds = QUICK_KINDS if params.quick else KINDS
+        say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        out = run_stack_kills(workdir, sim.port, kinds, params.stack_kills, rng, say=say)
+        for times in out["recoveries"].values():
+            result.recoveries_s.extend(times)
+        result.repetitions = len(result.recoveries_s)
+        result.violations.extend(out["violations"])
+        result.notes.update(out["notes"])
+        _sim_observations(result, sim)
+        truth = _truth(sim)
+    dev = out["dev"]
+    lake = Lake.from_env({"V6_LAKE_URI": dev.lake_uri})
+    _check_and_absorb(result, sim, dev.v6_home, lake, out["windows"], truth)
+    return result
+
+
 # -- runner -------------------------------------------------------------------------------------------------------
 SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = {
     "disconnect": scenario_disconnect,
@@ -955,6 +979,7 @@ SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = 
     "fuzz": scenario_fuzz,
     "time": scenario_time,
     "load": scenario_load,
+    "stack": scenario_stack,
 }
 
 

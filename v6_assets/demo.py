@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -39,6 +38,7 @@ from v6_assets.devserver import (
     LOOPBACK,
     DagsterDevProcess,
     DevServerError,
+    StackWatchdog,
     describe_processes,
     port_is_free,
     session_processes,
@@ -182,12 +182,15 @@ def run_demo(
         print(f"Starting dagster dev on {dev.url} (log: {dev.log_path}) ...")
         dev.start()
         try:
-            (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+
+            def record_session() -> None:
+                (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+
+            record_session()
             print(_banner(dev.url, state, seed, sim.port), flush=True)
-            while keep_running:
-                if dev.proc is not None and dev.proc.poll() is not None:
-                    raise DemoError(f"dagster dev exited with code {dev.proc.returncode}; see {dev.log_path}")
-                time.sleep(1.0)
+            if keep_running:
+                # Heals a killed process of the stack (issue 17) until Ctrl-C raises KeyboardInterrupt.
+                StackWatchdog(dev, say=_say, on_restart=record_session).run()
         finally:
             # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print
             # must never skip the cleanup, so stop first and say so only where stdout still works.

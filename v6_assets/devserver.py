@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -221,6 +222,12 @@ class DagsterDevProcess:
                 self._log = None
         return terminated
 
+    def restart(self) -> None:
+        """Stop what is left of this dagster dev (same deadlines as ``stop``) and start a fresh one on the same port."""
+        self.stop()
+        self.proc = None
+        self.start()
+
     def __enter__(self) -> DagsterDevProcess:
         return self.start()
 
@@ -232,6 +239,134 @@ def signal_session(sid: int, sig: signal.Signals) -> None:
     for proc in session_processes(sid):
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+
+
+# -- the watchdog (issue 17, point 1) ---------------------------------------------------------------------------------
+# What supervises what under dagster dev (docs/reliability.md, "Faults and who heals them"):
+#   dagster dev restarts a dead `dagster code-server start` (every 5 s, proxy_server_manager.py), but NOT the
+#   `dagster api grpc` child of a live code server (ticks fail UNAVAILABLE until a Reload), and it shuts everything
+#   down when its webserver or daemon dies (dev.py checks every 5 s); a killed run worker is marked failed by the gRPC
+#   server that started it (server.py `_check_for_orphaned_runs`). The watchdog covers the rest: a code server whose
+#   gRPC child is gone is killed (dagster dev then restarts both), and a stack missing dagster dev, its webserver or
+#   its daemon is restarted whole (the spool keeps every event; the connection lease is free once the holder is gone).
+
+WEBSERVER, DAEMON, CODE_SERVER, GRPC_SERVER, RUN_WORKER, DAGSTER_DEV = (
+    "webserver", "daemon", "code server", "gRPC server", "run worker", "dagster dev"
+)  # fmt: skip
+
+
+def stack_role(cmdline: Sequence[str], parent_role: str | None = None) -> str | None:
+    """Which process of a ``dagster dev`` stack ``cmdline`` is (None: not one the watchdog knows)."""
+    args = list(cmdline)
+    joined = " ".join(args[:8])
+    if "dagster_webserver" in args:
+        return WEBSERVER
+    if "dagster._daemon" in args:
+        return DAEMON
+    if "code-server" in args and "start" in args:
+        return CODE_SERVER
+    if "api" in args and "grpc" in args:
+        return GRPC_SERVER
+    if "multiprocessing.spawn" in joined and parent_role == GRPC_SERVER:
+        return RUN_WORKER
+    if any(Path(a).name == "dagster" for a in args[:2]) and "dev" in args[1:3]:
+        return DAGSTER_DEV
+    return None
+
+
+def stack_roles(procs: Sequence[psutil.Process]) -> dict[int, str]:
+    """pid -> role for the processes of a stack that have one."""
+    cmdlines: dict[int, list[str]] = {}
+    parents: dict[int, int] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            cmdlines[proc.pid] = proc.cmdline()
+            parents[proc.pid] = proc.ppid()
+    first = {pid: stack_role(cmd) for pid, cmd in cmdlines.items()}
+    roles: dict[int, str] = {}
+    for pid, cmd in cmdlines.items():
+        role = first[pid] or stack_role(cmd, first.get(parents[pid]))
+        if role is not None:
+            roles[pid] = role
+    return roles
+
+
+@dataclass
+class StackWatchdog:
+    """Checks a ``DagsterDevProcess`` every ``poll_s`` and heals what dagster dev itself does not (see above).
+
+    ``check()`` kills a code server whose gRPC child has been gone for ``orphan_grace_s`` (a Reload starts the new
+    child before stopping the old one, so a live code server is never without one for long) and returns why the
+    whole stack must be restarted, or None. ``run()`` loops until ``stop_event`` is set, restarting when needed;
+    ``say`` receives one line per action (what died, what was done, how long the restart took).
+    """
+
+    dev: DagsterDevProcess
+    say: Callable[[str], None] = print
+    orphan_grace_s: float = 3.0
+    poll_s: float = 1.0
+    restart_backoff_s: float = 5.0
+    on_restart: Callable[[], None] | None = None  # e.g. the demo records the new session id
+    restarts: int = field(default=0, init=False)
+    code_servers_killed: int = field(default=0, init=False)
+    _orphaned_since: dict[int, float] = field(default_factory=dict, init=False)
+
+    def check(self) -> str | None:
+        proc = self.dev.proc
+        if proc is None:
+            return None
+        if proc.poll() is not None:
+            return f"dagster dev exited with code {proc.returncode}"
+        roles = stack_roles(self.dev.processes())
+        present = set(roles.values())
+        for needed in (WEBSERVER, DAEMON):
+            if needed not in present:
+                return f"its {needed} is gone"
+        with_child = {p.ppid() for p in self._alive(roles, GRPC_SERVER)}
+        now = time.monotonic()
+        for server in self._alive(roles, CODE_SERVER):
+            if server.pid in with_child:
+                self._orphaned_since.pop(server.pid, None)
+                continue
+            since = self._orphaned_since.setdefault(server.pid, now)
+            if now - since >= self.orphan_grace_s:
+                self.say(f"watchdog: code server pid {server.pid} lost its gRPC server; killing it (dagster dev "
+                         "restarts the code server and its gRPC server)")  # fmt: skip
+                with contextlib.suppress(psutil.Error):
+                    server.kill()
+                self.code_servers_killed += 1
+                self._orphaned_since.pop(server.pid, None)
+        return None
+
+    @staticmethod
+    def _alive(roles: Mapping[int, str], role: str) -> list[psutil.Process]:
+        found = []
+        for pid, r in roles.items():
+            if r == role:
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(pid))
+        return found
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Supervise until ``stop_event`` is set (forever without one); a failed restart is retried."""
+        stop = stop_event or threading.Event()
+        while not stop.wait(self.poll_s):
+            reason = self.check()
+            if reason is None:
+                continue
+            self.say(f"watchdog: {reason}; restarting dagster dev")
+            started = time.monotonic()
+            try:
+                self.dev.restart()
+            except DevServerError as exc:
+                self.say(f"watchdog: restart failed ({exc}); retrying in {self.restart_backoff_s:g} s")
+                stop.wait(self.restart_backoff_s)
+                continue
+            self.restarts += 1
+            self._orphaned_since.clear()
+            if self.on_restart is not None:
+                self.on_restart()
+            self.say(f"watchdog: dagster dev restarted in {time.monotonic() - started:.1f} s")
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
@@ -257,10 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = None
     try:
         dev.start()
-        print(f"dagster dev serves {dev.url}; Ctrl-C stops it", flush=True)
-        while dev.proc is not None and dev.proc.poll() is None:
-            time.sleep(0.5)
-        return dev.proc.returncode if dev.proc is not None else 1
+        print(f"dagster dev serves {dev.url}; Ctrl-C stops it; a watchdog restarts what dies", flush=True)
+        StackWatchdog(dev).run()  # until a signal raises KeyboardInterrupt
+        return 1
     except KeyboardInterrupt:
         started = time.monotonic()
         return 0
