@@ -222,12 +222,6 @@ class DagsterDevProcess:
                 self._log = None
         return terminated
 
-    def restart(self) -> None:
-        """Stop what is left of this dagster dev (same deadlines as ``stop``) and start a fresh one on the same port."""
-        self.stop()
-        self.proc = None
-        self.start()
-
     def __enter__(self) -> DagsterDevProcess:
         return self.start()
 
@@ -269,7 +263,8 @@ def stack_role(cmdline: Sequence[str], parent_role: str | None = None) -> str | 
         return GRPC_SERVER
     if "multiprocessing.spawn" in joined and parent_role == GRPC_SERVER:
         return RUN_WORKER
-    if any(Path(a).name == "dagster" for a in args[:2]) and "dev" in args[1:3]:
+    # `.../bin/dagster dev ...` or `python -m dagster dev ...`
+    if any(Path(a).name == "dagster" and args[i + 1 : i + 2] == ["dev"] for i, a in enumerate(args[:3])):
         return DAGSTER_DEV
     return None
 
@@ -357,7 +352,10 @@ class StackWatchdog:
             self.say(f"watchdog: {reason}; restarting dagster dev")
             started = time.monotonic()
             try:
-                self.dev.restart()
+                self.dev.stop()
+                stopped = time.monotonic() - started
+                self.dev.proc = None
+                self.dev.start()
             except DevServerError as exc:
                 self.say(f"watchdog: restart failed ({exc}); retrying in {self.restart_backoff_s:g} s")
                 stop.wait(self.restart_backoff_s)
@@ -366,7 +364,8 @@ class StackWatchdog:
             self._orphaned_since.clear()
             if self.on_restart is not None:
                 self.on_restart()
-            self.say(f"watchdog: dagster dev restarted in {time.monotonic() - started:.1f} s")
+            took = time.monotonic() - started
+            self.say(f"watchdog: dagster dev restarted in {took:.1f} s (the old one stopped in {stopped:.1f} s)")
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
