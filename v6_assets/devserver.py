@@ -290,9 +290,11 @@ def stack_roles(procs: Sequence[psutil.Process]) -> dict[int, str]:
 class StackWatchdog:
     """Checks a ``DagsterDevProcess`` every ``poll_s`` and heals what dagster dev itself does not (see above).
 
-    ``check()`` kills a code server whose gRPC child has been gone for ``orphan_grace_s`` (a Reload starts the new
-    child before stopping the old one, so a live code server is never without one for long) and returns why the
-    whole stack must be restarted, or None. ``run()`` loops until ``stop_event`` is set, restarting when needed;
+    ``check()`` kills a code server whose gRPC child has been gone for ``orphan_grace_s`` (only one that had a child:
+    a code server still starting its child is left to dagster's start-up timeout; a Reload starts the new child
+    before stopping the old one) and returns why the whole stack must be restarted, or None: dagster dev, its
+    webserver or daemon gone, or no code server serving for ``unserved_limit_s`` (dagster dev's restart thread ends
+    for good when one restart fails). ``run()`` loops until ``stop_event`` is set, restarting when needed;
     ``say`` receives one line per action (what died, what was done, how long the restart took).
     """
 
@@ -304,7 +306,10 @@ class StackWatchdog:
     on_restart: Callable[[], None] | None = None  # e.g. the demo records the new session id
     restarts: int = field(default=0, init=False)
     code_servers_killed: int = field(default=0, init=False)
+    unserved_limit_s: float = 90.0
     _orphaned_since: dict[int, float] = field(default_factory=dict, init=False)
+    _had_child: set[int] = field(default_factory=set, init=False)
+    _unserved_since: float | None = field(default=None, init=False)
 
     def check(self) -> str | None:
         proc = self.dev.proc
@@ -317,12 +322,23 @@ class StackWatchdog:
         for needed in (WEBSERVER, DAEMON):
             if needed not in present:
                 return f"its {needed} is gone"
-        with_child = {p.ppid() for p in self._alive(roles, GRPC_SERVER)}
         now = time.monotonic()
-        for server in self._alive(roles, CODE_SERVER):
+        with_child = {p.ppid() for p in self._alive(roles, GRPC_SERVER)}
+        servers = self._alive(roles, CODE_SERVER)
+        if any(s.pid in with_child for s in servers):
+            self._unserved_since = None
+        elif self._unserved_since is None:
+            self._unserved_since = now
+        elif now - self._unserved_since >= self.unserved_limit_s:
+            # dagster dev's restart thread ends for good when a restart fails (e.g. a start-up timeout under load)
+            return f"no code server with a gRPC server for {now - self._unserved_since:.0f} s"
+        for server in servers:
             if server.pid in with_child:
+                self._had_child.add(server.pid)
                 self._orphaned_since.pop(server.pid, None)
                 continue
+            if server.pid not in self._had_child:
+                continue  # still starting its gRPC server: dagster's own start-up timeout applies
             since = self._orphaned_since.setdefault(server.pid, now)
             if now - since >= self.orphan_grace_s:
                 self.say(f"watchdog: code server pid {server.pid} lost its gRPC server; killing it (dagster dev "
@@ -362,10 +378,27 @@ class StackWatchdog:
                 continue
             self.restarts += 1
             self._orphaned_since.clear()
+            self._unserved_since = None
             if self.on_restart is not None:
                 self.on_restart()
             took = time.monotonic() - started
             self.say(f"watchdog: dagster dev restarted in {took:.1f} s (the old one stopped in {stopped:.1f} s)")
+
+
+def probe_code_server(port: int, host: str = LOOPBACK) -> str | None:
+    """None when the code server on ``host:port`` reaches its user-code process, else why not.
+
+    ``Ping`` is forwarded by ``dagster code-server start`` to its ``dagster api grpc`` child, so it fails when that
+    child is dead or hung, while the proxy itself stays up (and ``dagster api grpc-health-check``, answered by the
+    proxy, still passes): this is the production code server's liveness probe (docs/scale-out.md)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host=host)
+    try:
+        client.ping("v6-probe")  # a hung child: the probe's own timeout (Kubernetes timeoutSeconds) fails it
+    except Exception as exc:  # any failure means: not serving user code
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return None
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
@@ -380,7 +413,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("-w", "--workspace", default="workspace.yaml")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--probe", type=int, metavar="PORT", help="only check that the code server on PORT (host: --probe-host) "
+        "reaches its user code (exit 0) or not (exit 1): the liveness probe of a production code server",
+    )  # fmt: skip
+    parser.add_argument("--probe-host", default=LOOPBACK)
     args = parser.parse_args(argv)
+    if args.probe is not None:
+        problem = probe_code_server(args.probe, args.probe_host)
+        print(problem or "code server reaches its user code", file=sys.stderr if problem else sys.stdout)
+        return 1 if problem else 0
     dev = DagsterDevProcess(
         project_dir=Path.cwd(), env=dict(os.environ), log_path=None, port=args.port, workspace=args.workspace,
         log_level=args.log_level,
