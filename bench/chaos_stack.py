@@ -66,7 +66,8 @@ def _roles(dev: Any) -> dict[int, str]:
 def _victim(dev: Any, kind: str, timeout: float) -> int:
     def find() -> int | None:
         if kind == DAGSTER_DEV:
-            return int(dev.process.proc.pid) if dev.process.proc is not None else None
+            proc = dev.process.proc
+            return int(proc.pid) if proc is not None and proc.poll() is None else None
         pids = [pid for pid, role in _roles(dev).items() if role == kind]
         return pids[0] if pids else None
 
@@ -75,6 +76,9 @@ def _victim(dev: Any, kind: str, timeout: float) -> int:
 
 
 def _whole_without(dev: Any, victim: int) -> bool:
+    proc = dev.process.proc
+    if proc is None or proc.pid == victim or proc.poll() is not None:
+        return False  # dagster dev itself killed and not restarted yet
     roles = _roles(dev)
     return victim not in roles and set(WHOLE) <= set(roles.values())
 
@@ -124,7 +128,12 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
     stop = threading.Event()
     with dev:
         assert dev.process is not None
-        watchdog = StackWatchdog(dev.process, say=lambda line: lines.append(f"{time.time():.2f} {line}"))
+
+        def note(line: str) -> None:
+            lines.append(f"{time.time():.2f} {line}")
+            say(f"    {time.strftime('%H:%M:%S')} {line}")
+
+        watchdog = StackWatchdog(dev.process, say=note)
         thread = threading.Thread(target=watchdog.run, args=(stop,), name="stack-watchdog", daemon=True)
         thread.start()
         try:
@@ -134,7 +143,12 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
             for kind in kinds:
                 for _ in range(min(kills, REDUCED_KINDS.get(kind, kills))):
                     time.sleep(rng.uniform(1.0, 3.0))
-                    t0, t_whole, t1 = kill_and_measure(dev, lake, kind)
+                    try:
+                        t0, t_whole, t1 = kill_and_measure(dev, lake, kind)
+                    except (ProcessLookupError, TimeoutError) as exc:  # counted, and the next kill goes on
+                        violations.append(f"{kind}: {type(exc).__name__}: {exc}")
+                        say(f"  kill -9 {kind}: {exc}")
+                        continue
                     windows.append((t0, t1))
                     recoveries[kind].append(t1 - t0)
                     say(

@@ -362,7 +362,11 @@ class StackWatchdog:
         """Supervise until ``stop_event`` is set (forever without one); a failed restart is retried."""
         stop = stop_event or threading.Event()
         while not stop.wait(self.poll_s):
-            reason = self.check()
+            try:
+                reason = self.check()
+            except psutil.Error as exc:  # a process vanished between listing and reading it: look again
+                self.say(f"watchdog: check skipped ({exc})")
+                continue
             if reason is None:
                 continue
             self.say(f"watchdog: {reason}; restarting dagster dev")
@@ -372,7 +376,7 @@ class StackWatchdog:
                 stopped = time.monotonic() - started
                 self.dev.proc = None
                 self.dev.start()
-            except DevServerError as exc:
+            except (DevServerError, RuntimeError) as exc:  # a failed start: try again
                 self.say(f"watchdog: restart failed ({exc}); retrying in {self.restart_backoff_s:g} s")
                 stop.wait(self.restart_backoff_s)
                 continue
