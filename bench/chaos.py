@@ -146,6 +146,7 @@ class Params:
     load_s: float
     load_rate: int
     stack_kills: int = 1  # scenario 10: kills per process kind of a dagster dev stack
+    stack_kinds: tuple[str, ...] = ()  # scenario 10: which kinds (empty: all, or the quick pair)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Params:
@@ -952,7 +953,7 @@ def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> Scenari
     result = ScenarioResult("10 kill -9 of dagster dev's processes")
     sim = _demo_sim()
     with sim.running():
-        kinds = QUICK_KINDS if params.quick else KINDS
+        kinds = params.stack_kinds or (QUICK_KINDS if params.quick else KINDS)
         say = lambda m: print(m, file=sys.stderr)  # noqa: E731
         out = run_stack_kills(workdir, sim.port, kinds, params.stack_kills, rng, say=say)
         for times in out["recoveries"].values():
@@ -1045,12 +1046,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated scenario names: " + ",".join(SCENARIOS))
     parser.add_argument("--json", default="", help="output file (default bench/results/chaos[_quick].json)")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--stack-kinds", default="", help="scenario 10 only these, e.g. 'gRPC server,daemon'")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     params = Params.for_mode(args.quick)
+    if args.stack_kinds:
+        params = dataclasses.replace(params, stack_kinds=tuple(k.strip() for k in args.stack_kinds.split(",")))
     workroot = Path(tempfile.mkdtemp(prefix="v6-chaos-"))
     log_path = workroot / "chaos.log"
     handler = logging.FileHandler(log_path)

@@ -286,6 +286,23 @@ def stack_roles(procs: Sequence[psutil.Process]) -> dict[int, str]:
     return roles
 
 
+def _parent_pid(proc: psutil.Process) -> int:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return -1
+
+
+def _is_code_server(pid: int) -> bool:
+    """True unless ``pid`` is surely not a live code server (gone, a zombie, or another program)."""
+    try:
+        return stack_role(psutil.Process(pid).cmdline()) == CODE_SERVER
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True  # unreadable: never kill on a guess
+
+
 @dataclass
 class StackWatchdog:
     """Checks a ``DagsterDevProcess`` every ``poll_s`` and heals what dagster dev itself does not (see above).
@@ -306,6 +323,7 @@ class StackWatchdog:
     on_restart: Callable[[], None] | None = None  # e.g. the demo records the new session id
     restarts: int = field(default=0, init=False)
     code_servers_killed: int = field(default=0, init=False)
+    grpc_servers_killed: int = field(default=0, init=False)
     unserved_limit_s: float = 90.0
     _orphaned_since: dict[int, float] = field(default_factory=dict, init=False)
     _had_child: set[int] = field(default_factory=set, init=False)
@@ -332,6 +350,15 @@ class StackWatchdog:
         elif now - self._unserved_since >= self.unserved_limit_s:
             # dagster dev's restart thread ends for good when a restart fails (e.g. a start-up timeout under load)
             return f"no code server with a gRPC server for {now - self._unserved_since:.0f} s"
+        for orphan in self._alive(roles, GRPC_SERVER):
+            # A gRPC server whose code server died serves nobody (calls go through the new code server) but holds
+            # the IB lease until its heartbeat times out (30 s): end it so the new one takes the stream at once.
+            if roles.get(_parent_pid(orphan)) == CODE_SERVER or _is_code_server(_parent_pid(orphan)):
+                continue
+            self.say(f"watchdog: gRPC server pid {orphan.pid} lost its code server; killing it")
+            with contextlib.suppress(psutil.Error):
+                orphan.kill()
+            self.grpc_servers_killed += 1
         for server in servers:
             if server.pid in with_child:
                 self._had_child.add(server.pid)
