@@ -948,14 +948,15 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
 
 # -- 10. kill -9 of each process of a dagster dev stack, healed by the stack and the devserver's watchdog ----------
 def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
-    from bench.chaos_stack import KINDS, QUICK_KINDS, run_stack_kills
+    from bench.chaos_stack import KINDS, QUICK_KINDS, RESUME_BUDGET_S, run_stack_kills
 
     result = ScenarioResult("10 kill -9 of dagster dev's processes")
     sim = _demo_sim()
     with sim.running():
         kinds = params.stack_kinds or (QUICK_KINDS if params.quick else KINDS)
         say = lambda m: print(m, file=sys.stderr)  # noqa: E731
-        out = run_stack_kills(workdir, sim.port, kinds, params.stack_kills, rng, say=say)
+        budget = None if params.quick else RESUME_BUDGET_S
+        out = run_stack_kills(workdir, sim.port, kinds, params.stack_kills, rng, say=say, budget_s=budget)
         for times in out["recoveries"].values():
             result.recoveries_s.extend(times)
         result.repetitions = len(result.recoveries_s)

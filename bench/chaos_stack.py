@@ -114,8 +114,9 @@ def kill_and_measure(dev: Any, lake: Lake, kind: str) -> tuple[float, float, flo
 
 
 def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills: int, rng: random.Random,
-                    say: Any = print) -> dict[str, Any]:  # fmt: skip
-    """The scenario's body: returns per-kind recovery times, fault windows, notes and violations."""
+                    say: Any = print, budget_s: float | None = RESUME_BUDGET_S) -> dict[str, Any]:  # fmt: skip
+    """The scenario's body: returns per-kind recovery times, fault windows, notes and violations (a resume slower
+    than ``budget_s`` is one; None in ``make test``, where timing is no verdict: the figures are make chaos's)."""
     from v6_assets_tests.e2e.harness import DagsterDev
 
     env = {**FAKE_SECRETS, **STACK_ENV, "V6_IB_PORT": str(sim_port)}
@@ -154,7 +155,7 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
                     say(
                         f"  kill -9 {kind}: whole after {t_whole - t0:.1f} s, fresh rows in Delta after {t1 - t0:.1f} s"
                     )
-                    if t1 - t0 > RESUME_BUDGET_S:
+                    if budget_s is not None and t1 - t0 > budget_s:
                         violations.append(f"{kind}: resumed after {t1 - t0:.1f} s (> {RESUME_BUDGET_S:.0f} s)")
             if RUN_WORKER in kinds:
                 # Every run ends (the killed ones as FAILURE): none is left STARTED, blocking the refresh queue.
