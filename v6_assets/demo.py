@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
@@ -40,6 +41,7 @@ from v6_assets.devserver import (
     RUN_DONE,
     DagsterDevProcess,
     DevServerError,
+    StackWatchdog,
     describe_processes,
     launch_range_run,
     mark_nux_seen,
@@ -200,29 +202,47 @@ def run_demo(
         print(f"Starting dagster dev on {dev.url} (log: {dev.log_path}) ...")
         dev.start()
         try:
-            (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+
+            def record_session() -> None:
+                (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+
+            record_session()
             mark_nux_seen(dev.url)
             computing = history_sessions(seed)
             history_run = (
                 launch_range_run(dev.url, DAILY_JOB, computing[0], computing[-1], HISTORY_WHY) if computing else None
             )
             print(_banner(dev.url, state, seed, sim.port, computing), flush=True)
-            while keep_running:
-                if dev.proc is not None and dev.proc.poll() is not None:
-                    raise DemoError(f"dagster dev exited with code {dev.proc.returncode}; see {dev.log_path}")
-                if history_run is not None:
-                    try:
-                        status = run_status(dev.url, history_run)
-                    except DevServerError:
-                        status = "unknown"  # the webserver is busy: ask again next second
-                    if status in RUN_DONE:
-                        print(
-                            f"Seeded history computed ({len(computing)} sessions, run {status}) "
-                            f"{time.monotonic() - launched_at:.0f}s after the demo started: {dev.url}/assets/daily_pnl",
-                            flush=True,
-                        )
-                        history_run = None
-                time.sleep(1.0)
+            # Heals a killed process of the stack (issue 17) on its own thread; this one reports the history run.
+            watchdog_stop = threading.Event()
+            watchdog = threading.Thread(
+                target=StackWatchdog(dev, say=_say, on_restart=record_session).run,
+                args=(watchdog_stop,),
+                name="v6-stack-watchdog",
+                daemon=True,
+            )
+            if keep_running:
+                watchdog.start()
+            try:
+                while keep_running:
+                    if history_run is not None:
+                        try:
+                            status = run_status(dev.url, history_run)
+                        except DevServerError:
+                            status = "unknown"  # the webserver is busy or restarting: ask again next second
+                        if status in RUN_DONE:
+                            print(
+                                f"Seeded history computed ({len(computing)} sessions, run {status}) "
+                                f"{time.monotonic() - launched_at:.0f}s after the demo started: "
+                                f"{dev.url}/assets/daily_pnl",
+                                flush=True,
+                            )
+                            history_run = None
+                    time.sleep(1.0)
+            finally:
+                watchdog_stop.set()
+                if watchdog.is_alive():
+                    watchdog.join(10)
         finally:
             # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print
             # must never skip the cleanup, so stop first and say so only where stdout still works.

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar
 
-from v6_assets.contracts.clock import fixed_offset_clock
+from v6_assets.contracts.clock import fixed_offset_clock, utc_now
 from v6_assets.ib.connection import ConnectionLoop
 from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
