@@ -95,7 +95,7 @@ def test_full_revaluation_at_the_d_inputs_is_the_simulators_mark() -> None:
     sim, entries = simulated()
     checked = 0
     for e in entries:
-        day, contract = date.fromisoformat(e["session"]), sim.scenario.contracts[e["con_id"]]
+        day = date.fromisoformat(e["session"])
         years = (expiry_instant(date.fromisoformat(e["expiry"])) - session_close(day)).total_seconds() / YEAR_SECONDS
         if years <= 0:
             continue
@@ -138,7 +138,7 @@ def test_residual_is_the_models_higher_order_remainder_exactly() -> None:
     for r in out.iter_rows(named=True):
         prev_day = sessions.previous_session(r["trade_date"])
 
-        def value(day: date, spot: float, vol: float) -> float:
+        def value(day: date, spot: float, vol: float, r: dict[str, Any] = r) -> float:
             years = (expiry_instant(r["expiry"]) - session_close(day)).total_seconds() / YEAR_SECONDS
             return round(black_scholes(spot, r["strike"], years, vol, sim.scenario.rate, r["right"]).price, 4)
 
