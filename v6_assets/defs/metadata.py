@@ -116,14 +116,12 @@ def bar_chart_markdown(
     ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
     ax.tick_params(labelsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    uri = png_data_uri(fig)
     table = "\n".join(
         ["| | " + unit + " |", "|---|---:|"]
         + [f"| {label} | {_cell(v) if v is not None else 'unknown'} |" for label, v in zip(labels, values, strict=True)]
     )
-    return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n{table}")
+    return MetadataValue.md(f"{heading}\n\n![{title}]({uri})\n\n{table}")
 
 
 def money_text(value: float | None) -> str:
@@ -150,3 +148,10 @@ def range_label(days: Sequence[date]) -> str:
         f"RANGE of {len(days)} sessions {days[0]}..{days[-1]} (one run): every figure below is per session "
         "(tables with a session column); this entry is shared by all of them"
     )
+
+
+def png_data_uri(fig: Figure) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (renders inline in the Dagster UI's markdown)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
