@@ -10,6 +10,7 @@ The computation is ``v6_assets.pipeline.risk`` (definitions in ``v6_assets.analy
 naming its line, instead of checks that silently check nothing.
 """
 
+import functools
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -55,7 +56,20 @@ from v6_assets.pipeline import daily, limits, risk
 
 GROUP_RISK = "risk"
 _SIM_NOTE = " SIMULATED data from the IB gateway simulator (V6_DEMO=1)." if SIMULATED else ""
-RISK_LIMITS: tuple[limits.Limit, ...] = limits.load_limits(DefsEnvironment.read().risk_limits_file)
+
+
+@functools.cache
+def _limits_at(path: str) -> tuple[limits.Limit, ...]:
+    return limits.load_limits(path)
+
+
+def risk_limits() -> tuple[limits.Limit, ...]:
+    """The limits of ``V6_RISK_LIMITS_FILE`` (none when unset), read once per path."""
+    return _limits_at(DefsEnvironment.read().risk_limits_file)
+
+
+# Read when the code location loads: a malformed file is an error naming its line there, not at the first check.
+RISK_LIMITS_AT_LOAD = risk_limits()
 _SIM = " (SIMULATED)" if SIMULATED else ""
 
 
@@ -215,14 +229,16 @@ def _check_days(context: AssetCheckExecutionContext, lake: Lake, table: TableDef
     return [newest] if isinstance(newest, date) else []
 
 
-def limit_result(found: list[dict[str, Any]], rows: int, days: Sequence[date]) -> AssetCheckResult:
+def limit_result(
+    found: list[dict[str, Any]], rows: int, days: Sequence[date], active: tuple[limits.Limit, ...]
+) -> AssetCheckResult:
     """ERROR when an error level is passed, WARN when only warning levels are; every breach in the metadata. A check
     that compared nothing (no rows) while limits exist warns instead of passing."""
     errors = [b for b in found if b["severity"] == limits.ERROR]
     metadata: dict[str, Any] = {
         "sessions": [d.isoformat() for d in days],
-        "limits": len(RISK_LIMITS),
-        "limits_file": "none (V6_RISK_LIMITS_FILE unset)" if not RISK_LIMITS else "loaded",
+        "limits": len(active),
+        "limits_file": "none (V6_RISK_LIMITS_FILE unset)" if not active else "loaded",
         "breaches": len(found),
         "errors": len(errors),
         "breach_list": records_table(
@@ -239,7 +255,7 @@ def limit_result(found: list[dict[str, Any]], rows: int, days: Sequence[date]) -
             ],
         ),
     }
-    if RISK_LIMITS and rows == 0:
+    if active and rows == 0:
         metadata["note"] = "no rows to compare for the sessions: nothing was checked"
         return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN, metadata=metadata)
     if not found:
@@ -257,7 +273,8 @@ def within_greek_limits(context: AssetCheckExecutionContext, lake: LakeResource)
     lk = lake.lake()
     days = _check_days(context, lk, EXPIRY_LADDER)
     ladder = lk.read_sessions(EXPIRY_LADDER, days) if days else pl.DataFrame(schema=EXPIRY_LADDER.polars_schema)
-    return limit_result(limits.breaches(RISK_LIMITS, greeks=ladder), ladder.height, days)
+    active = risk_limits()
+    return limit_result(limits.breaches(active, greeks=ladder), ladder.height, days, active)
 
 
 @asset_check(
@@ -269,7 +286,8 @@ def within_worst_loss_limits(context: AssetCheckExecutionContext, lake: LakeReso
     lk = lake.lake()
     days = _check_days(context, lk, RISK_SCENARIOS)
     grid = lk.read_sessions(RISK_SCENARIOS, days) if days else pl.DataFrame(schema=RISK_SCENARIOS.polars_schema)
-    return limit_result(limits.breaches(RISK_LIMITS, scenarios=grid), grid.height, days)
+    active = risk_limits()
+    return limit_result(limits.breaches(active, scenarios=grid), grid.height, days, active)
 
 
 RISK_ASSETS = [pnl_explain, risk_scenarios, expiry_ladder]

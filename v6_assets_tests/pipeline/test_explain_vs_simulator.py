@@ -7,7 +7,7 @@ sends it), the greeks, the underlying price, the implied vol and the statement d
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date
 from functools import cache
 from typing import Any
 
@@ -16,64 +16,19 @@ import polars as pl
 import pytest
 
 from v6_assets import analytics, sessions
-from v6_assets.analytics import EOD_POSITIONS_SCHEMA
 from v6_assets.analytics.pricing import expiry_instant, option_values, session_close
 from v6_assets.contracts.money import amounts_agree
-from v6_assets.contracts.tables import DAILY_PNL
-from v6_assets.gateway_sim import GatewaySimulator, load_scenario
+from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.gateway_sim.market import YEAR_SECONDS, black_scholes
+from v6_assets_tests.pipeline import sim_book
+from v6_assets_tests.pipeline.sim_book import daily_frame, eod_frame
 
-START = datetime(2025, 3, 3, 9, 0, tzinfo=sessions.NEW_YORK)
 DAYS = sessions.sessions_between(date(2025, 3, 3), date(2025, 3, 20))
 TERMS = ("delta_pnl", "gamma_pnl", "vega_pnl", "theta_pnl")
 
 
-@cache
 def simulated() -> tuple[GatewaySimulator, tuple[dict[str, Any], ...]]:
-    sim = GatewaySimulator(load_scenario("demo", start_time=START.astimezone(sessions.NEW_YORK)))
-    sim.timeline.advance(sessions.eod_cut(DAYS[-1]) + timedelta(minutes=1))
-    return sim, tuple(sim.truth["eod"])
-
-
-def eod_frame(entries: tuple[dict[str, Any], ...]) -> pl.DataFrame:
-    rows = []
-    for e in entries:
-        day = date.fromisoformat(e["session"])
-        expiry = date.fromisoformat(e["expiry"])
-        row: dict[str, Any] = {c: None for c in EOD_POSITIONS_SCHEMA}
-        row.update({k: e[k] for k in ("account", "con_id", "symbol", "sec_type", "strike", "right", "multiplier")})
-        row.update({k: e[k] for k in ("currency", "position", "market_value", "average_cost", "unrealized_pnl")})
-        row.update({k: e[k] for k in ("realized_pnl", "delta", "gamma", "vega", "theta", "implied_vol", "und_price")})
-        row.update(
-            trade_date=day,
-            expiry=expiry,
-            market_price=e["mark"],
-            is_closed=e["closed"],
-            is_expired=e["closed"] and expiry == day,
-            missing_greeks=False,
-            carried_forward=False,
-        )
-        rows.append(row)
-    return pl.DataFrame(rows, schema=EOD_POSITIONS_SCHEMA)
-
-
-def daily_frame(entries: tuple[dict[str, Any], ...]) -> pl.DataFrame:
-    names = DAILY_PNL.column_names
-    rows = []
-    for e in entries:
-        row: dict[str, Any] = {c: None for c in names}
-        row.update({k: e[k] for k in ("account", "con_id", "symbol", "sec_type", "strike", "right", "multiplier")})
-        row.update(
-            trade_date=date.fromisoformat(e["session"]),
-            expiry=date.fromisoformat(e["expiry"]),
-            currency=e["currency"],
-            position=e["position"],
-            prev_position=e["prev_position"],
-            pnl=e["daily_pnl"],
-            is_baseline=e["baseline"],
-        )
-        rows.append(row)
-    return pl.DataFrame(rows, schema=DAILY_PNL.polars_schema)
+    return sim_book.simulated(DAYS[-1])
 
 
 @cache
