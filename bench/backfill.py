@@ -1,5 +1,6 @@
 """Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` + ``pnl_explain`` + ``risk_scenarios`` +
-``expiry_ladder`` (and their checks) over 250 sessions of 200,000 updates each, in ONE Dagster run (``BackfillPolicy.single_run()``), with its wall time and peak RSS.
+``expiry_ladder`` (and their checks) over 250 sessions of 200,000 updates each, in ONE Dagster run
+(``BackfillPolicy.single_run()``), with its wall time and peak RSS.
 
     .venv/bin/python -m bench.backfill [--sessions 250] [--rows 200000] [--quick] [--json OUT]
 
