@@ -67,6 +67,10 @@ def explain_waterfall(explain: pl.DataFrame, *, title: str, simulated: bool) -> 
         if total is not None:
             ax.bar(labels[-1:], [total], color="#1565c0")
         ax.axhline(0, color="#555555", linewidth=0.8)
+        # floating bars: autoscale misses their tops, so the limits come from every level the waterfall reaches
+        levels = [0.0, *starts, *(starts + np.asarray(values)), *([total] if total is not None else [])]
+        pad = 0.08 * (max(levels) - min(levels) or 1.0)
+        ax.set_ylim(min(levels) - pad, max(levels) + pad)
         ax.set_title(f"{r['account']} ({r['currency']})", fontsize=9)
         ax.tick_params(labelsize=7, labelrotation=45)
         cells = [format_cents(r[c]) for c, _ in WATERFALL_STEPS]
