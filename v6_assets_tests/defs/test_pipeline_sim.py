@@ -35,6 +35,7 @@ from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
@@ -317,8 +318,8 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS], asset_checks=all_checks(), jobs=[daily_assets_job],
-        resources={"lake": p.lake_resource},
+        assets=[*STREAM_SPECS, *DAILY_ASSETS, *RISK_ASSETS], asset_checks=[*all_checks(), *RISK_CHECKS],
+        jobs=[daily_assets_job], resources={"lake": p.lake_resource},
     )  # fmt: skip
     result = defs.resolve_job_def("daily_assets").execute_in_process(
         instance=p.instance,
