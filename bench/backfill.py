@@ -1,5 +1,6 @@
-"""Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` (and their checks) over 250 sessions of
-200,000 updates each, in ONE Dagster run (``BackfillPolicy.single_run()``), with its wall time and peak RSS.
+"""Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` + ``pnl_explain`` + ``risk_scenarios`` +
+``expiry_ladder`` (and their checks) over 250 sessions of 200,000 updates each, in ONE Dagster run
+(``BackfillPolicy.single_run()``), with its wall time and peak RSS.
 
     .venv/bin/python -m bench.backfill [--sessions 250] [--rows 200000] [--quick] [--json OUT]
 
@@ -164,7 +165,8 @@ def run(
         result.add(Record(f"{label}, peak RSS (polled, until it stopped)", polled, "GiB",
                           target=f"<= {TARGET_RSS_GB:g} GiB", met=polled <= TARGET_RSS_GB))  # fmt: skip
         return result
-    expected = {"eod_positions": n_sessions, "daily_pnl": n_sessions, "exposure": n_sessions, "book_pnl": n_sessions}
+    daily = ("eod_positions", "daily_pnl", "exposure", "book_pnl", "pnl_explain", "risk_scenarios", "expiry_ladder")
+    expected = {name: n_sessions for name in daily}
     if m["materialized_partitions"] != expected:
         raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")
     seconds, rss_gb = m["seconds"], m["peak_rss_bytes"] / 2**30

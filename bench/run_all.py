@@ -27,8 +27,17 @@ from typing import Any
 from bench.common import RESULTS_DIR, machine_info, table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FULL: tuple[str, ...] = ("ingest", "latency", "sensor_tick", "analytics", "backfill", "table_health", "demo_start")
-QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics")
+FULL: tuple[str, ...] = (
+    "ingest",
+    "latency",
+    "sensor_tick",
+    "analytics",
+    "risk_grid",
+    "backfill",
+    "table_health",
+    "demo_start",
+)
+QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics", "risk_grid")
 KNOWN: tuple[str, ...] = (*FULL, "soak")
 # Tiny configurations for the smoke tests (v6_assets_tests/bench): every code path, seconds each, figures meaningless.
 SMOKE_ARGS: dict[str, list[str]] = {
@@ -36,6 +45,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "latency": ["--seconds", "15", "--positions", "25", "--rate", "100"],
     "sensor_tick": ["--sizes", "1000", "--repeats", "1"],
     "analytics": ["--sizes", "20000", "--repeats", "1"],
+    "risk_grid": ["--positions", "200", "--repeats", "1"],
     "backfill": ["--sessions", "3", "--rows", "3000"],
     "table_health": ["--commits", "10", "--rows-per-batch", "50", "--repeats", "1"],
     "soak": ["--minutes", "0.25", "--rate", "800"],
@@ -47,6 +57,7 @@ TIMEOUT_S: dict[str, float] = {
     "latency": 1800,
     "sensor_tick": 900,
     "analytics": 3600,
+    "risk_grid": 600,
     "backfill": 3600,
     "table_health": 3600,
     "soak": 7200,

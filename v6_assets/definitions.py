@@ -11,12 +11,13 @@ from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_chec
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import ALL_SCHEDULES
 from v6_assets.defs.sensors import ib_position_stream
 
 defs = Definitions(
-    assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS],
-    asset_checks=[*all_checks(), *book_checks()],
+    assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS],
+    asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS],
     jobs=[daily_assets_job, table_maintenance],
     sensors=[ib_position_stream],
     schedules=ALL_SCHEDULES,

@@ -373,6 +373,119 @@ BOOK_PNL = TableDef(
     key=("account", "con_id"),
 )
 
+# -- explain and risk (issue 20): pnl_explain, risk_scenarios, expiry_ladder ------------------------------------
+
+_EXPLAIN_KEY_COLUMNS = (
+    _c("account", _S, "IB account code (null on an underlying roll-up row)."),
+    _c("con_id", _I, "IB contract id of the option (null on a roll-up row)."),
+    _c("symbol", _S, "Underlying symbol (null on an account roll-up row)."),
+    *[c for c in _CONTRACT_COLUMNS if c.name not in ("account", "con_id", "symbol")],
+)
+
+PNL_EXPLAIN = TableDef(
+    name="pnl_explain",
+    description=(
+        "Daily PnL per option position and NYSE session split into delta, gamma, vega, theta (greeks, underlying and "
+        "implied vol of the D-1 cut, moves to the D cut, calendar days between the cuts), trading (position changes "
+        "during D) and residual; rows that cannot be attributed are flagged (status) and keep their PnL unexplained. "
+        "Roll-up rows by underlying and by account (rollup column)."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        *_EXPLAIN_KEY_COLUMNS,
+        _c("position", _F, "Signed position at this session's cut."),
+        _c("prev_position", _F, "q: signed position at the previous cut (0 when opened this session)."),
+        _c("pnl", _F, "Daily PnL from daily_pnl (null when unknown)."),
+        _c("prev_und_price", _F, "S_{D-1}: underlying price at the previous cut."),
+        _c("und_price", _F, "S_D: underlying price at this cut."),
+        _c("und_move", _F, "S_D - S_{D-1} (explained rows)."),
+        _c("prev_implied_vol", _F, "iv_{D-1}: implied vol (decimal) at the previous cut."),
+        _c("implied_vol", _F, "iv_D: implied vol (decimal) at this cut."),
+        _c("vol_move_pts", _F, "(iv_D - iv_{D-1}) * 100: the vol move in points (explained rows)."),
+        _c("days_elapsed", _F, "Calendar days between the previous cut and this cut."),
+        _c("prev_delta", _F, "Delta per share at the previous cut."),
+        _c("prev_gamma", _F, "Gamma per share at the previous cut."),
+        _c("prev_vega", _F, "Vega per share per vol point at the previous cut."),
+        _c("prev_theta", _F, "Theta per share per calendar day at the previous cut."),
+        _c("delta_pnl", _F, "delta_{D-1} * q * m * (S_D - S_{D-1})."),
+        _c("gamma_pnl", _F, "0.5 * gamma_{D-1} * q * m * (S_D - S_{D-1})^2."),
+        _c("vega_pnl", _F, "vega_{D-1} * q * m * (iv_D - iv_{D-1}) * 100."),
+        _c("theta_pnl", _F, "theta_{D-1} * q * m * days_elapsed."),
+        _c("trading_pnl", _F, "pnl - q * m * (P_D - P_{D-1}): PnL of the position changes during D, commissions in."),
+        _c("residual", _F, "pnl - trading - (delta + gamma + vega + theta): higher-order terms, model mismatch."),
+        _c("unexplained_pnl", _F, "PnL of a flagged row left unattributed (0 on explained and opened rows)."),
+        _c(
+            "status",
+            _S,
+            "explained, opened (all trading), missing_greeks (D-1), missing_market (D), missing_mark, expired, "
+            "unknown_pnl; null on roll-up rows.",
+        ),
+        _c("flag", _S, "Why a row is not explained (null when it is)."),
+        _c("positions", _I, "Positions in the row (1 on a detail row)."),
+        _c("flagged_positions", _I, "Positions of the row whose PnL is not (fully) attributed."),
+        _c(ROLLUP_COLUMN, _S, "Aggregation level of the row: detail, underlying or account."),
+    ),
+    key=("account", "con_id", "symbol", "currency", ROLLUP_COLUMN),
+)
+
+RISK_SCENARIOS = TableDef(
+    name="risk_scenarios",
+    description=(
+        "Full-revaluation scenario grid per account x underlying (and per account: underlying null) from the EOD "
+        "state of each NYSE session: every option repriced (Black-Scholes for OPT, Black-76 for FOP) at spot x "
+        "(1 + spot_shift_pct / 100) and implied vol + vol_shift_pts / 100; pnl = scenario value - base value. "
+        "Positions that cannot be priced are counted, never valued at 0."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("underlying", _S, "Underlying symbol (null on the account row: all underlyings shifted together)."),
+        _c("currency", _S, "Currency of the money figures."),
+        _c("spot_shift_pct", _F, "Relative move of the underlying, in percent.", False),
+        _c("vol_shift_pts", _F, "Move of the implied vol, in vol points.", False),
+        _c("base_value", _F, "Model value of the priced positions at the EOD inputs (q * m * price)."),
+        _c("scenario_value", _F, "Model value of the priced positions in the scenario."),
+        _c("pnl", _F, "scenario_value - base_value (null when no position could be priced)."),
+        _c("positions", _I, "Open option positions of the group."),
+        _c("priced_positions", _I, "Positions repriced."),
+        _c("unpriced_positions", _I, "Positions that could not be priced (reasons in unpriced_reasons)."),
+        _c("vol_floored_positions", _I, "Positions whose shifted vol was <= 0: valued at the zero-vol limit."),
+        _c("unpriced_reasons", _S, "'reason: count' of the unpriced positions, '; '-separated."),
+        _c("complete", _B, "True when every position of the group was priced."),
+    ),
+    key=("account", "underlying", "currency", "spot_shift_pct", "vol_shift_pts"),
+)
+
+EXPIRY_LADDER = TableDef(
+    name="expiry_ladder",
+    description=(
+        "Open option exposure per account x underlying x days-to-expiry bucket (0-1, 2-7, 8-30, 31-90, >90 calendar "
+        "days from the session; expired / unknown flagged) and pin risk: short options within a configurable % of "
+        "the strike within N sessions of expiry."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("underlying", _S, "Underlying symbol."),
+        _c("currency", _S, "Currency of the money figures."),
+        _c("bucket", _S, "Days-to-expiry bucket: 0-1, 2-7, 8-30, 31-90, >90, expired or unknown (no expiry).", False),
+        _c("bucket_order", _I, "Sort order of the bucket (0 = nearest).", False),
+        _c("positions", _I, "Open positions in the bucket."),
+        _c("contracts", _F, "Sum of |position|."),
+        _c("delta_shares", _F, "Sum of delta * q * m over positions with greeks."),
+        _c("dollar_delta", _F, "Sum of delta * q * m * S over positions with greeks."),
+        _c("gamma_shares", _F, "Sum of gamma * q * m over positions with greeks."),
+        _c("vega", _F, "Sum of vega * q * m (per vol point)."),
+        _c("theta", _F, "Sum of theta * q * m (per calendar day)."),
+        _c("notional", _F, "Sum of |q| * m * S."),
+        _c("missing_greeks_positions", _I, "Positions without usable greeks (not counted as 0 in the sums)."),
+        _c("pin_risk_positions", _I, "Short options within pin_pct of the strike within pin_sessions of expiry."),
+        _c("pin_risk_contracts", _F, "Sum of |position| of the pin-risk positions."),
+        _c("pin_risk_con_ids", _S, "Comma-separated con_ids of the pin-risk positions (empty when none)."),
+    ),
+    key=("account", "underlying", "currency", "bucket"),
+)
+
 # The contract columns every daily position table starts with (after trade_date).
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
@@ -387,6 +500,9 @@ TABLES: dict[str, TableDef] = {
         DAILY_PNL,
         EXPOSURE,
         BOOK_PNL,
+        PNL_EXPLAIN,
+        RISK_SCENARIOS,
+        EXPIRY_LADDER,
     )
 }
 

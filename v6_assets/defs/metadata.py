@@ -96,14 +96,6 @@ def largest_rows_preview(
     )
 
 
-def _png_base64(fig: Figure) -> str:
-    """The figure as a base64 PNG (for a ``data:`` URI in markdown)."""
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def bar_chart_markdown(
     labels: Sequence[str], values: Sequence[float | None], *, title: str, unit: str, simulated: bool
 ) -> MetadataValue:
@@ -123,12 +115,12 @@ def bar_chart_markdown(
     ax.set_xlabel(unit)
     ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
     ax.tick_params(labelsize=8)
-    encoded = _png_base64(fig)
+    uri = png_data_uri(fig)
     table = "\n".join(
         ["| | " + unit + " |", "|---|---:|"]
         + [f"| {label} | {_cell(v) if v is not None else 'unknown'} |" for label, v in zip(labels, values, strict=True)]
     )
-    return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n{table}")
+    return MetadataValue.md(f"{heading}\n\n![{title}]({uri})\n\n{table}")
 
 
 def line_chart_markdown(
@@ -157,14 +149,14 @@ def line_chart_markdown(
     ax.tick_params(axis="y", labelsize=8)
     ax.legend(fontsize=7, loc="best")
     ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
-    encoded = _png_base64(fig)
+    uri = png_data_uri(fig)
     names = list(series)
     rows = ["| session | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for i, label in enumerate(x_labels):
         cells = [format_cents(series[n][i]) if series[n][i] is not None else "n/a" for n in names]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     note = f"\n\n{table_note}" if table_note else ""
-    return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n" + "\n".join(rows) + note)
+    return MetadataValue.md(f"{heading}\n\n![{title}]({uri})\n\n" + "\n".join(rows) + note)
 
 
 def money_text(value: float | None) -> str:
@@ -191,3 +183,11 @@ def range_label(days: Sequence[date]) -> str:
         f"RANGE of {len(days)} sessions {days[0]}..{days[-1]} (one run): every figure below is per session "
         "(tables with a session column); this entry is shared by all of them"
     )
+
+
+def png_data_uri(fig: Figure) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (renders inline in the Dagster UI's markdown)."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

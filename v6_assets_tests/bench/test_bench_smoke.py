@@ -28,6 +28,7 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     ),
     "sensor_tick": (["sensor tick, drain+commit 1,000"], set()),
     "analytics": (["analytics eod+pnl+exposure, 20,000 updates"], {"DuckDB SQL", "pandas"}),
+    "risk_grid": (["risk grid 200 positions x 45 cells"], {"pandas/numpy cross join"}),
     "backfill": (
         [
             "single-run backfill, 3 sessions x 3,000 updates",
@@ -92,7 +93,7 @@ def check_report(report: dict[str, Any], names: list[str]) -> None:
 
 
 def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> None:
-    names = ["ingest", "sensor_tick", "analytics", "table_health", "backfill", "soak"]
+    names = ["ingest", "sensor_tick", "analytics", "risk_grid", "table_health", "backfill", "soak"]
     report = run_all(tmp_path, names, timeout=600)
     check_report(report, names)
     details = report["benchmarks"]
@@ -104,6 +105,9 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "daily_pnl": 3,
         "exposure": 3,
         "book_pnl": 3,
+        "pnl_explain": 3,
+        "risk_scenarios": 3,
+        "expiry_ladder": 3,
     }
     assert details["ingest"]["details"]["order_violations"] == 0
     assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])

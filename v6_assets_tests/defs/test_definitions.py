@@ -34,6 +34,9 @@ def test_definitions_load_and_validate() -> None:
         "executions",
         "account_values",
         "book_pnl",
+        "pnl_explain",
+        "risk_scenarios",
+        "expiry_ladder",
     }
 
 
@@ -77,6 +80,9 @@ def test_lineage_is_as_specified() -> None:
         "executions": set(),
         "account_values": set(),
         "book_pnl": {"eod_positions", "daily_pnl", "executions"},
+        "pnl_explain": {"daily_pnl", "eod_positions"},
+        "risk_scenarios": {"eod_positions"},
+        "expiry_ladder": {"eod_positions"},
     }
     assert graph.get(AssetKey("position_updates")).is_external
     assert graph.get(AssetKey("executions")).is_external
@@ -153,13 +159,18 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("book_pnl", "statement_matches_pnl"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
+    assert ("expiry_ladder", "within_greek_limits") in checks
+    assert ("risk_scenarios", "within_worst_loss_limits") in checks
 
 
 def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> None:
     graph = defs.get_repository_def().asset_graph
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
     daily = {name: policy for name, policy in policies.items() if policy is not None}
-    assert set(daily) == {"eod_positions", "daily_pnl", "exposure", "book_pnl"}
+    assert set(daily) == {
+        *("eod_positions", "daily_pnl", "exposure", "book_pnl"),
+        *("pnl_explain", "risk_scenarios", "expiry_ladder"),
+    }
     # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri
     assert "V6_REFRESH_MINUTES" not in os.environ, "this test checks the default refresh period"
     for policy in daily.values():

@@ -470,3 +470,42 @@ def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
     duplicated = {k: (n, sent[k]) for k, n in stored.items() if n > sent[k]}
     assert not duplicated, f"stored more often than sent (stored, sent): {list(duplicated.items())[:5]}"
     assert stack.sim.max_concurrent_connections(CLIENT_ID) == 1
+
+
+RISK_PICTURES = {
+    "pnl_explain": "explain_waterfall",
+    "risk_scenarios": "scenario_heatmap",
+    "expiry_ladder": "expiry_ladder_bars",
+}
+
+
+class TestRiskPictures:
+    """Issue 20: the explain waterfall, the scenario heat map and the expiry ladder bars render in the UI.
+
+    Self-contained (its own backfill of the five daily assets over the last three closed sessions) so it holds
+    whichever tests ran before it on the shared stack."""
+
+    def test_risk_pictures_render(self, stack: Stack) -> None:
+        days = stack.seed.sessions_closed[-3:]
+        assets = ["eod_positions", "daily_pnl", *RISK_PICTURES]
+        backfill_id = stack.gql.launch_partition_backfill(assets, days, title="e2e: explain and risk")
+        done = stack.gql.wait_for_backfill(backfill_id, timeout_s=300)
+        assert done["runs"] and all(r["status"] == "SUCCESS" for r in done["runs"]), done["runs"]
+        for asset, picture in RISK_PICTURES.items():
+            latest = stack.gql.materializations(asset, partitions=[days[-1]], limit=1)
+            assert latest and picture in latest[0]["metadata"], (asset, latest)
+        stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the page
+        with browser.page() as pg:
+            for asset, picture in RISK_PICTURES.items():
+                pg.goto(f"{stack.dev.url}/assets/{asset}", wait_until="networkidle")
+                row = _metadata_row(pg, picture)
+                row.wait_for(state="visible", timeout=60_000)
+                row.get_by_text("[Show Markdown]").click()
+                dialog = pg.get_by_role("dialog")
+                img = dialog.locator("img").first
+                img.wait_for(state="visible", timeout=30_000)
+                assert img.evaluate("el => el.complete && el.naturalWidth") > 100, f"{picture} did not decode"
+                pg.wait_for_timeout(800)  # let the dialog finish fading in
+                pg.screenshot(path=str(browser.ARTIFACTS_DIR / f"{picture}.png"))
+                dialog.get_by_role("button", name="Close").click()
+                dialog.wait_for(state="hidden", timeout=10_000)

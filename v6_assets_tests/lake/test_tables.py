@@ -26,6 +26,9 @@ def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions(
         "daily_pnl",
         "exposure",
         "book_pnl",
+        "pnl_explain",
+        "risk_scenarios",
+        "expiry_ladder",
     }
     for table in TABLES.values():
         assert table.partition_by == ("trade_date",)

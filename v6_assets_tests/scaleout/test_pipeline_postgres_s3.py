@@ -30,6 +30,7 @@ from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.ib.spool import Spool
@@ -134,8 +135,8 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
 
     # -- single-run backfill of the daily assets over every streamed session, with the checks -----------------
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS],
-        asset_checks=all_checks(),
+        assets=[*STREAM_SPECS, *DAILY_ASSETS, *RISK_ASSETS],
+        asset_checks=[*all_checks(), *RISK_CHECKS],
         jobs=[daily_assets_job, table_maintenance],
         resources=resources,
     )
