@@ -19,7 +19,7 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate, field_description
+from v6_assets.contracts.streams import GreeksUpdate, HealthInterval, PositionUpdate, field_description
 
 TRADE_DATE = "trade_date"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -162,6 +162,12 @@ GREEKS_UPDATES = _stream_table(
     "greeks_updates",
     GreeksUpdate,
     "Every option greeks update streamed from IB, exactly once per (stream_id, spool_offset).",
+)
+STREAM_HEALTH = _stream_table(
+    "stream_health",
+    HealthInterval,
+    "The IB connection's state as intervals (connected, reset, farm down, competing session, restarting, "
+    "disconnected), written when each begins and ends, exactly once per (stream_id, spool_offset).",
 )
 
 
@@ -313,7 +319,7 @@ EXPOSURE = TableDef(
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
+    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, STREAM_HEALTH, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
 }
 
 

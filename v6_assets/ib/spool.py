@@ -23,31 +23,41 @@ import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
-from v6_assets.contracts.tables import GREEKS_UPDATES, POSITION_UPDATES
+from v6_assets.contracts.streams import (
+    GREEKS_UPDATE_FIELDS,
+    HEALTH_INTERVAL_FIELDS,
+    POSITION_UPDATE_FIELDS,
+    GreeksUpdate,
+    HealthInterval,
+    PositionUpdate,
+)
+from v6_assets.contracts.tables import GREEKS_UPDATES, POSITION_UPDATES, STREAM_HEALTH
 from v6_assets.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
-SpoolKind = Literal["position", "greeks"]
-SpoolEvent = PositionUpdate | GreeksUpdate
+SpoolKind = Literal["position", "greeks", "health"]
+SpoolEvent = PositionUpdate | GreeksUpdate | HealthInterval
 
 _POSITION_VALUES = operator.attrgetter(*POSITION_UPDATE_FIELDS)
 _GREEKS_VALUES = operator.attrgetter(*GREEKS_UPDATE_FIELDS)
 _POS_EXPIRY = POSITION_UPDATE_FIELDS.index("expiry")
 _POS_RECEIVED = POSITION_UPDATE_FIELDS.index("received_at")
 _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
+# Health intervals are rare (a few a day): encoded field by field, every datetime as UTC µs.
+_HEALTH_TIMES = tuple(HEALTH_INTERVAL_FIELDS.index(c) for c in ("started_at", "ended_at", "received_at"))
 
 # The events' columns as polars types, from the table contracts (the lake's extra columns left out).
 POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
 GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
+HEALTH_SCHEMA: dict[str, Any] = {c: STREAM_HEALTH.polars_schema[c] for c in HEALTH_INTERVAL_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -81,12 +91,14 @@ class SpoolFrames:
     positions: pl.DataFrame
     greeks: pl.DataFrame
     last_offset: int | None
+    health: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _N_COLS = len(POSITION_UPDATE_FIELDS)
 _GREEKS_PAD = (None,) * (_N_COLS - len(GREEKS_UPDATE_FIELDS))
+_HEALTH_PAD = (None,) * (_N_COLS - len(HEALTH_INTERVAL_FIELDS))
 _COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
 _INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
 _SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
@@ -123,7 +135,12 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
     if type(event) is GreeksUpdate:
         v = _GREEKS_VALUES(event)
         return ("greeks", *v[:_GRK_RECEIVED], _micros(v[_GRK_RECEIVED]), *v[_GRK_RECEIVED + 1 :], *_GREEKS_PAD)
-    raise TypeError(f"only PositionUpdate and GreeksUpdate can be spooled, not {type(event).__name__}")
+    if type(event) is HealthInterval:
+        values = [getattr(event, name) for name in HEALTH_INTERVAL_FIELDS]
+        for i in _HEALTH_TIMES:
+            values[i] = None if values[i] is None else _micros(values[i])
+        return ("health", *values, *_HEALTH_PAD)
+    raise TypeError(f"only PositionUpdate, GreeksUpdate and HealthInterval can be spooled, not {type(event).__name__}")
 
 
 def _decode_position_values(cols: Sequence[Any]) -> list[Any]:
@@ -140,21 +157,32 @@ def _decode_greeks_values(cols: Sequence[Any]) -> list[Any]:
     return values
 
 
+def _decode_health_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols[: len(HEALTH_INTERVAL_FIELDS)])
+    for i in _HEALTH_TIMES:
+        values[i] = None if values[i] is None else _from_micros(values[i])
+    return values
+
+
 def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
     if kind == "position":
         return PositionUpdate(*_decode_position_values(cols))
     if kind == "greeks":
         return GreeksUpdate(*_decode_greeks_values(cols))
+    if kind == "health":
+        return HealthInterval(*_decode_health_values(cols))
     raise SpoolError(f"unknown spool record kind {kind!r}")
 
 
 def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
     wire = {"spool_offset": pl.Int64, **schema}
-    wire["received_at"] = pl.Int64
+    times = [c for c, dtype in schema.items() if isinstance(dtype, pl.Datetime)]  # stored as UTC µs
+    for c in times:
+        wire[c] = pl.Int64
     if "expiry" in wire:
         wire["expiry"] = pl.String
     frame = pl.DataFrame(rows, schema=wire, orient="row")
-    casts = [pl.from_epoch("received_at", time_unit="us").dt.replace_time_zone("UTC")]
+    casts = [pl.from_epoch(c, time_unit="us").dt.replace_time_zone("UTC") for c in times]
     if "expiry" in wire:
         casts.append(pl.col("expiry").str.to_date("%Y-%m-%d"))
     return frame.with_columns(casts)
@@ -265,12 +293,15 @@ class Spool:
         positions = [row[:1] + row[2:] for row in rows if row[1] == "position"]
         n_greeks = len(GREEKS_UPDATE_FIELDS) + 1
         greeks = [row[:1] + row[2 : 1 + n_greeks] for row in rows if row[1] == "greeks"]
-        if len(positions) + len(greeks) != len(rows):
+        n_health = len(HEALTH_INTERVAL_FIELDS) + 1
+        health = [row[:1] + row[2 : 1 + n_health] for row in rows if row[1] == "health"]
+        if len(positions) + len(greeks) + len(health) != len(rows):
             raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
             positions=_frame(positions, POSITION_SCHEMA),
             greeks=_frame(greeks, GREEKS_SCHEMA),
             last_offset=rows[-1][0] if rows else None,
+            health=_frame(health, HEALTH_SCHEMA),
         )
 
     # -- acknowledging ----------------------------------------------------------------------------------------
@@ -440,8 +471,10 @@ class SpoolHandler:
         held = self._pending
         self.max_pending_seen = max(self.max_pending_seen, len(held))
         target = self.max_held * 3 // 4
-        kept: list[SpoolEvent] = [e for e in held if type(e) is not GreeksUpdate]
-        self.dropped_greeks += len(held) - len(kept)
+        # Health intervals (a few a day) are never shed: they are the record of the gap itself.
+        health: list[SpoolEvent] = [e for e in held if type(e) is HealthInterval]
+        kept: list[SpoolEvent] = [e for e in held if type(e) is PositionUpdate]
+        self.dropped_greeks += len(held) - len(kept) - len(health)
         if len(kept) > target:
             latest: set[tuple[str, int]] = set()
             newest_first: list[SpoolEvent] = []
@@ -456,8 +489,8 @@ class SpoolHandler:
         if len(kept) > target:
             self.dropped_positions += len(kept) - target
             kept = kept[len(kept) - target :]
-        self._dropped_since_ok += len(held) - len(kept)
-        self._pending = kept
+        self._dropped_since_ok += len(held) - len(kept) - len(health)
+        self._pending = health + kept
 
     def flush(self) -> None:
         self._scheduled = False

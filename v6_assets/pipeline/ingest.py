@@ -30,13 +30,21 @@ import polars as pl
 from v6_assets.contracts.clock import utc_now
 from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, AppendResult, Lake, MicroBatchWriter
+from v6_assets.lake import (
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    STREAM_HEALTH,
+    TRADE_DATE,
+    AppendResult,
+    Lake,
+    MicroBatchWriter,
+)
 from v6_assets.pipeline.settings import PipelineEnvironment
 from v6_assets.sessions import trade_date_expr
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
-STREAMED_TABLES: tuple[str, str] = (POSITION_UPDATES.name, GREEKS_UPDATES.name)
+STREAMED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, STREAM_HEALTH.name)
 
 
 @dataclass(frozen=True)
@@ -231,9 +239,10 @@ def drain_spool_to_lake(
         if spool.fence(reason, unless_assigned=max(known)):
             raise SpoolBehindLakeError(message)
         spool_last = spool.last_offset()  # recovered meanwhile (a new epoch above the lake): drain it
-    # Both tables hold everything up to the lower committed version: a crash after the commits but before the ack
-    # leaves the ack behind; catch it up first (nothing is re-written).
-    both_committed = min(v or 0 for v in committed.values())
+    # Every table holds everything up to the lowest committed version: a crash after the commits but before the ack
+    # leaves the ack behind; catch it up first (nothing is re-written). stream_health gets a row only now and then:
+    # it counts only once it has committed anything (its rows are few; the writer drops any it already holds).
+    both_committed = min(v or 0 for t, v in committed.items() if t != STREAM_HEALTH.name or v is not None)
     acked = acked_before
     if both_committed > acked:
         spool.ack(both_committed)
@@ -256,7 +265,11 @@ def drain_spool_to_lake(
         if frames.last_offset is None:
             break
         version = frames.last_offset
-        for table, frame in ((POSITION_UPDATES.name, frames.positions), (GREEKS_UPDATES.name, frames.greeks)):
+        for table, frame in (
+            (POSITION_UPDATES.name, frames.positions),
+            (GREEKS_UPDATES.name, frames.greeks),
+            (STREAM_HEALTH.name, frames.health),
+        ):
             if frame.height == 0:
                 continue  # no commit for an empty batch: the ack below still covers it
             batch = _with_lake_columns(frame, stream_id)
@@ -271,7 +284,7 @@ def drain_spool_to_lake(
         acked = version
         after = version
         batches += 1
-        rows_read += frames.positions.height + frames.greeks.height
+        rows_read += frames.positions.height + frames.greeks.height + frames.health.height
         last_batch_s = time.monotonic() - batch_started
     return DrainResult(
         stream_id=stream_id,

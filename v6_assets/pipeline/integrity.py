@@ -17,7 +17,10 @@ from urllib.parse import unquote, urlparse
 
 import polars as pl
 
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, Lake
+from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, STREAM_HEALTH, Lake
+
+# The tables a stream's spool offsets go to (each offset in exactly one of them).
+_OFFSET_TABLES = (POSITION_UPDATES.name, GREEKS_UPDATES.name, STREAM_HEALTH.name)
 
 REPAIR_HINT = (
     "Restore the missing files from a backup or snapshot of the lake. If they cannot be restored, remove them from "
@@ -84,11 +87,11 @@ def check_lake(lake: Lake, stream_id: str, tables: Iterable[str] | None = None) 
             checked += 1
             if not path.exists():
                 missing.setdefault(table, []).append(path.name)
-    if missing.get(POSITION_UPDATES.name) or missing.get(GREEKS_UPDATES.name):
+    if any(missing.get(table) for table in _OFFSET_TABLES):
         # The offsets cannot be read without the files: report the files alone.
         return IntegrityReport(stream_id, checked, missing)
     frames = []
-    for table in (POSITION_UPDATES.name, GREEKS_UPDATES.name):
+    for table in _OFFSET_TABLES:
         if lake.open(table) is not None:
             frames.append(lake.scan(table).filter(pl.col("stream_id") == stream_id).select("spool_offset"))
     if not frames:
