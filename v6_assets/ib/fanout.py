@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import GreeksUpdate, HealthInterval, PositionUpdate
 from v6_assets.ib.spool import SpoolHandler
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ class FanOut:
             self.spool_handler.accept(update)
         for worker in self._greeks_workers:
             worker.offer(update)
+
+    def publish_health(self, interval: HealthInterval) -> None:
+        """Connection-health intervals go to the spool only (the stream_health table); handlers take updates."""
+        if self.spool_handler is not None:
+            self.spool_handler.accept(interval)
 
     def stats(self) -> list[HandlerStats]:
         return [w.stats() for w in self._workers.values()]
