@@ -7,7 +7,7 @@ singleton and a crash are its own. A benchmark that fails is reported (its error
 and the others still run. The exit status is 0 even when targets are missed: this reports, it does not judge
 (a benchmark that could not run at all gives exit status 1 only with ``--strict``).
 
-Default run: ingest, latency, sensor_tick, analytics, backfill, table_health. ``--quick``: reduced ingest,
+Default run: ingest, latency, sensor_tick, analytics, backfill, table_health, resubscribe. ``--quick``: reduced ingest,
 sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from bench.common import RESULTS_DIR, machine_info, table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FULL: tuple[str, ...] = ("ingest", "latency", "sensor_tick", "analytics", "backfill", "table_health")
+FULL: tuple[str, ...] = ("ingest", "latency", "sensor_tick", "analytics", "backfill", "table_health", "resubscribe")
 QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics")
 KNOWN: tuple[str, ...] = (*FULL, "soak")
 # Tiny configurations for the smoke tests (v6_assets_tests/bench): every code path, seconds each, figures meaningless.
@@ -39,6 +39,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "backfill": ["--sessions", "3", "--rows", "3000"],
     "table_health": ["--commits", "10", "--rows-per-batch", "50", "--repeats", "1"],
     "soak": ["--minutes", "0.25", "--rate", "800"],
+    "resubscribe": ["--positions", "40"],
 }
 # Generous per-benchmark limits (wall seconds) so a hung benchmark cannot hang make bench.
 TIMEOUT_S: dict[str, float] = {
@@ -49,6 +50,7 @@ TIMEOUT_S: dict[str, float] = {
     "backfill": 3600,
     "table_health": 3600,
     "soak": 7200,
+    "resubscribe": 1200,
 }
 
 

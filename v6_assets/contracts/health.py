@@ -34,8 +34,6 @@ def et_time(at: datetime) -> str:
 def describe_state(state: HealthState, since: datetime, until: datetime | None = None) -> str:
     """``competing live session since 14:02 ET: no marks, PnL or greeks``; with ``until``: ``... 14:02-14:17 ET``."""
     what, missing = STATE_WORDS[state]
-    if until is None:
-        when = f"since {et_time(since)}"
-    else:
-        when = f"{since.astimezone(_NEW_YORK):%m-%d %H:%M}-{et_time(until)}"
+    until_words = f"{since.astimezone(_NEW_YORK):%m-%d %H:%M}-{et_time(until)}" if until is not None else ""
+    when = until_words or f"since {et_time(since)}"
     return f"{what} {when}: {missing}" if missing else f"{what} {when}"

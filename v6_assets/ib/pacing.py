@@ -3,8 +3,9 @@
 ib_async already queues requests past ``Client.MaxRequests`` per ``Client.RequestsInterval`` (45 per 1 s by
 default), but it sends each allowance as one burst: a burst delayed on its way (a busy gateway, a loaded machine)
 lands in the same second as the next one, and IB counts them together. Smaller, more frequent allowances keep the
-rate smooth: 8 requests per 0.2 s is 40 a second, and a delay of up to 0.25 s still stays under 50 in every second
-the gateway measures. 2,000 positions resubscribed after a reconnect take about 50 s (measured in ``make bench``,
+rate smooth: 4 requests per 0.125 s is 32 a second; any one second holds at most 9 allowances (36 requests), and
+a delayed burst adds 4, not 45, to the second the gateway measures -- three of them still stay under 50.
+(Measured at the simulator, ``bench.resubscribe``: 8 per 0.2 s gave up to 48 in one second, 4 per 0.1 s 44-48.) 2,000 positions resubscribed after a reconnect take about 70 s (measured in ``make bench``,
 ``bench/resubscribe.py``).
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 from ib_async import IB
 
-REQUESTS_PER_WINDOW = 8
-WINDOW_S = 0.2
+REQUESTS_PER_WINDOW = 4
+WINDOW_S = 0.125
 IB_LIMIT_PER_S = 50
 
 

@@ -127,7 +127,9 @@ def test_the_streamer_lives_through_the_day_and_records_every_state(
     # every interval that began also ended (the last one: the stop), at the start of the next
     ended = [r for r in rows if r.ended_at is not None]
     assert [r.state for r in ended] == begun[:-1]
-    assert all(a.ended_at == b.started_at for a, b in zip(ended, [r for r in rows if r.ended_at is None][1:]))
+    assert all(
+        a.ended_at == b.started_at for a, b in zip(ended, [r for r in rows if r.ended_at is None][1:], strict=True)
+    )
     # the gaps line up with the simulator's truth (simulated clock)
     reset = next(r for r in ended if r.state == "reset")
     truth_start = datetime.fromisoformat(health_event(sim, "reset_start")["sim_time"])

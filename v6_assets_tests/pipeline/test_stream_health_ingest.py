@@ -37,7 +37,8 @@ def mixed(spool: Spool, n: int) -> list[PositionUpdate | GreeksUpdate | HealthIn
     for i in range(n):
         at = T0 + timedelta(minutes=i)
         if i % 5 == 0:
-            events.append(health(i, "competing_session", i) if i % 10 == 0 else health(i, "competing_session", i - 5, i))
+            begins = i % 10 == 0
+            events.append(health(i, "competing_session", i) if begins else health(i, "competing_session", i - 5, i))
         else:
             events.append(position(i, at) if i % 2 else greeks(i, at))
     spool.append(events)
