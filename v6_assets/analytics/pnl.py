@@ -217,6 +217,7 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
         pl.col("_rsrc").alias("realized_source"),
         (change + pl.col("_realized")).alias("pnl"),
         ib_daily.alias("ib_daily_pnl"),
+        pl.lit(None, dtype=pl.String).alias("health_gap"),  # from the EOD row: ``analytics.health.carry_gaps``
     ).with_columns((pl.col("pnl") - pl.col("ib_daily_pnl")).alias("pnl_minus_ib"))
     return (
         out.select([pl.col(c).cast(t) for c, t in DAILY_PNL_SCHEMA.items()])

@@ -244,6 +244,13 @@ EOD_POSITIONS = TableDef(
             UTC_TIMESTAMP,
             "Time (UTC) of the last change of the position quantity (trade or expiry) at or before the cut.",
         ),
+        _c(
+            "health_gap",
+            _S,
+            "Connection gaps (stream_health) between the row's oldest value (mark, PnL single, greeks) and the cut, "
+            "in words ('competing live session 03-04 14:02-16:15 ET: no marks, PnL or greeks'); null when none: "
+            "the values were flowing. Older stored rows may lack the column.",
+        ),
     ),
     key=("account", "con_id"),
 )
@@ -277,6 +284,12 @@ DAILY_PNL = TableDef(
             "unrealized_source",
             _S,
             "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
+        ),
+        _c(
+            "health_gap",
+            _S,
+            "The connection gaps of the session's EOD row (eod_positions.health_gap): the PnL was computed from "
+            "values held back by them; null when none.",
         ),
     ),
     key=("account", "con_id"),

@@ -41,6 +41,7 @@ from v6_assets.contracts.tables import (
     ROLLUP_COLUMN,
     ROLLUP_DETAIL,
     ROLLUP_UNDERLYING,
+    STREAM_HEALTH,
     TRADE_DATE,
     TableDef,
 )
@@ -57,7 +58,7 @@ from v6_assets.defs.metadata import (
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource, is_simulated
 from v6_assets.lake import Lake, OverwriteResult
-from v6_assets.pipeline import daily
+from v6_assets.pipeline import daily, health
 
 GROUP_STREAM = "ib_stream"
 GROUP_DAILY = "daily"
@@ -110,6 +111,7 @@ def stream_spec(table: TableDef) -> AssetSpec:
 
 position_updates = stream_spec(POSITION_UPDATES)
 greeks_updates = stream_spec(GREEKS_UPDATES)
+stream_health = stream_spec(STREAM_HEALTH)
 
 # -- column lineage ---------------------------------------------------------------------------------------------
 
@@ -301,6 +303,7 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
         metadata={
             **_common_metadata(EOD_POSITIONS, frame, days, run.written, EOD_LINEAGE),
             "covers": range_label(days),
+            **health.gap_metadata(frame, days),
             "previous_eod": run.previous_eod,
             "chunks": run.chunks,
             **({k: only[k] for k in ("open_positions", "stale_marks", "missing_greeks")} if only is not None else {}),
@@ -368,6 +371,7 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
         metadata={
             **_common_metadata(DAILY_PNL, frame, days, run.written, DAILY_PNL_LINEAGE),
             "covers": range_label(days),
+            **health.gap_metadata(frame, days),
             # readable at a glance, no pop-up: "DU111 USD 1,234.56; DU222 EUR -98.10" (never a sum of currencies)
             "total_pnl_by_account": pnl_by_account_text(totals, only),
             **(single_session_pnl_figures(frame, run.previous_eod[only]) if only is not None else {}),
@@ -458,6 +462,7 @@ def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeR
         metadata={
             **_common_metadata(EXPOSURE, frame, days, run.written, EXPOSURE_LINEAGE),
             "covers": range_label(days),
+            **health.gap_metadata(frame, days, lk),
             **(
                 {k: only[k] for k in ("open_positions", "greeks_coverage", "missing_greeks_positions")}
                 if only is not None
@@ -503,4 +508,4 @@ def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeR
 
 
 DAILY_ASSETS = [eod_positions, daily_pnl, exposure]
-STREAM_SPECS = [position_updates, greeks_updates]
+STREAM_SPECS = [position_updates, greeks_updates, stream_health]

@@ -5,8 +5,8 @@ default), but it sends each allowance as one burst: a burst delayed on its way (
 lands in the same second as the next one, and IB counts them together. Smaller, more frequent allowances keep the
 rate smooth: 4 requests per 0.125 s is 32 a second; any one second holds at most 9 allowances (36 requests), and
 a delayed burst adds 4, not 45, to the second the gateway measures -- three of them still stay under 50.
-(Measured at the simulator, ``bench.resubscribe``: 8 per 0.2 s gave up to 48 in one second, 4 per 0.1 s 44-48.) 2,000 positions resubscribed after a reconnect take about 70 s (measured in ``make bench``,
-``bench/resubscribe.py``).
+(Measured at the simulator, ``bench.resubscribe``: 8 per 0.2 s gave up to 48 in one second, 4 per 0.1 s 44-48.)
+2,000 positions resubscribed after a reconnect take about 70 s (measured in ``make bench``, ``bench/resubscribe.py``).
 """
 
 from __future__ import annotations
