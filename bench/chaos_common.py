@@ -219,9 +219,15 @@ def verify(
     client_id: int = CLIENT_ID,
 ) -> Verdict:
     positions, greeks = read_stream(lake, stream_id)
-    verdict = Verdict(stored=positions.height + greeks.height)
+    # stream_health rows take spool offsets too (a few per connection change)
+    health = (
+        lake.scan("stream_health").filter(pl.col("stream_id") == stream_id).select("spool_offset").collect()
+        if lake.exists("stream_health")
+        else pl.DataFrame()
+    )
+    verdict = Verdict(stored=positions.height + greeks.height + health.height)
     offsets = pl.concat(
-        [f.select(pl.col("spool_offset").cast(pl.Int64)) for f in (positions, greeks) if f.height]
+        [f.select(pl.col("spool_offset").cast(pl.Int64)) for f in (positions, greeks, health) if f.height]
         or [pl.DataFrame({"spool_offset": []}, schema={"spool_offset": pl.Int64})]
     )["spool_offset"]
     verdict.duplicated = offsets.len() - offsets.n_unique()

@@ -32,8 +32,12 @@ def et_time(at: datetime) -> str:
 
 
 def describe_state(state: HealthState, since: datetime, until: datetime | None = None) -> str:
-    """``competing live session since 14:02 ET: no marks, PnL or greeks``; with ``until``: ``... 14:02-14:17 ET``."""
+    """``competing live session since 14:02 ET: no marks, PnL or greeks``; with ``until``: ``... 03-04 14:02-14:17 ET``
+    (the end's date too when it is another day)."""
     what, missing = STATE_WORDS[state]
-    until_words = f"{since.astimezone(_NEW_YORK):%m-%d %H:%M}-{et_time(until)}" if until is not None else ""
-    when = until_words or f"since {et_time(since)}"
+    when = f"since {et_time(since)}"
+    if until is not None:
+        start, end = since.astimezone(_NEW_YORK), until.astimezone(_NEW_YORK)
+        end_words = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%m-%d %H:%M}"
+        when = f"{start:%m-%d %H:%M}-{end_words} ET"
     return f"{what} {when}: {missing}" if missing else f"{what} {when}"

@@ -9,7 +9,7 @@ States and what moves between them (one connection, the streamer's clock):
 - ``competing_session``: 10197 (the same user logged in elsewhere) until market data (PnL single, greeks) flows
   again -- IB sends no message when it ends;
 - ``restarting``: the socket dropped after a working connection (the daily gateway restart looks like this) and
-  connects are refused, for up to ``restart_grace_s``; then ``disconnected``;
+  connects are refused, for up to ``restart_grace_s`` of real time; then ``disconnected``;
 - ``disconnected``: never connected yet, connects failing past the grace, or the streamer stopped.
 
 Only the lease holder tracks health (a standby process writes no rows). Loop thread only.
@@ -18,6 +18,7 @@ Only the lease holder tracks health (a standby process writes no rows). Loop thr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -55,6 +56,7 @@ class HealthTracker:
         self.tracking = False
         self.changes = 0
         self._seq = 0
+        self._entered_monotonic = time.monotonic()  # the grace is real time (the clock may be a fast simulated one)
 
     def begin(self) -> None:
         """Start recording (this process holds the connection lease): the current state's interval begins now."""
@@ -74,6 +76,7 @@ class HealthTracker:
         self._emit(now)
         log.info("IB connection: %s -> %s (%s)", self.state, state, detail)
         self.state, self.since, self.detail = state, now, detail
+        self._entered_monotonic = time.monotonic()
         self.changes += 1
         self._emit(None)
 
@@ -88,7 +91,7 @@ class HealthTracker:
 
     def connect_failed(self, reason: str) -> None:
         if self.state == "restarting":
-            if (self._clock() - self.since).total_seconds() >= self.restart_grace_s:
+            if time.monotonic() - self._entered_monotonic >= self.restart_grace_s:
                 self._enter("disconnected", f"still refused after {self.restart_grace_s:.0f} s: {reason}")
         elif self.state != "disconnected":
             self._enter("disconnected", reason)
