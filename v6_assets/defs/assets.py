@@ -264,7 +264,7 @@ def single_session_pnl_figures(frame: pl.DataFrame, previous_eod: str) -> dict[s
 @asset(
     partitions_def=trading_day_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[position_updates, greeks_updates],
+    deps=[position_updates, greeks_updates, stream_health],  # stream_health: the connection gaps flagged
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
     freshness_policy=DAILY_FRESHNESS,

@@ -57,15 +57,19 @@ class HealthTracker:
         self.changes = 0
         self._seq = 0
         self._entered_monotonic = time.monotonic()  # the grace is real time (the clock may be a fast simulated one)
+        self._silent = True  # until the first connection
 
     def begin(self) -> None:
-        """Start recording (this process holds the connection lease): the current state's interval begins now."""
+        """Start recording (this process holds the connection lease). Nothing is written until the first connection:
+        a stream that never connected has no gaps to flag, only an error in its status."""
         if not self.tracking:
             self.tracking = True
             self.since = self._clock()
-            self._emit(None)
+            self._silent = True
 
     def _emit(self, ended_at: datetime | None) -> None:
+        if self._silent:
+            return
         self._seq += 1
         self._publish(HealthInterval(self.state, self.since, ended_at, self.detail, self._seq, self._clock()))
 
@@ -82,6 +86,12 @@ class HealthTracker:
 
     # -- what the socket does ----------------------------------------------------------------------------------
     def connected(self) -> None:
+        if self._silent and self.tracking:
+            self._silent = False
+            self.state, self.since, self.detail = "connected", self._clock(), "connected"
+            self._entered_monotonic = time.monotonic()
+            self._emit(None)
+            return
         self._enter("connected", "connected")
 
     def socket_dropped(self, reason: str) -> None:

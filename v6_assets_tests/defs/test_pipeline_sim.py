@@ -81,13 +81,13 @@ def cursor_after(result: Any, cursor: str | None) -> str | None:
     return result.cursor if isinstance(result, SensorResult) and result.cursor is not None else cursor
 
 
-def offsets(lake: Lake) -> tuple[int, int]:
+def offsets(lake: Lake) -> tuple[int, int, int]:
     counts = []
-    for table in ("position_updates", "greeks_updates"):
+    for table in ("position_updates", "greeks_updates", "stream_health"):
         frame = lake.scan(table).select("spool_offset").collect()
         assert frame["spool_offset"].n_unique() == frame.height, f"duplicate spool offsets in {table}"
         counts.append(frame.height)
-    return counts[0], counts[1]
+    return counts[0], counts[1], counts[2]
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +159,9 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
         last = spool.last_offset()
     finally:
         spool.close()
-    pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
-    assert pos + grk == last and pos > 100 and grk > 50  # every spooled record is in Delta: no loss
+    pos, grk, health = offsets(p.lake)  # asserts (no duplicate offsets)
+    # every spooled record is in Delta: no loss (stream_health: the connection's intervals, at least "connected")
+    assert pos + grk + health == last and pos > 100 and grk > 50 and health >= 1
     events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
     assert all(isinstance(e, AssetMaterialization) for e in events)
     reported = {(e.asset_key.to_user_string(), e.partition) for e in events}
