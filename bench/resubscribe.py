@@ -3,7 +3,9 @@ line of ``--positions`` (2,000) positions, with the simulator enforcing IB's 50 
 disconnect), at the first connect, after a nightly reset that lost the data (1101) and after a gateway restart
 (socket dropped, connects refused for 2 s).
 
-    .venv/bin/python -m bench.resubscribe [--positions 2000] [--json OUT]
+    .venv/bin/python -m bench.resubscribe [--positions 2000] [--ib-async-throttle] [--json OUT]
+
+``--ib-async-throttle`` leaves ib_async's own throttle (45 requests per 1 s) in place of ours, for comparison.
 
 Time = from the trigger (connect started; the 1101; the end of the refused window) until the simulator has
 received a reqPnLSingle for every position (its own request log, wall time). Our pacing sends at most 40 requests
@@ -58,11 +60,16 @@ def _most_in_one_second(sim: Any) -> int:
     return most
 
 
-def run(quick: bool = False, positions: int | None = None) -> BenchResult:
+def run(quick: bool = False, positions: int | None = None, ib_async_throttle: bool = False) -> BenchResult:
     from v6_assets.gateway_sim import GatewaySimulator, synthetic_scenario
     from v6_assets.gateway_sim.scenario_model import Pacing
     from v6_assets.ib import IBPositionStreamer, StreamerSettings
     from v6_assets.ib.pacing import requests_per_second
+
+    if ib_async_throttle:
+        from v6_assets.ib import connection
+
+        connection.pace = lambda ib: None  # the comparison: ib_async's defaults instead of our pacing
 
     n = positions or (300 if quick else 2000)
     result = BenchResult("resubscribe")
@@ -96,7 +103,8 @@ def run(quick: bool = False, positions: int | None = None) -> BenchResult:
                       target="0", met=not violations))  # fmt: skip
     result.add(Record("most requests from us in one second", float(busiest), "msg/s", target="<= 50",
                       met=busiest <= 50))  # fmt: skip
-    result.details = {"positions": n, "paced_at_per_s": requests_per_second(), "orders": orders,
+    result.details = {"positions": n, "paced_at_per_s": None if ib_async_throttle else requests_per_second(),
+                      "orders": orders,
                       "resubscriptions": status.connection.resubscriptions,
                       "reconnects": status.connection.reconnects, "throttled": status.connection.throttled}  # fmt: skip
     return result
@@ -105,8 +113,9 @@ def run(quick: bool = False, positions: int | None = None) -> BenchResult:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_argparser(__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=None)
+    parser.add_argument("--ib-async-throttle", action="store_true", help="ib_async's throttle instead of ours")
     args = parser.parse_args(argv)
-    finish(run(args.quick, args.positions), args.json)
+    finish(run(args.quick, args.positions, args.ib_async_throttle), args.json)
     return 0
 
 
