@@ -242,7 +242,8 @@ def run_week(quick: bool, workdir: Path) -> WeekResult:
         truth = _truth_gaps(sim, plan)
         ids = option_ids(sim)
     with Spool(settings.spool_path) as spool:
-        drain_spool_to_lake(spool, lake, settings.stream_id)
+        while drain_spool_to_lake(spool, lake, settings.stream_id).backlog:  # each call takes at most 50,000 rows
+            pass
     verdict = verify(truth_sent=truth_sent, lake=lake, stream_id=settings.stream_id, spool_path=settings.spool_path,
                      option_ids=ids, windows=windows)  # fmt: skip
     result.sent, result.stored, result.lost, result.duplicated = (verdict.sent, verdict.stored, verdict.lost,
