@@ -152,9 +152,11 @@ class WeekResult:
 
 def _truth_gaps(sim: ChaosSimulator, plan: WeekPlan) -> list[tuple[str, datetime, datetime]]:
     """(state, start, end) of every gap the simulator made, in simulated time. A restart ends when our client is
-    connected again: the first message sent to us after it."""
+    connected again: the first message sent to us after the refused window (real time: messages the publisher wrote
+    to the aborted socket in the same step are recorded as sent too)."""
     events = sim.truth["health"]
-    sent_times = sorted(datetime.fromisoformat(e["sim_time"]) for e in sim.truth["sent"] if e["client_id"] == CLIENT_ID)
+    sent = sorted((float(e["wall_time"]), datetime.fromisoformat(e["sim_time"])) for e in sim.truth["sent"]
+                  if e["client_id"] == CLIENT_ID)  # fmt: skip
     gaps = []
     for e in events:
         state = TRUTH_STATES.get(e["event"])
@@ -162,7 +164,8 @@ def _truth_gaps(sim: ChaosSimulator, plan: WeekPlan) -> list[tuple[str, datetime
             continue
         start = datetime.fromisoformat(e["sim_time"])
         if state == "restarting":
-            end = next((t for t in sent_times if t > start + timedelta(seconds=1)), plan.end)
+            refused_until = float(e["wall_time"]) + float(e["refuse_seconds"])
+            end = next((t for wall, t in sent if wall > refused_until), plan.end)
         else:
             end_name = e["event"].replace("_start", "_end")
             ends = [datetime.fromisoformat(x["sim_time"]) for x in events if x["event"] == end_name]
