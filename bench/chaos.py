@@ -52,6 +52,7 @@ from bench.chaos_common import (
     wait_for,
     worker_env,
 )
+from bench.chaos_week import run_week
 from v6_assets import failpoints, sessions
 from v6_assets.gateway_sim import load_scenario
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings, StreamerStatus
@@ -971,6 +972,22 @@ def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> Scenari
 
 
 # -- runner -------------------------------------------------------------------------------------------------------
+# -- 10. a week in the life (IB's day and night) -------------------------------------------------------------------
+def scenario_week(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
+    week = run_week(params.quick, workdir)
+    result = ScenarioResult("10 week in the life", repetitions=week.sessions, updates_sent=week.sent,
+                            stored=week.stored, lost=week.lost, duplicated=week.duplicated,
+                            max_ib_connections=week.max_ib_connections, order_requests=week.order_requests)  # fmt: skip
+    result.notes.update(week.figures())
+    if week.pacing_errors:
+        result.violations.append(f"{week.pacing_errors} pacing errors (100) or pacing disconnects from the gateway")
+    result.violations.extend(f"gap missing from stream_health: {g}" for g in week.gaps_missing_from_stream_health)
+    result.violations.extend(f"EOD row held back by a gap but not flagged: {r}" for r in week.affected_not_flagged)
+    if not week.truth_gaps or not week.eod_rows:
+        result.violations.append(f"nothing checked: {week.truth_gaps} gaps, {week.eod_rows} EOD rows")
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = {
     "disconnect": scenario_disconnect,
     "refuse": scenario_refuse,
@@ -982,6 +999,7 @@ SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = 
     "time": scenario_time,
     "load": scenario_load,
     "stack": scenario_stack,
+    "week": scenario_week,
 }
 
 

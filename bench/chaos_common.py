@@ -219,10 +219,10 @@ def verify(
     client_id: int = CLIENT_ID,
 ) -> Verdict:
     positions, greeks = read_stream(lake, stream_id)
-    # executions and account values share the spool's offsets: exactly once is checked over every streamed table
+    # executions, account values and stream_health rows take spool offsets too: exactly once over every streamed table
     others = [
         lake.scan(table).filter(pl.col("stream_id") == stream_id).select("spool_offset").collect()
-        for table in ("executions", "account_values")
+        for table in ("executions", "account_values", "stream_health")
         if lake.exists(table)
     ]
     verdict = Verdict(stored=positions.height + greeks.height + sum(f.height for f in others))

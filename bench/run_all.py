@@ -7,7 +7,7 @@ singleton and a crash are its own. A benchmark that fails is reported (its error
 and the others still run. The exit status is 0 even when targets are missed: this reports, it does not judge
 (a benchmark that could not run at all gives exit status 1 only with ``--strict``).
 
-Default run: ingest, latency, sensor_tick, analytics, backfill, table_health. ``--quick``: reduced ingest,
+Default run: ingest, latency, sensor_tick, analytics, backfill, table_health, resubscribe. ``--quick``: reduced ingest,
 sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
 """
 
@@ -35,6 +35,8 @@ FULL: tuple[str, ...] = (
     "risk_grid",
     "backfill",
     "table_health",
+    "resubscribe",
+    "replay",
     "demo_start",
 )
 QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics", "risk_grid")
@@ -50,6 +52,8 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "table_health": ["--commits", "10", "--rows-per-batch", "50", "--repeats", "1"],
     "soak": ["--minutes", "0.25", "--rate", "800"],
     "demo_start": ["--sessions", "2", "--skip-fresh"],
+    "resubscribe": ["--positions", "40"],
+    "replay": ["--sessions", "2"],
 }
 # Generous per-benchmark limits (wall seconds) so a hung benchmark cannot hang make bench.
 TIMEOUT_S: dict[str, float] = {
@@ -62,6 +66,8 @@ TIMEOUT_S: dict[str, float] = {
     "table_health": 3600,
     "soak": 7200,
     "demo_start": 1800,
+    "resubscribe": 1200,
+    "replay": 900,
 }
 
 

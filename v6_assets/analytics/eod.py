@@ -380,6 +380,7 @@ def eod_positions(
         (pl.col("position") == 0).fill_null(False).alias("is_closed"),
         seconds_between(pl.col("cut"), pl.col("greeks_at")).alias("greeks_age_s"),
         (incomplete & ~(pl.col("position") == 0).fill_null(False)).alias("missing_greeks"),
+        pl.lit(None, dtype=pl.String).alias("health_gap"),  # the connection's gaps: ``analytics.health.flag_gaps``
     )
     return (
         out.select([pl.col(c).cast(t) for c, t in EOD_POSITIONS_SCHEMA.items()])

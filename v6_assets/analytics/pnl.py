@@ -218,6 +218,7 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
         pl.col("_rsrc").alias("realized_source"),
         (change + pl.col("_realized")).alias("_computed"),
         ib_daily.alias("ib_daily_pnl"),
+        pl.lit(None, dtype=pl.String).alias("health_gap"),  # from the EOD row: ``analytics.health.carry_gaps``
     ).with_columns(
         # a baseline carries IB's own daily PnL (flagged), never a null that hides a real figure
         pl.when(pl.col("_computed").is_not_null())

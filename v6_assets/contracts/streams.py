@@ -161,6 +161,37 @@ class ExecutionUpdate:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+HealthState = Literal["connected", "reset", "farm_down", "competing_session", "restarting", "disconnected"]
+# The states in which marks, PnL and greeks do not flow (everything but "connected").
+GAP_STATES: tuple[HealthState, ...] = ("reset", "farm_down", "competing_session", "restarting", "disconnected")
+
+
+@dataclass(slots=True, frozen=True)
+class HealthInterval:
+    """One interval of the IB connection's state, as the streamer saw it (``v6_assets.ib.health``).
+
+    Written twice: when it begins (``ended_at`` null: still going on) and when it ends. The interval is identified
+    by (stream_id, state, started_at); its latest row wins. An interval never ended (the process stopped) ends at
+    the start of the stream's next interval.
+    """
+
+    state: HealthState = field(
+        metadata=_doc(
+            "Connection state: connected, reset (IB's nightly reset, 1100 until 1101/1102), farm_down (market data "
+            "farm broken without 1100, 2103 until 2104), competing_session (10197: no market data until it flows "
+            "again), restarting (the socket dropped: the gateway restarts, connects are refused) or disconnected."
+        )
+    )
+    started_at: datetime = field(metadata=_doc("When the state began (UTC, the streamer's clock)."))
+    ended_at: datetime | None = field(metadata=_doc("When the state ended (UTC); null while it goes on."))
+    detail: str = field(metadata=_doc("What happened, in words (the IB message or the reason of the drop)."))
+    seq: int = field(metadata=_doc(_SEQ))
+    received_at: datetime = field(metadata=_doc("When the streamer recorded this row (UTC)."))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
 @dataclass(slots=True, frozen=True)
 class AccountValueUpdate:
     """One account value as IB reported it (updateAccountValue / accountUpdateMulti): emitted when it changed.
@@ -185,8 +216,9 @@ class AccountValueUpdate:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-StreamEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
+StreamEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate | HealthInterval
 POSITION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PositionUpdate))
 GREEKS_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GreeksUpdate))
 EXECUTION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExecutionUpdate))
 ACCOUNT_VALUE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AccountValueUpdate))
+HEALTH_INTERVAL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(HealthInterval))

@@ -23,6 +23,7 @@ from v6_assets.contracts.streams import (
     AccountValueUpdate,
     ExecutionUpdate,
     GreeksUpdate,
+    HealthInterval,
     PositionUpdate,
     field_description,
 )
@@ -183,6 +184,12 @@ ACCOUNT_VALUES = _stream_table(
     "Every account value IB reported for the allowed accounts (reqAccountUpdatesMulti per account, and the "
     "rotating portfolio subscription), when it changed, exactly once per (stream_id, spool_offset).",
 )
+STREAM_HEALTH = _stream_table(
+    "stream_health",
+    HealthInterval,
+    "The IB connection's state as intervals (connected, reset, farm down, competing session, restarting, "
+    "disconnected), written when each begins and ends, exactly once per (stream_id, spool_offset).",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,6 +265,13 @@ EOD_POSITIONS = TableDef(
             UTC_TIMESTAMP,
             "Time (UTC) of the last change of the position quantity (trade or expiry) at or before the cut.",
         ),
+        _c(
+            "health_gap",
+            _S,
+            "Connection gaps (stream_health) between the row's oldest value (mark, PnL single, greeks) and the cut, "
+            "in words ('competing live session 03-04 14:02-16:15 ET: no marks, PnL or greeks'); null when none: "
+            "the values were flowing. Older stored rows may lack the column.",
+        ),
     ),
     key=("account", "con_id"),
 )
@@ -298,6 +312,12 @@ DAILY_PNL = TableDef(
             _S,
             "Where pnl came from: average_cost ((U_D - U_{D-1}) + R_D), ib_daily (a baseline session: IB's own daily "
             "PnL from reqPnLSingle carried, flagged by is_baseline), or null when no source exists.",
+        ),
+        _c(
+            "health_gap",
+            _S,
+            "The connection gaps of the session's EOD row (eod_positions.health_gap): the PnL was computed from "
+            "values held back by them; null when none.",
         ),
     ),
     key=("account", "con_id"),
@@ -494,6 +514,7 @@ TABLES: dict[str, TableDef] = {
     for t in (
         POSITION_UPDATES,
         GREEKS_UPDATES,
+        STREAM_HEALTH,
         EXECUTIONS,
         ACCOUNT_VALUES,
         EOD_POSITIONS,

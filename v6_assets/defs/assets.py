@@ -40,6 +40,7 @@ from v6_assets.contracts.tables import (
     ROLLUP_COLUMN,
     ROLLUP_DETAIL,
     ROLLUP_UNDERLYING,
+    STREAM_HEALTH,
     TRADE_DATE,
     TableDef,
 )
@@ -57,7 +58,7 @@ from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.pnl_overview import overview_metadata, session_status
 from v6_assets.defs.resources import LakeResource, is_simulated
 from v6_assets.lake import Lake, OverwriteResult
-from v6_assets.pipeline import daily
+from v6_assets.pipeline import daily, health
 
 GROUP_STREAM = "ib_stream"
 GROUP_DAILY = "daily"
@@ -110,6 +111,7 @@ def stream_spec(table: TableDef) -> AssetSpec:
 
 position_updates = stream_spec(POSITION_UPDATES)
 greeks_updates = stream_spec(GREEKS_UPDATES)
+stream_health = stream_spec(STREAM_HEALTH)
 
 # -- column lineage ---------------------------------------------------------------------------------------------
 
@@ -262,7 +264,7 @@ def single_session_pnl_figures(frame: pl.DataFrame, previous_eod: str) -> dict[s
 @asset(
     partitions_def=trading_day_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[position_updates, greeks_updates],
+    deps=[position_updates, greeks_updates, stream_health],  # stream_health: the connection gaps flagged
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
     freshness_policy=DAILY_FRESHNESS,
@@ -302,6 +304,7 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
             **_common_metadata(EOD_POSITIONS, frame, days, run.written, EOD_LINEAGE),
             "covers": range_label(days),
             **({"session_status": session_status(days[0], utc_now())} if only is not None else {}),
+            **health.gap_metadata(frame, days),
             "previous_eod": run.previous_eod,
             "chunks": run.chunks,
             **({k: only[k] for k in ("open_positions", "stale_marks", "missing_greeks")} if only is not None else {}),
@@ -378,6 +381,7 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
             **overview_metadata(lk, days, now, simulated=SIMULATED),
             **_common_metadata(DAILY_PNL, frame, days, run.written, DAILY_PNL_LINEAGE),
             "covers": range_label(days),
+            **health.gap_metadata(frame, days),
             # readable at a glance, no pop-up: "DU111 USD 1,234.56; DU222 EUR -98.10" (never a sum of currencies)
             "total_pnl_by_account": pnl_by_account_text(totals, only),
             **(single_session_pnl_figures(frame, run.previous_eod[only]) if only is not None else {}),
@@ -470,6 +474,7 @@ def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeR
             **_common_metadata(EXPOSURE, frame, days, run.written, EXPOSURE_LINEAGE),
             "covers": range_label(days),
             **({"session_status": session_status(days[0], utc_now())} if only is not None else {}),
+            **health.gap_metadata(frame, days, lk),
             **(
                 {k: only[k] for k in ("open_positions", "greeks_coverage", "missing_greeks_positions")}
                 if only is not None
@@ -515,4 +520,4 @@ def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeR
 
 
 DAILY_ASSETS = [eod_positions, daily_pnl, exposure]
-STREAM_SPECS = [position_updates, greeks_updates]
+STREAM_SPECS = [position_updates, greeks_updates, stream_health]

@@ -21,7 +21,15 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetChecksDef
 
 from v6_assets.contracts.money import format_cents
 from v6_assets.contracts.tables import DAILY_PNL, EOD_POSITIONS, EXPOSURE
-from v6_assets.defs.assets import daily_pnl, eod_positions, exposure, greeks_updates, position_updates, run_sessions
+from v6_assets.defs.assets import (
+    daily_pnl,
+    eod_positions,
+    exposure,
+    greeks_updates,
+    position_updates,
+    run_sessions,
+    stream_health,
+)
 from v6_assets.defs.metadata import markdown_table
 from v6_assets.defs.resources import LakeResource
 from v6_assets.defs.settings import DefsEnvironment
@@ -88,6 +96,7 @@ def _stream_checks(spec_key: str, spec: object) -> list[AssetChecksDefinition]:
 
 position_updates_checks = _stream_checks("position_updates", position_updates)
 greeks_updates_checks = _stream_checks("greeks_updates", greeks_updates)
+stream_health_checks = _stream_checks("stream_health", stream_health)
 
 
 @asset_check(
@@ -198,6 +207,7 @@ def all_checks() -> Sequence[AssetChecksDefinition]:
     return [
         *position_updates_checks,
         *greeks_updates_checks,
+        *stream_health_checks,
         eod_reconciles_with_stream,
         pnl_matches_ib,
         exposure_greeks_coverage,

@@ -106,6 +106,7 @@ def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
         "connected": status.connection.connected,
         "lease_held_here": status.connection.lease_held,
         "circuit": status.connection.circuit_state,
+        "ib_connection_state": status.connection.health or status.connection.health_state,
     }
 
 
@@ -205,6 +206,12 @@ def refresh_reason(result: DrainResult, session: date, cursor: dict[str, Any]) -
     )
 
 
+def _health_gap(status: StreamerStatus) -> str | None:
+    """The connection's gap in words while one goes on ("competing live session since 14:02 ET: no marks, ...")."""
+    conn = status.connection
+    return conn.health if conn.health and conn.health_state != "connected" else None
+
+
 def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
     trouble = _spool_trouble(status)
     if trouble:
@@ -219,6 +226,9 @@ def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
         return f"circuit open until {until} ET after repeated connection failures ({conn.last_error})"
     if not conn.connected:
         return f"IB not connected ({status.describe()}); no new updates"
+    if conn.health and conn.health_state != "connected":
+        # the socket is up but IB holds data back: say what and since when, first
+        return f"{conn.health}; no new updates (spool acked to offset {result.acked_offset})"
     return f"no new updates (spool acked to offset {result.acked_offset}; {status.describe()})"
 
 
@@ -309,8 +319,10 @@ def ib_position_stream(
             if not new_data
             else f"; refresh due in {max(0.0, cursor['refreshed_at'] + refresh_minutes() * 60 - time.time()):.0f} s"
         )
-        said = f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}" + (
-            f"; {trouble}" if (trouble := _spool_trouble(status)) else ""
+        said = (
+            f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
+            + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
+            + (f"; {gap}" if (gap := _health_gap(status)) else "")
         )
         return SensorResult(asset_events=events, skip_reason=said, cursor=_same_throttle(cursor, said))
     said = _idle_reason(status, result)

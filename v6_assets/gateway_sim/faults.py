@@ -21,6 +21,9 @@ RESTORED_DATA_LOST = (1101, "Connectivity between IB and Trader Workstation has 
 RESTORED_DATA_KEPT = (1102, "Connectivity between IB and Trader Workstation has been restored - data maintained.")
 FARMS_OK = ((2104, "Market data farm connection is OK:usfarm"), (2106, "HMDS data farm connection is OK:ushmds"),
             (2158, "Sec-def data farm connection is OK:secdefnj"))  # fmt: skip
+# A market data farm drop without 1100 (common, 1-3 minutes): only the farm's own messages.
+FARM_DOWN = (2103, "Market data farm connection is broken:usfarm")
+FARM_UP = (2104, "Market data farm connection is OK:usfarm")
 COMPETING_SESSION = (10197, "No market data during competing live session")
 MALFORMED_PAYLOAD = b"\xffNOT-A-MSG-ID\x00garbage\x00"
 # The contract part of a portfolio row, sent without the rest (clients must drop it).
@@ -80,6 +83,12 @@ class FaultInjector:
             client.send_error(-1, code, message)
         for code, message in FARMS_OK:
             self.send_error(code, message)
+
+    def farm_down(self) -> None:
+        self.send_error(*FARM_DOWN)
+
+    def farm_up(self) -> None:
+        self.send_error(*FARM_UP)
 
     def competing_session(self) -> None:
         """10197 for every market data subscription (once per client without one)."""

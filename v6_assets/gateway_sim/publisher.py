@@ -6,7 +6,7 @@ from v6_assets.gateway_sim import wire
 from v6_assets.gateway_sim.book import BookPosition
 from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.protocol import Out
-from v6_assets.gateway_sim.scenario_model import ContractSpec
+from v6_assets.gateway_sim.scenario_model import MARKET_DATA_PAUSES, ContractSpec
 from v6_assets.gateway_sim.state import MarketState
 from v6_assets.gateway_sim.transport import ClientRegistry
 from v6_assets.gateway_sim.truth import TruthRecorder
@@ -142,7 +142,7 @@ class Publisher:
         book = self.state.book
         if "reset" in self.state.paused:
             return
-        market_data = "competing_session" not in self.state.paused
+        market_data = not MARKET_DATA_PAUSES & self.state.paused
         for client in self.clients.ready():
             if client.account_sub is not None:
                 for pos in book.values():
@@ -160,7 +160,8 @@ class Publisher:
     def send_due_streams(self) -> None:
         """The periodic streams (account + portfolio, PnL, market data) whose cadence elapsed, per client.
 
-        Nothing during a reset; no market data, PnL or PnL single during a competing live session (10197).
+        Nothing during a reset; no market data, PnL or PnL single during a competing live session (10197) or a
+        market data farm drop (2103).
         """
         spec = self.state.scenario.clock
         now = self.state.now
@@ -168,7 +169,7 @@ class Publisher:
         paused = self.state.paused
         if "reset" in paused:
             return
-        market_data = "competing_session" not in paused
+        market_data = not MARKET_DATA_PAUSES & paused
         for client in self.clients.ready():
             if client.account_sub is not None and client.stream_due(
                 "portfolio", now, spec.portfolio_cadence_s, min_real

@@ -430,7 +430,7 @@ def _parse_event(
             "con_id": int(con_id),
             "price": None if price is None else _num(price, f"{where}.price", positive=True),
         }
-    elif kind in ("reset", "competing_session"):
+    elif kind in ("reset", "competing_session", "farm_down"):
         data_lost = params.get("data_lost", False)
         if not isinstance(data_lost, bool):
             raise ScenarioError(f"{where}: data_lost must be true or false")

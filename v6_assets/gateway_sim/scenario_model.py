@@ -27,9 +27,12 @@ EVENT_KINDS = (
     "restart",
     "competing_session",
     "correct_execution",
+    "farm_down",
 )
 # Events that last: each schedules its own end (``<kind>_end``, internal) ``seconds`` of simulated time later.
-LASTING_EVENTS = ("reset", "competing_session")
+LASTING_EVENTS = ("reset", "competing_session", "farm_down")
+# Conditions in ``MarketState.paused`` that stop market data, PnL and PnL single (the account window goes on).
+MARKET_DATA_PAUSES = frozenset({"competing_session", "farm_down"})
 
 
 class ScenarioError(ValueError):

@@ -186,6 +186,15 @@ class GatewaySimulator:
     def send_error(self, code: int, message: str, req_id: int = -1) -> None:
         self._call(lambda: self.faults.send_error(code, message, req_id))
 
+    def nightly_reset(self, data_lost: bool) -> None:
+        """IB's nightly reset at once: 1100 and the farms broken, then 1101 (subscriptions forgotten) or 1102."""
+
+        def reset() -> None:
+            self.faults.reset_start()
+            self.faults.reset_end(data_lost)
+
+        self._call(reset)
+
     def send_malformed_frame(self) -> None:
         """A frame whose message id is not a number (clients must log it and carry on)."""
         self._call(self.faults.send_malformed_frame)

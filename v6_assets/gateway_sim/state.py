@@ -31,8 +31,8 @@ class MarketState:
         self.now: datetime = scenario.clock.start
         self.next_order_id = scenario.next_valid_id
         self.executions = ExecutionLog()  # the day's fills as execDetails / commissionReport report them
-        # gateway conditions under way that hold data back: "reset" (everything), "competing_session" (market data,
-        # PnL and PnL single)
+        # gateway conditions under way that hold data back: "reset" (everything), "competing_session" and "farm_down"
+        # (market data, PnL and PnL single: ``MARKET_DATA_PAUSES``)
         self.paused: set[str] = set()
         self._init_book()
 

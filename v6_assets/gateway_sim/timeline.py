@@ -131,6 +131,14 @@ class TimelineDriver:
         elif kind == "competing_session_end":
             state.paused.discard("competing_session")
             self.recorder.health(None, "competing_session_end")
+        elif kind == "farm_down":
+            state.paused.add("farm_down")
+            self.faults.farm_down()
+            self.recorder.health(None, "farm_down_start")
+        elif kind == "farm_down_end":
+            state.paused.discard("farm_down")
+            self.faults.farm_up()
+            self.recorder.health(None, "farm_down_end")
         elif kind == "restart":
             self.faults.restart(p["seconds"])
             self.recorder.health(None, "restart", refuse_seconds=p["seconds"])

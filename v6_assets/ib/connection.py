@@ -26,7 +26,9 @@ from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
 from v6_assets.ib.executions import ExecutionTracker
 from v6_assets.ib.fanout import FanOut, Handler
+from v6_assets.ib.health import HealthTracker
 from v6_assets.ib.lease import ConnectionLease, LeaseHolder
+from v6_assets.ib.pacing import ThrottleCounter, pace
 from v6_assets.ib.publisher import UpdatePublisher
 from v6_assets.ib.resilience import Backoff, CircuitBreaker, CircuitState
 from v6_assets.ib.settings import StreamerSettings
@@ -100,6 +102,9 @@ class ConnectionLoop:
         self.last_error: str | None = None
         self._client_id_in_use = False
         self._subs_dirty = False
+        self.health: HealthTracker | None = None
+        self.throttle = ThrottleCounter()
+        self.resubscriptions = 0  # after 1101 (IB forgot our subscriptions)
 
     # -- called from the lifecycle -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -135,6 +140,7 @@ class ConnectionLoop:
         self._executions = ExecutionTracker(settings.accounts, self._clock, self._fanout.publish_execution)
         self._account_values = AccountValueTracker(settings.accounts, self._clock, self._fanout.publish_execution)
         self._breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
+        self.health = HealthTracker(self._clock, self._fanout.publish_health)
         self._lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
         backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         try:
@@ -152,6 +158,7 @@ class ConnectionLoop:
                     await self._sleep(settings.lease_retry_s)
                     continue
                 self._lease_holder = None
+                self.health.begin()
                 if not self._breaker.allow():
                     await self._sleep(min(max(self._breaker.open_for_s, 0.05), 1.0))
                     continue
@@ -172,6 +179,7 @@ class ConnectionLoop:
                         delay = max(delay, settings.client_id_in_use_wait_s)
                 await self._sleep(delay)
         finally:
+            self.health.stopped()
             await self._fanout.close()
             self._spool_handler.flush()
             if self._spool_handler.pending:
@@ -184,13 +192,20 @@ class ConnectionLoop:
         """One connection: connect, subscribe, stream until it ends. Seconds it was connected, None if never."""
         assert self._breaker is not None and self._publisher is not None
         publisher = self._publisher
+        assert self.health is not None
+        health = self.health
         ib = IB()
+        pace(ib)  # never more than IB's 50 messages/s, also when thousands of lines are (re)subscribed at once
+        self.throttle.attach(ib)
         session = _Session(ib, SubscriptionPolicy(ib, settings, publisher.open_positions))
         ib.errorEvent += self._on_error
         ib.positionEvent += publisher.on_position
         ib.updatePortfolioEvent += publisher.on_portfolio
         ib.pnlSingleEvent += publisher.on_pnl_single
         ib.pendingTickersEvent += publisher.on_tickers
+        # market data flowing again ends a competing session (IB sends no message for that)
+        ib.pnlSingleEvent += lambda *_: health.market_data_seen()
+        ib.pendingTickersEvent += lambda *_: health.market_data_seen()
         ib.disconnectedEvent += lambda: session.end("disconnected")
         if self._executions is not None:
             self._executions.attach(ib)
@@ -213,12 +228,14 @@ class ConnectionLoop:
             reason = "client id in use (326)" if self._client_id_in_use else f"{type(exc).__name__}: {exc}"
             self.last_error = f"connect to {settings.host}:{settings.port} failed: {reason}"
             log.warning("%s (circuit %s)", self.last_error, self._breaker.state)
+            health.connect_failed(self.last_error)
             ib.disconnect()
             self._session = None
             return None
         if not ib.isConnected():
             self._connect_failures += 1
             self._breaker.record_failure()
+            health.connect_failed("the gateway closed the connection during the handshake")
             self._session = None
             return None
         started = time.monotonic()
@@ -228,6 +245,7 @@ class ConnectionLoop:
             self._reconnects += 1
         self._connected_since = utc_now()
         self._farm_connected = True
+        health.connected()
         session.subscriptions.choose_accounts(tuple(ib.managedAccounts()))
         log.info("connected to %s:%s as client %s, accounts %s", settings.host, settings.port, settings.client_id,
                  ",".join(session.subscriptions.accounts))  # fmt: skip
@@ -245,6 +263,8 @@ class ConnectionLoop:
             self._session = None
             publisher.flush_greeks(force=True)
             ib.disconnect()
+        if not self._stopping.is_set():
+            health.socket_dropped(session.end_reason)
         log.info("session ended: %s", session.end_reason)
         return time.monotonic() - started
 
@@ -326,6 +346,8 @@ class ConnectionLoop:
             session.end("resync after shed updates")
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
+        if self.health is not None:
+            self.health.ib_message(code, message)
         if code == CLIENT_ID_IN_USE:
             self._client_id_in_use = True
             self.last_error = f"IB error 326: client id in use ({message})"
@@ -339,6 +361,7 @@ class ConnectionLoop:
             self._farm_connected = True
             session = self._session
             if session is not None:
+                self.resubscriptions += 1
                 session.subscriptions.drop_all()
                 self._sync_subscriptions(session)
                 session.subscriptions.resubscribe_portfolio()
@@ -403,6 +426,11 @@ class ConnectionLoop:
             circuit_open_until=open_until,
             ib_farm_connected=self._farm_connected,
             last_error=self.last_error,
+            health_state=self.health.state if self.health is not None else "disconnected",
+            health_since=self.health.since if self.health is not None else None,
+            health=self.health.describe() if self.health is not None and self.health.tracking else None,
+            resubscriptions=self.resubscriptions,
+            throttled=self.throttle.episodes,
         )
 
     def _spool_status(self) -> SpoolStatus:

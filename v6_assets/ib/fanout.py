@@ -13,7 +13,13 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from v6_assets.contracts.streams import AccountValueUpdate, ExecutionUpdate, GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import (
+    AccountValueUpdate,
+    ExecutionUpdate,
+    GreeksUpdate,
+    HealthInterval,
+    PositionUpdate,
+)
 from v6_assets.ib.spool import SpoolHandler
 
 log = logging.getLogger(__name__)
@@ -131,6 +137,11 @@ class FanOut:
         """Executions and account values go to the durable spool only (no handler protocol for them yet)."""
         if self.spool_handler is not None:
             self.spool_handler.accept(update)
+
+    def publish_health(self, interval: HealthInterval) -> None:
+        """Connection-health intervals go to the spool only (the stream_health table); handlers take updates."""
+        if self.spool_handler is not None:
+            self.spool_handler.accept(interval)
 
     def stats(self) -> list[HandlerStats]:
         return [w.stats() for w in self._workers.values()]

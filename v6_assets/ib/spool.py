@@ -35,31 +35,36 @@ from v6_assets.contracts.streams import (
     ACCOUNT_VALUE_FIELDS,
     EXECUTION_UPDATE_FIELDS,
     GREEKS_UPDATE_FIELDS,
+    HEALTH_INTERVAL_FIELDS,
     POSITION_UPDATE_FIELDS,
     AccountValueUpdate,
     ExecutionUpdate,
     GreeksUpdate,
+    HealthInterval,
     PositionUpdate,
 )
-from v6_assets.contracts.tables import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES
+from v6_assets.contracts.tables import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES, STREAM_HEALTH
 from v6_assets.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
-SpoolKind = Literal["position", "greeks", "execution", "account_value"]
-SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
+SpoolKind = Literal["position", "greeks", "execution", "account_value", "health"]
+SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate | HealthInterval
 
 _POSITION_VALUES = operator.attrgetter(*POSITION_UPDATE_FIELDS)
 _GREEKS_VALUES = operator.attrgetter(*GREEKS_UPDATE_FIELDS)
 _POS_EXPIRY = POSITION_UPDATE_FIELDS.index("expiry")
 _POS_RECEIVED = POSITION_UPDATE_FIELDS.index("received_at")
 _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
+# Health intervals are rare (a few a day): encoded field by field, every datetime as UTC µs.
+_HEALTH_TIMES = tuple(HEALTH_INTERVAL_FIELDS.index(c) for c in ("started_at", "ended_at", "received_at"))
 
 # The events' columns as polars types, from the table contracts (the lake's extra columns left out).
 POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
 GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
 EXECUTION_SCHEMA: dict[str, Any] = {c: EXECUTIONS.polars_schema[c] for c in EXECUTION_UPDATE_FIELDS}
 ACCOUNT_VALUE_SCHEMA: dict[str, Any] = {c: ACCOUNT_VALUES.polars_schema[c] for c in ACCOUNT_VALUE_FIELDS}
+HEALTH_SCHEMA: dict[str, Any] = {c: STREAM_HEALTH.polars_schema[c] for c in HEALTH_INTERVAL_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -95,6 +100,7 @@ class SpoolFrames:
     last_offset: int | None
     executions: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], EXECUTION_SCHEMA))
     account_values: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], ACCOUNT_VALUE_SCHEMA))
+    health: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], HEALTH_SCHEMA))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,6 +116,7 @@ _EXE_TIMES = (EXECUTION_UPDATE_FIELDS.index("exec_time"), EXECUTION_UPDATE_FIELD
 _ACCOUNT_VALUES = operator.attrgetter(*ACCOUNT_VALUE_FIELDS)
 _ACCOUNT_PAD = (None,) * (_N_COLS - len(ACCOUNT_VALUE_FIELDS))
 _ACV_RECEIVED = ACCOUNT_VALUE_FIELDS.index("received_at")
+_HEALTH_PAD = (None,) * (_N_COLS - len(HEALTH_INTERVAL_FIELDS))
 _COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
 _INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
 _SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
@@ -157,9 +164,14 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
         values = list(_ACCOUNT_VALUES(event))
         values[_ACV_RECEIVED] = _micros(values[_ACV_RECEIVED])
         return ("account_value", *values, *_ACCOUNT_PAD)
+    if type(event) is HealthInterval:
+        values = [getattr(event, name) for name in HEALTH_INTERVAL_FIELDS]
+        for i in _HEALTH_TIMES:
+            values[i] = None if values[i] is None else _micros(values[i])
+        return ("health", *values, *_HEALTH_PAD)
     raise TypeError(
-        f"only PositionUpdate, GreeksUpdate, ExecutionUpdate and AccountValueUpdate can be spooled, not "
-        f"{type(event).__name__}"
+        f"only PositionUpdate, GreeksUpdate, ExecutionUpdate, AccountValueUpdate and HealthInterval can be spooled, "
+        f"not {type(event).__name__}"
     )
 
 
@@ -186,6 +198,13 @@ def _decode_execution_values(cols: Sequence[Any]) -> list[Any]:
     return values
 
 
+def _decode_health_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols[: len(HEALTH_INTERVAL_FIELDS)])
+    for i in _HEALTH_TIMES:
+        values[i] = None if values[i] is None else _from_micros(values[i])
+    return values
+
+
 def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
     if kind == "account_value":
         values = list(cols[: len(ACCOUNT_VALUE_FIELDS)])
@@ -197,18 +216,20 @@ def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
         return PositionUpdate(*_decode_position_values(cols))
     if kind == "greeks":
         return GreeksUpdate(*_decode_greeks_values(cols))
+    if kind == "health":
+        return HealthInterval(*_decode_health_values(cols))
     raise SpoolError(f"unknown spool record kind {kind!r}")
 
 
 def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
     wire = {"spool_offset": pl.Int64, **schema}
-    stamps = [c for c in ("exec_time", "received_at") if c in wire]
-    for column in stamps:
-        wire[column] = pl.Int64
+    times = [c for c, dtype in schema.items() if isinstance(dtype, pl.Datetime)]  # stored as UTC µs
+    for c in times:
+        wire[c] = pl.Int64
     if "expiry" in wire:
         wire["expiry"] = pl.String
     frame = pl.DataFrame(rows, schema=wire, orient="row")
-    casts = [pl.from_epoch(c, time_unit="us").dt.replace_time_zone("UTC") for c in stamps]
+    casts = [pl.from_epoch(c, time_unit="us").dt.replace_time_zone("UTC") for c in times]
     if "expiry" in wire:
         casts.append(pl.col("expiry").str.to_date("%Y-%m-%d"))
     return frame.with_columns(casts)
@@ -323,7 +344,9 @@ class Spool:
         executions = [row[:1] + row[2 : 1 + n_executions] for row in rows if row[1] == "execution"]
         n_values = len(ACCOUNT_VALUE_FIELDS) + 1
         values = [row[:1] + row[2 : 1 + n_values] for row in rows if row[1] == "account_value"]
-        if len(positions) + len(greeks) + len(executions) + len(values) != len(rows):
+        n_health = len(HEALTH_INTERVAL_FIELDS) + 1
+        health = [row[:1] + row[2 : 1 + n_health] for row in rows if row[1] == "health"]
+        if len(positions) + len(greeks) + len(executions) + len(values) + len(health) != len(rows):
             raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
             positions=_frame(positions, POSITION_SCHEMA),
@@ -331,6 +354,7 @@ class Spool:
             last_offset=rows[-1][0] if rows else None,
             executions=_frame(executions, EXECUTION_SCHEMA),
             account_values=_frame(values, ACCOUNT_VALUE_SCHEMA),
+            health=_frame(health, HEALTH_SCHEMA),
         )
 
     # -- acknowledging ----------------------------------------------------------------------------------------
@@ -500,8 +524,11 @@ class SpoolHandler:
         held = self._pending
         self.max_pending_seen = max(self.max_pending_seen, len(held))
         target = self.max_held * 3 // 4
-        kept: list[SpoolEvent] = [e for e in held if type(e) is not GreeksUpdate]
-        self.dropped_greeks += len(held) - len(kept)
+        # Health intervals (a few a day) are never shed: they are the record of the gap itself.
+        health: list[SpoolEvent] = [e for e in held if type(e) is HealthInterval]
+        # Greeks go first; fills and account values are never shed (nothing supersedes them).
+        kept: list[SpoolEvent] = [e for e in held if type(e) is not GreeksUpdate and type(e) is not HealthInterval]
+        self.dropped_greeks += len(held) - len(kept) - len(health)
         if len(kept) > target:
             latest: set[tuple[str, int]] = set()
             newest_first: list[SpoolEvent] = []
@@ -522,8 +549,8 @@ class SpoolHandler:
             drop = set(droppable[: len(kept) - target])
             self.dropped_positions += len(drop)
             kept = [e for i, e in enumerate(kept) if i not in drop]
-        self._dropped_since_ok += len(held) - len(kept)
-        self._pending = kept
+        self._dropped_since_ok += len(held) - len(kept) - len(health)
+        self._pending = health + kept
 
     def flush(self) -> None:
         self._scheduled = False

@@ -31,6 +31,12 @@ class ConnectionStatus:
     circuit_open_until: datetime | None = None
     ib_farm_connected: bool = True
     last_error: str | None = None
+    # The connection's state as the stream_health table records it (``ib/health.py``), and in words.
+    health_state: str = "disconnected"
+    health_since: datetime | None = None
+    health: str | None = None  # "competing live session since 14:02 ET: no marks, PnL or greeks"
+    resubscriptions: int = 0  # full resubscriptions after IB forgot our lines (1101)
+    throttled: int = 0  # times our pacing held requests back (IB's 50 messages/s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,5 +106,8 @@ class StreamerStatus:
             who = conn.lease_holder.describe() if conn.lease_holder else "another process"
             return f"not connecting: the IB connection lease for {self.stream_id} is held by {who}"
         if not conn.connected:
-            return f"disconnected (circuit {conn.circuit_state}, last error: {conn.last_error})"
+            state = f"{conn.health}; " if conn.health else ""
+            return f"{state}disconnected (circuit {conn.circuit_state}, last error: {conn.last_error})"
+        if conn.health_state != "connected" and conn.health:
+            return f"{conn.health} (socket up since {conn.connected_since})"
         return f"connected since {conn.connected_since}, {self.counters.positions_emitted} position updates"

@@ -160,10 +160,18 @@ class SubscriptionPolicy:
 
     # -- after IB dropped our subscriptions (error 1101) -------------------------------------------------------
     def drop_all(self) -> None:
-        """Cancel and forget every PnL and market-data line, and ask for the positions again (then ``sync``)."""
+        """Forget every PnL and market-data line and ask for the positions again (then ``sync``).
+
+        IB forgot the lines itself (1101), so PnL-single lines are forgotten on our side only: a cancel per line
+        would double the requests of the resubscription (2,000 positions: 4,000 messages at our paced 40/s).
+        The few market-data lines (within the line budget) are cancelled through ib_async, which ends its tickers.
+        """
         ib = self.ib
         for account, con_id in list(self.pnl_subs):
-            ib.cancelPnLSingle(account, "", con_id)
+            # ib_async's own bookkeeping of the line (what ``cancelPnLSingle`` does, without the message)
+            req_id = ib.wrapper.pnlSingleKey2ReqId.pop((account, "", con_id), None)
+            if req_id is not None:
+                ib.wrapper.reqId2PnlSingle.pop(req_id, None)
         for contract in self.mkt_subs.values():
             ib.cancelMktData(contract)
         self.pnl_subs.clear()

@@ -23,6 +23,7 @@ from datetime import date
 import polars as pl
 
 from v6_assets import analytics, sessions
+from v6_assets.analytics.health import carry_gaps
 from v6_assets.contracts.tables import (
     DAILY_PNL,
     EOD_POSITIONS,
@@ -36,6 +37,7 @@ from v6_assets.contracts.tables import (
     TRADE_DATE,
 )
 from v6_assets.lake import Lake, OverwriteResult
+from v6_assets.pipeline.health import flag_eod
 from v6_assets.pipeline.settings import PipelineEnvironment
 
 
@@ -192,6 +194,7 @@ def refresh_eod_positions(lake: Lake, days: Sequence[date]) -> EodRun:
     # Outputs (positions x sessions) are small: the whole range is still written with ONE partition overwrite.
     parts = list(eod_chunks(lake, days, previous))
     frame = pl.concat(parts) if len(parts) > 1 else parts[0]
+    frame = flag_eod(lake, frame)  # marks, PnL and greeks held back by a connection gap
     written = lake.overwrite_sessions(EOD_POSITIONS, frame, days)
     return EodRun(frame=frame, written=written, chunks=len(parts), previous_eod=origin)
 
@@ -213,7 +216,7 @@ def refresh_daily_pnl(lake: Lake, days: Sequence[date], eod_computed: Collection
     require_eod(lake, DAILY_PNL.name, days, eod_computed)
     eod = lake.read_sessions(EOD_POSITIONS, days)
     previous, origin = previous_eod_with_origin(lake, days[0])
-    frame = analytics.daily_pnl(eod, previous, list(days))
+    frame = carry_gaps(analytics.daily_pnl(eod, previous, list(days)), eod)
     written = lake.overwrite_sessions(DAILY_PNL, frame, days)
     return DailyPnlRun(
         frame=frame,

@@ -35,6 +35,7 @@ from v6_assets.lake import (
     EXECUTIONS,
     GREEKS_UPDATES,
     POSITION_UPDATES,
+    STREAM_HEALTH,
     TRADE_DATE,
     AppendResult,
     Lake,
@@ -45,7 +46,13 @@ from v6_assets.sessions import trade_date_expr
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
-STREAMED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
+STREAMED_TABLES: tuple[str, ...] = (
+    POSITION_UPDATES.name,
+    GREEKS_UPDATES.name,
+    EXECUTIONS.name,
+    ACCOUNT_VALUES.name,
+    STREAM_HEALTH.name,
+)
 
 
 @dataclass(frozen=True)
@@ -241,9 +248,10 @@ def drain_spool_to_lake(
         if spool.fence(reason, unless_assigned=max(known)):
             raise SpoolBehindLakeError(message)
         spool_last = spool.last_offset()  # recovered meanwhile (a new epoch above the lake): drain it
-    # Both tables hold everything up to the lower committed version: a crash after the commits but before the ack
-    # leaves the ack behind; catch it up first (nothing is re-written).
-    both_committed = min(v or 0 for v in committed.values())
+    # Every table holds everything up to the lowest committed version: a crash after the commits but before the ack
+    # leaves the ack behind; catch it up first (nothing is re-written). stream_health gets a row only now and then:
+    # it counts only once it has committed anything (its rows are few; the writer drops any it already holds).
+    both_committed = min(v or 0 for t, v in committed.items() if t != STREAM_HEALTH.name or v is not None)
     acked = acked_before
     if both_committed > acked:
         spool.ack(both_committed)
@@ -271,6 +279,7 @@ def drain_spool_to_lake(
             (GREEKS_UPDATES.name, frames.greeks),
             (EXECUTIONS.name, frames.executions),
             (ACCOUNT_VALUES.name, frames.account_values),
+            (STREAM_HEALTH.name, frames.health),
         )
         for table, frame in per_table:
             if frame.height == 0:
@@ -287,8 +296,8 @@ def drain_spool_to_lake(
         acked = version
         after = version
         batches += 1
-        rows_read += (
-            frames.positions.height + frames.greeks.height + frames.executions.height + frames.account_values.height
+        rows_read += sum(
+            f.height for f in (frames.positions, frames.greeks, frames.executions, frames.account_values, frames.health)
         )
         last_batch_s = time.monotonic() - batch_started
     return DrainResult(

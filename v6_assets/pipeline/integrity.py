@@ -23,10 +23,10 @@ from deltalake import DeltaTable
 from deltalake.fs import DeltaStorageHandler
 from pyarrow.fs import FileSelector, FileType
 
-from v6_assets.lake import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES, Lake
+from v6_assets.lake import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES, STREAM_HEALTH, Lake
 
-# Every table fed by the spool: the offsets of one stream are spread over them.
-_STREAMED = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
+# Every table fed by the spool: a stream's offsets are spread over them (each offset in exactly one).
+_STREAMED = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name, STREAM_HEALTH.name)
 
 REPAIR_HINT = (
     "Restore the missing files from a backup or snapshot of the lake. If they cannot be restored, remove them from "

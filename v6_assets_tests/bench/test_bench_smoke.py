@@ -43,6 +43,11 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     "soak": (["soak 0.25 min at 800/s offered: updates spooled", "soak 0.25 min at 800/s offered: RSS growth"], set()),
     "latency": (["send -> visible in Delta"], set()),
     "demo_start": (["make demo (2 sessions), .venv built"], set()),
+    "resubscribe": (
+        ["resubscribe 40 positions, first connect", "pacing violations (error 100) seen by the simulator"],
+        set(),
+    ),
+    "replay": (["v6 replay demo, 2 sessions, end to end"], set()),
 }
 
 
@@ -93,7 +98,7 @@ def check_report(report: dict[str, Any], names: list[str]) -> None:
 
 
 def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> None:
-    names = ["ingest", "sensor_tick", "analytics", "risk_grid", "table_health", "backfill", "soak"]
+    names = ["ingest", "sensor_tick", "analytics", "risk_grid", "table_health", "backfill", "soak", "resubscribe"]
     report = run_all(tmp_path, names, timeout=600)
     check_report(report, names)
     details = report["benchmarks"]
@@ -116,6 +121,9 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         found = details["analytics"]["details"]["20000"][impl]
         assert found["peak_rss_bytes"] > 0 and len(found["times_s"]) == 1, found
     assert details["soak"]["details"]["simulator"]["order_violations"] == 0
+    assert (
+        details["resubscribe"]["details"]["orders"] == 0 and details["resubscribe"]["details"]["resubscriptions"] == 1
+    )
 
 
 # slow: a second dagster dev just for the latency smoke; make bench runs the real thing.

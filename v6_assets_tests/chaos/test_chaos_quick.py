@@ -38,6 +38,7 @@ def _run_clean(name: str, tmp_path: Path) -> None:
 # Two classes so that pytest-xdist (--dist loadscope) runs them on different workers.
 CONNECTION_FAULTS = ["disconnect", "refuse", "stall", "kill"]
 DATA_AND_CLOCK_FAULTS = ["write", "fuzz", "time", "load"]
+IB_DAY = ["week"]
 
 
 class TestConnectionFaults:
@@ -52,8 +53,22 @@ class TestDataAndClockFaults:
         _run_clean(name, tmp_path)
 
 
+class TestIBDay:
+    """Monday afternoon, its night and Tuesday: reset (1101), restart, farm drop, 10197 over the close, a burst of
+    40 new positions under IB's enforced pacing; every gap in stream_health and every held-back EOD row flagged."""
+
+    @pytest.mark.parametrize("name", IB_DAY)
+    def test_scenario(self, name: str, tmp_path: Path) -> None:
+        result = run_scenario(name, QUICK, tmp_path, seed=8)
+        _assert_clean(result)
+        notes = result.notes
+        assert notes["truth_gaps"] == 4 and notes["gaps_missing_from_stream_health"] == 0, notes
+        assert notes["eod_rows_affected"] > 0 and notes["affected_not_flagged"] == 0, notes
+        assert notes["pacing_errors"] == 0 and notes["resubscriptions"] >= 1, notes
+
+
 def test_every_scenario_runs_here_or_under_dagster_dev() -> None:
-    assert sorted([*CONNECTION_FAULTS, *DATA_AND_CLOCK_FAULTS, "reload", "stack"]) == sorted(SCENARIOS)
+    assert sorted([*CONNECTION_FAULTS, *DATA_AND_CLOCK_FAULTS, *IB_DAY, "reload", "stack"]) == sorted(SCENARIOS)
 
 
 @pytest.mark.e2e

@@ -28,6 +28,7 @@ def test_definitions_load_and_validate() -> None:
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
         "position_updates",
         "greeks_updates",
+        "stream_health",
         "eod_positions",
         "daily_pnl",
         "exposure",
@@ -74,7 +75,8 @@ def test_lineage_is_as_specified() -> None:
     assert parents == {
         "position_updates": set(),
         "greeks_updates": set(),
-        "eod_positions": {"position_updates", "greeks_updates"},
+        "stream_health": set(),
+        "eod_positions": {"position_updates", "greeks_updates", "stream_health"},
         "daily_pnl": {"eod_positions"},
         "exposure": {"eod_positions"},
         "executions": set(),
@@ -87,6 +89,7 @@ def test_lineage_is_as_specified() -> None:
     assert graph.get(AssetKey("position_updates")).is_external
     assert graph.get(AssetKey("executions")).is_external
     assert graph.get(AssetKey("greeks_updates")).is_external
+    assert graph.get(AssetKey("stream_health")).is_external
 
 
 def test_daily_pnl_maps_to_its_own_session_so_a_backfill_covers_exactly_the_range() -> None:

@@ -92,13 +92,13 @@ def cursor_after(result: Any, cursor: str | None) -> str | None:
     return result.cursor if isinstance(result, SensorResult) and result.cursor is not None else cursor
 
 
-def offsets(lake: Lake) -> tuple[int, int]:
+def offsets(lake: Lake) -> tuple[int, int, int]:
     counts = []
-    for table in ("position_updates", "greeks_updates"):
+    for table in ("position_updates", "greeks_updates", "stream_health"):
         frame = lake.scan(table).select("spool_offset").collect()
         assert frame["spool_offset"].n_unique() == frame.height, f"duplicate spool offsets in {table}"
         counts.append(frame.height)
-    return counts[0], counts[1]
+    return counts[0], counts[1], counts[2]
 
 
 @pytest.fixture(scope="module")
@@ -170,12 +170,13 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
         last = spool.last_offset()
     finally:
         spool.close()
-    pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
+    pos, grk, health = offsets(p.lake)  # asserts (no duplicate offsets)
     # executions and account values share the spool's offsets
     others = [p.lake.scan(t).select("spool_offset").collect() for t in ("executions", "account_values")]
     assert all(f["spool_offset"].n_unique() == f.height for f in others)
-    assert pos + grk + sum(f.height for f in others) == last  # every spooled record is in Delta: no loss
-    assert pos > 100 and grk > 50 and all(f.height for f in others)
+    # every spooled record is in Delta: no loss (stream_health: the connection's intervals, at least "connected")
+    assert pos + grk + health + sum(f.height for f in others) == last
+    assert pos > 100 and grk > 50 and health >= 1 and all(f.height for f in others)
     reported_events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
     events = [e for e in reported_events if isinstance(e, AssetMaterialization)]
     checks = [e for e in reported_events if isinstance(e, AssetCheckEvaluation)]

@@ -191,3 +191,21 @@ def test_daily_restart_drops_the_socket_and_refuses_connections_for_a_while() ->
         assert refused > 0 and time.time() - dropped >= 0.8
         assert [e["event"] for e in sim.truth["health"]] == ["restart"]
         again.close()
+
+
+def test_farm_drop_without_1100_holds_market_data_and_pnl_then_2104() -> None:
+    scenario = tiny_scenario(events=[{"kind": "farm_down", "after": 600, "seconds": 600}])
+    with GatewaySimulator(scenario).running() as sim:
+        client = _subscribed(sim.port)
+        messages = _timed(client, 3.0)
+        assert _codes(messages) == [2103, 2104]  # no 1100, no 1101/1102: only the farm's own messages
+        down, up = _index_of(messages, 2103), _index_of(messages, 2104)
+        assert any(m[0] in DATA for _, m in messages[:down])
+        assert not [m for _, m in messages[down:up] if m[0] in DATA]
+        after = [m for _, m in messages[up:] if m[0] in DATA]
+        assert {m[1] for m in after if m[0] == "95"} == {"7"}  # the same subscriptions resume
+        start, end = (e for e in sim.truth["health"] if e["event"].startswith("farm_down"))
+        assert (start["event"], end["event"]) == ("farm_down_start", "farm_down_end")
+        assert (datetime.fromisoformat(end["sim_time"]) - datetime.fromisoformat(start["sim_time"])).seconds == 600
+        assert not [m for _, m in messages if m == ["closed"]]
+        client.close()

@@ -68,7 +68,7 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="limit"):
             spool.read(0, 0)
         with pytest.raises(
-            TypeError, match="only PositionUpdate, GreeksUpdate, ExecutionUpdate and AccountValueUpdate"
+            TypeError, match="only PositionUpdate, GreeksUpdate, ExecutionUpdate, AccountValueUpdate and"
         ):
             spool.append(["nope"])  # type: ignore[list-item]
         assert spool.depth() == 0
@@ -178,3 +178,24 @@ def test_kill_9_mid_stream_loses_nothing_committed(tmp_path: Path) -> None:
     # Every append the writer saw committed is there, in order, without gaps.
     assert len(offsets) >= confirmed
     assert offsets == list(range(1, len(offsets) + 1))
+
+
+def test_health_intervals_roundtrip_with_null_end_and_are_never_shed(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from v6_assets.contracts.streams import HealthInterval
+
+    at = position_update(1).received_at
+    begun = HealthInterval("competing_session", at, None, "IB 10197", 1, at)
+    ended = HealthInterval("competing_session", at, at + timedelta(minutes=5), "IB 10197", 2, at + timedelta(minutes=5))
+    with Spool(tmp_path / "s.sqlite") as spool:
+        spool.append([begun, position_update(1), ended])
+        assert [r.event for r in spool.read(0, 10)] == [begun, position_update(1), ended]
+        frames = spool.read_frames(0, 10)
+        assert frames.health["spool_offset"].to_list() == [1, 3]
+        assert frames.health["ended_at"].to_list() == [None, ended.ended_at]
+        # a full spool sheds greeks and superseded positions, never the record of a gap
+        handler = SpoolHandler(spool, max_held=4)
+        handler._pending = [begun, greeks_update(1), greeks_update(2), position_update(1), ended]
+        handler._shed()
+        assert begun in handler._pending and ended in handler._pending and handler.dropped_greeks == 2

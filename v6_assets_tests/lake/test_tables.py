@@ -20,6 +20,7 @@ def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions(
     assert set(TABLES) == {
         "position_updates",
         "greeks_updates",
+        "stream_health",
         "executions",
         "account_values",
         "eod_positions",
