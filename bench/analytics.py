@@ -248,7 +248,7 @@ WITH u AS (
 )
 SELECT $session::DATE AS trade_date, account, con_id, {state_cols},
   received_at AS last_update_at, mark_age_s,
-  (mark_age_s IS NULL OR mark_age_s > {STALE_MARK_S}) AS is_stale_mark,
+  ((mark_age_s IS NULL OR mark_age_s > {STALE_MARK_S}) AND NOT coalesce(position = 0, false)) AS is_stale_mark,
   carried_forward, coalesce(position = 0, false) AS is_closed,
   delta, gamma, vega, theta, implied_vol, und_price, greeks_at,
   date_diff('microsecond', greeks_at, $cut) / 1e6 AS greeks_age_s,
@@ -294,7 +294,8 @@ WITH d AS (
 SELECT trade_date, account, con_id, symbol, sec_type, expiry, strike, "right", multiplier, currency, position,
   prev_position, u_now AS unrealized_pnl, u_prev AS prev_unrealized_pnl, u_now - u_prev AS unrealized_change,
   realized AS realized_pnl, realized_source, u_now - u_prev + realized AS pnl, false AS is_baseline,
-  ib_daily AS ib_daily_pnl, u_now - u_prev + realized - ib_daily AS pnl_minus_ib, unrealized_source
+  ib_daily AS ib_daily_pnl, u_now - u_prev + realized - ib_daily AS pnl_minus_ib, unrealized_source,
+  CASE WHEN u_now - u_prev + realized IS NOT NULL THEN 'average_cost' END AS pnl_source
 FROM r
 """
     covered = "(NOT coalesce(missing_greeks, true) AND multiplier IS NOT NULL AND und_price IS NOT NULL)"
@@ -447,8 +448,9 @@ def run_pandas(ds: Dataset) -> Outputs:
     eod["greeks_at"] = eod["greeks_at"].where(~linear, pd.NaT)
     mark_at = eod[["portfolio_at", "pnl_single_at"]].max(axis=1)
     eod["mark_age_s"] = (cut - mark_at).dt.total_seconds()
-    eod["is_stale_mark"] = eod["mark_age_s"].isna() | (eod["mark_age_s"] > STALE_MARK_S)
     eod["is_closed"] = _is_zero(eod["position"])
+    # only a position open at the cut needs a mark
+    eod["is_stale_mark"] = (eod["mark_age_s"].isna() | (eod["mark_age_s"] > STALE_MARK_S)) & ~eod["is_closed"]
     eod["greeks_age_s"] = (cut - eod["greeks_at"]).dt.total_seconds()
     eod["missing_greeks"] = eod[["delta", "gamma", "vega", "theta", "und_price"]].isna().any(axis=1) & ~eod["is_closed"]
     eod["trade_date"] = ds.session
@@ -497,6 +499,8 @@ def run_pandas(ds: Dataset) -> Outputs:
     daily["ib_daily_pnl"] = ib_daily
     daily["pnl_minus_ib"] = daily["pnl"] - ib_daily
     daily["unrealized_source"] = u_src
+    # no baseline session in the benchmark (a previous EOD exists): every known pnl is the average-cost figure
+    daily["pnl_source"] = daily["pnl"].notna().map({True: "average_cost", False: None})
 
     # exposure
     x = eod[~_is_zero(eod["position"])].copy()
@@ -546,6 +550,11 @@ def _normalised(df: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.Dat
     return df.select([*keys, *columns]).with_columns(casts).sort(keys, nulls_last=True)
 
 
+# Columns the analytics leave null for the pipeline to fill from another table (stream_health's gaps): nothing for a
+# peer to compute from the same inputs.
+NOT_ANALYTICS = frozenset({"health_gap"})
+
+
 def check_same(ours: Outputs, theirs: Outputs, peer: str) -> None:
     """Raise AssertionError when the peer's results differ from ours: rows, keys and every column of ours."""
     for name, keys in OUTPUT_KEYS.items():
@@ -554,7 +563,7 @@ def check_same(ours: Outputs, theirs: Outputs, peer: str) -> None:
             raise AssertionError(f"{peer} {name}: {b.height} rows, ours {a.height}")
         if a.height == 0:
             raise AssertionError(f"{name}: no rows at all; the benchmark data is wrong")
-        columns = [c for c in a.columns if c not in keys]
+        columns = [c for c in a.columns if c not in keys and c not in NOT_ANALYTICS]
         missing = [c for c in columns if c not in b.columns]
         if missing:
             raise AssertionError(f"{peer} {name}: does not produce {missing}")

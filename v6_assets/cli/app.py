@@ -85,6 +85,7 @@ PNL_COLUMNS = (
     "prev_position",
     "position",
     "pnl",
+    "pnl_source",
     "ib_daily_pnl",
     "pnl_minus_ib",
     "is_baseline",
@@ -244,12 +245,14 @@ def _status_lines(report: Any) -> list[str]:
         f"lease       {report.lease or 'nobody holds it'}",
         f"connected   {conn.get('connected')} since {conn.get('connected_since')} "
         f"(reconnects {conn.get('reconnects')}, circuit {conn.get('circuit_state')})",
+        f"state       {conn.get('health') or conn.get('health_state')}",
         f"last msg    {conn.get('last_message_age_s')} s ago; status written {report.status_age_s} s ago",
         f"subscribed  accounts {subs.get('accounts')}, PnL lines {subs.get('pnl_subscriptions')}, "
         f"market data lines {subs.get('greeks_lines')}/{subs.get('line_budget')}",
         f"spool       {report.spool}",
     ]
     lines += [f"last commit {table}: {when or 'never'}" for table, when in report.last_commits.items()]
+    lines += [f"last 24 h   {h}" for h in report.health_24h] or ["last 24 h   no connection gap recorded"]
     lines += [f"PROBLEM     {p}" for p in report.problems]
     return lines
 

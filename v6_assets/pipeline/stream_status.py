@@ -7,11 +7,14 @@ file the streamer rewrites, the connection lease, the spool, and the last Delta 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from v6_assets.contracts.tables import TABLES
+import polars as pl
+
+from v6_assets.contracts.health import describe_state
+from v6_assets.contracts.tables import STREAM_HEALTH, TABLES
 from v6_assets.ib.lease import ConnectionLease
 from v6_assets.ib.settings import StreamerSettings
 from v6_assets.ib.spool import Spool, SpoolError
@@ -33,6 +36,7 @@ class StreamReport:
     lease: dict[str, Any] | None = None
     spool: dict[str, Any] = field(default_factory=dict)
     last_commits: dict[str, str | None] = field(default_factory=dict)
+    health_24h: list[str] = field(default_factory=list)  # the stream_health intervals of the last 24 h, in words
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -50,6 +54,7 @@ class StreamReport:
             "lease": self.lease,
             "spool": self.spool,
             "last_commits": self.last_commits,
+            "stream_health_24h": self.health_24h,
         }
 
 
@@ -97,6 +102,28 @@ def _last_commits(lake: Lake) -> dict[str, str | None]:
     return out
 
 
+def _health_24h(lake: Lake, stream_id: str, now: datetime) -> list[str]:
+    """The stream's connection states of the last 24 hours in words, oldest first (``stream_health``: an interval is
+    written when it begins and again when it ends; the latest row of each wins)."""
+    if not lake.exists(STREAM_HEALTH.name):
+        return []
+    since = now - timedelta(hours=24)
+    rows = (
+        lake.scan(STREAM_HEALTH.name)
+        .filter(
+            (pl.col("stream_id") == stream_id)
+            & (pl.col("ended_at").is_null() | (pl.col("ended_at") >= since))
+            & (pl.col("started_at") <= now)
+        )
+        .sort("received_at", "spool_offset")
+        .group_by("state", "started_at")
+        .last()
+        .sort("started_at")
+        .collect()
+    )
+    return [describe_state(r["state"], r["started_at"], r["ended_at"]) for r in rows.iter_rows(named=True)]
+
+
 def stream_report(settings: StreamerSettings, lake: Lake | None, now: datetime) -> StreamReport:
     report = StreamReport(stream_id=settings.stream_id, checked_at=now)
     try:
@@ -119,6 +146,9 @@ def stream_report(settings: StreamerSettings, lake: Lake | None, now: datetime) 
             report.problems.append("this process waits for the connection lease (another process streams)")
         elif not conn.get("connected"):
             report.problems.append(f"disconnected (circuit {conn.get('circuit_state')}): {conn.get('last_error')}")
+        elif conn.get("health_state") not in (None, "connected"):
+            # the socket is up but nothing flows (IB's reset, a farm down, a competing session)
+            report.problems.append(conn.get("health") or str(conn.get("health_state")))
         spool_status = report.status.get("spool") or {}
         if spool_status.get("error"):
             report.problems.append(f"spool: {spool_status['error']}")
@@ -128,4 +158,5 @@ def stream_report(settings: StreamerSettings, lake: Lake | None, now: datetime) 
     report.problems.extend(spool_problems)
     if lake is not None:
         report.last_commits = _last_commits(lake)
+        report.health_24h = _health_24h(lake, settings.stream_id, now)
     return report

@@ -107,10 +107,16 @@ class TestPnlAndExposure:
         accounts = {a for a, _ in _truth_eod(replayed.sim, day)}
         assert all(a in result.stdout for a in accounts)
 
-    def test_baseline_session_says_unknown_not_zero(self, replayed: Replayed) -> None:
+    def test_baseline_session_carries_ibs_figure_flagged_never_an_invented_one(self, replayed: Replayed) -> None:
         doc = _json(_run("pnl", "--session", CLOSED[0].isoformat(), "--json", "--lake", replayed.lake.uri))
-        assert doc["rows"] and all(r["pnl"] is None and r["is_baseline"] for r in doc["rows"])
-        assert all(t["unknown"] == t["positions"] for t in doc["totals"])
+        assert doc["rows"] and all(r["is_baseline"] for r in doc["rows"])
+        for r in doc["rows"]:
+            if r["ib_daily_pnl"] is None:  # no source at all: unknown, never 0
+                assert r["pnl"] is None and r["pnl_source"] is None, r
+            else:  # the stream's first session: IB's own daily PnL, carried and labelled
+                assert r["pnl_source"] == "ib_daily" and amounts_agree(r["pnl"], r["ib_daily_pnl"]), r
+        unknown = sum(r["pnl"] is None for r in doc["rows"])
+        assert sum(t["unknown"] for t in doc["totals"]) == unknown
 
     def test_exposure_rollups_and_detail(self, replayed: Replayed) -> None:
         day = CLOSED[-1].isoformat()
@@ -280,6 +286,18 @@ class TestStatus:
             assert result.exit_code == 1
             assert "the streamer is stopped" in _json(result)["problems"]
             assert _run("status", "--quiet").exit_code == 1
+
+    def test_the_connection_states_of_the_last_24_hours_in_words(
+        self, replayed: Replayed, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        set_envs(monkeypatch, {"V6_HOME": str(replayed.home), "V6_IB_PORT": str(replayed.settings.port)})
+        with time_machine.travel(datetime(2026, 11, 18, 12, 0, tzinfo=NY), tick=False):
+            doc = json.loads(_run("status", "--json", "--lake", replayed.lake.uri).stdout)
+        stored = replayed.lake.scan("stream_health").collect()
+        assert stored.height > 0
+        assert doc["stream_health_24h"], doc
+        assert all(line.startswith(("connected", "disconnected", "gateway", "IB's", "market", "competing"))
+                   for line in doc["stream_health_24h"]), doc["stream_health_24h"]  # fmt: skip
 
     def test_no_streamer_ever_is_unhealthy_from_the_installed_script(self, tmp_path: Path) -> None:
         script = Path(sys.executable).with_name("v6")

@@ -13,7 +13,8 @@ from v6_assets.contracts.money import amounts_agree
 from v6_assets.ib.streamer import discard_process_streamer
 
 SCENARIO = Path(__file__).with_name("scenarios") / "hand_computed.yaml"
-# (session, account) -> expected daily PnL; None = the baseline session (no previous state: no PnL, never 0)
+# (session, account) -> expected daily PnL; None = the baseline session (no previous state of ours: IB's own daily
+# PnL is carried, labelled pnl_source "ib_daily", not a figure we computed)
 EXPECTED = {
     (date(2025, 3, 3), "DU3000001"): None,
     (date(2025, 3, 4), "DU3000001"): 1500.00,
@@ -36,7 +37,12 @@ def test_replay_of_a_hand_computed_scenario_is_right_to_the_cent(tmp_path: Path)
     assert set(got) == set(EXPECTED)
     for key, expected in EXPECTED.items():
         if expected is None:
-            assert got[key]["pnl"] is None and got[key]["unknown"] == got[key]["positions"] == 2, got[key]
+            baseline = CliRunner().invoke(
+                main, ["pnl", "--session", key[0].isoformat(), "--json", "--lake", doc["lake"]]
+            )
+            rows = json.loads(baseline.stdout)["rows"]
+            assert len(rows) == 2 and all(r["is_baseline"] and r["pnl_source"] == "ib_daily" for r in rows), rows
+            assert amounts_agree(got[key]["pnl"], sum(r["ib_daily_pnl"] for r in rows)), got[key]
         else:
             assert got[key]["unknown"] == 0, got[key]
             assert amounts_agree(got[key]["pnl"], expected), (key, got[key]["pnl"], expected)

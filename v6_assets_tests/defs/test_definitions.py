@@ -154,6 +154,8 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("position_updates", "no_sentinel_values"),
         ("greeks_updates", "no_duplicate_offsets"),
         ("greeks_updates", "no_sentinel_values"),
+        ("stream_health", "no_duplicate_offsets"),
+        ("stream_health", "no_sentinel_values"),
         ("eod_positions", "reconciles_with_stream"),
         ("executions", "no_duplicate_offsets"),
         ("executions", "no_sentinel_values"),

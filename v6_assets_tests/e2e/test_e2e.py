@@ -27,6 +27,7 @@ from playwright.sync_api import Locator, Page
 from v6_assets import sessions
 from v6_assets.contracts.clock import OFFSET_VAR
 from v6_assets.contracts.money import Money
+from v6_assets.defs.assets import GROUP_DAILY, GROUP_STREAM
 from v6_assets.devserver import launch_range_run, mark_nux_seen
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.history_seed import DAILY_JOB, HISTORY_WHY, SeedResult, history_sessions, history_start, seed_history
@@ -273,23 +274,17 @@ def test_browser_shows_lineage_and_daily_pnl_metadata(stack: Stack) -> None:
     assert latest and {"preview", CHART} <= set(latest[0]["metadata"]), "run the backfill test first"
     stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the page
     with browser.page() as pg:
-        # The lineage graph only draws nodes inside the viewport: a wide one holds both unfolded groups.
-        pg.set_viewport_size({"width": 2600, "height": 1400})
-        pg.goto(f"{stack.dev.url}/asset-groups", wait_until="networkidle")
-        # Groups (ib_stream, daily) start collapsed: unfold each until every asset node is drawn. The graph is laid
-        # out in a web worker after the network is idle: wait until it has drawn something before looking for icons.
-        pg.locator('[aria-label="unfold_more"], [data-tooltip="daily_pnl"]').first.wait_for(
-            state="visible", timeout=60_000
-        )
-        for _ in range(5):
-            unfold = pg.locator('[aria-label="unfold_more"]')
-            if unfold.count() == 0:
-                break
-            unfold.first.click()
-            pg.wait_for_timeout(500)
-        for name in sorted(FIVE_ASSETS):
-            pg.locator(f'[data-tooltip="{name}"]').first.wait_for(state="visible", timeout=60_000)
-        browser.screenshot(pg, "asset_graph")
+        # The lineage graph only draws nodes inside the viewport, and the whole graph (stream, daily, risk groups)
+        # no longer fits one: each group's own page draws its assets (and the edges into it from the others).
+        pg.set_viewport_size({"width": 2000, "height": 1200})
+        for group, names in (
+            (GROUP_STREAM, ("position_updates", "greeks_updates")),
+            (GROUP_DAILY, ("eod_positions", "daily_pnl", "exposure")),
+        ):
+            pg.goto(f"{stack.dev.url}/locations/v6_assets/asset-groups/{group}", wait_until="networkidle")
+            for name in names:
+                pg.locator(f'[data-tooltip="{name}"]').first.wait_for(state="visible", timeout=60_000)
+            browser.screenshot(pg, f"asset_graph_{group}")
         pg.set_viewport_size(browser.VIEWPORT)  # type: ignore[arg-type]
 
         pg.goto(f"{stack.dev.url}/assets/daily_pnl", wait_until="networkidle")
@@ -482,17 +477,15 @@ RISK_PICTURES = {
 class TestRiskPictures:
     """Issue 20: the explain waterfall, the scenario heat map and the expiry ladder bars render in the UI.
 
-    Self-contained (its own backfill of the five daily assets over the last three closed sessions) so it holds
-    whichever tests ran before it on the shared stack."""
+    The stack's one range run of the daily job (as make demo runs it) computed them with the seeded history: the
+    pictures of its last session are what a trader opens first."""
 
     def test_risk_pictures_render(self, stack: Stack) -> None:
-        days = stack.seed.sessions_closed[-3:]
-        assets = ["eod_positions", "daily_pnl", *RISK_PICTURES]
-        backfill_id = stack.gql.launch_partition_backfill(assets, days, title="e2e: explain and risk")
-        done = stack.gql.wait_for_backfill(backfill_id, timeout_s=300)
-        assert done["runs"] and all(r["status"] == "SUCCESS" for r in done["runs"]), done["runs"]
+        done = stack.gql.wait_for_runs([stack.history_run], timeout_s=300)
+        assert done and all(r["status"] == "SUCCESS" for r in done), done
+        day = stack.history[-1]
         for asset, picture in RISK_PICTURES.items():
-            latest = stack.gql.materializations(asset, partitions=[days[-1]], limit=1)
+            latest = stack.gql.materializations(asset, partitions=[day], limit=1)
             assert latest and picture in latest[0]["metadata"], (asset, latest)
         stack.gql.execute("mutation { setNuxSeen }")  # the community sign-up modal would cover the page
         with browser.page() as pg:
