@@ -103,6 +103,7 @@ class MarketState:
         elif pos.qty == 0 and pos.closed_at_session:
             pos.closed_at_session = False
         pos.apply_trade(qty, price, commission)
+        pos.fills_session[-1].at = self.now.isoformat()
         return pos
 
     def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
@@ -126,7 +127,10 @@ class MarketState:
             intrinsic = round(intrinsic, 4)
             # worthless -> closed at 0; in the money -> closed at intrinsic (cash-settled view of exercise)
             self.market.mark_overrides[c.con_id] = intrinsic
+            code = "Ep" if intrinsic == 0 else ("Ex" if pos.qty > 0 else "A")
             pos.apply_trade(-pos.qty, intrinsic, 0.0)
+            pos.fills_session[-1].at = self.now.isoformat()
+            pos.fills_session[-1].code = code
             yield pos
 
     def session_cut(self) -> None:
