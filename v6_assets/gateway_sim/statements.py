@@ -179,12 +179,15 @@ def _account_statement(
         trades.append(_trade(x, marks[x["con_id"]], offset, revision=2 if corrected and lc and offset == 0.0
                              and lc[:2] == (account, x["con_id"]) else 1))  # fmt: skip
     rates = [
-        _element("ConversionRate", {"reportDate": _flex_date(session), "fromCurrency": cur, "toCurrency": base,
-                                    "rate": _num(rate)})  # fmt: skip
+        _element(
+            "ConversionRate",
+            {"reportDate": _flex_date(session), "fromCurrency": cur, "toCurrency": base, "rate": _num(rate)},
+        )
         for cur, rate in sorted(fx_rates.items())
     ]
+    when = generated.astimezone(NEW_YORK).strftime("%Y%m%d;%H%M%S")
     head = {"accountId": account, "fromDate": _flex_date(session), "toDate": _flex_date(session),
-            "period": "LastBusinessDay", "whenGenerated": generated.astimezone(NEW_YORK).strftime("%Y%m%d;%H%M%S")}  # fmt: skip
+            "period": "LastBusinessDay", "whenGenerated": when}  # fmt: skip
     body = (
         _element("AccountInformation", {"accountId": account, "currency": base, "accountType": "Individual"})
         + _container("ConversionRates", rates)
@@ -213,7 +216,9 @@ def flex_statement_xml(
     statements = []
     for acct in scenario.accounts:
         entries = [e for e in lines if e["account"] == acct.account_id]
-        fx_rates = {cur: acct.fx_rate(cur) for cur in sorted({e["currency"] for e in entries}) if cur != acct.base_currency}
+        fx_rates = {
+            cur: acct.fx_rates[cur] for cur in sorted({e["currency"] for e in entries}) if cur != acct.base_currency
+        }
         own = [x for x in executions if x["account"] == acct.account_id]
         statements.append(_account_statement(acct.account_id, acct.base_currency, fx_rates, entries, own, session, when,
                                              faults, corrected))  # fmt: skip

@@ -186,8 +186,10 @@ def eod_entry(state: MarketState, session: SessionTimes, pos: BookPosition) -> d
         "realized_pnl": pos.realized_session or 0.0,
         "realized_pnl_sent": state.realized_wire(pos),
         "commissions": pos.commissions_session,
-        "fills": [{"qty": f.qty, "price": f.price, "commission": f.commission, "at": f.at, "code": f.code}
-                  for f in pos.fills_session],  # fmt: skip
+        "fills": [
+            {"qty": f.qty, "price": f.price, "commission": f.commission, "at": f.at, "code": f.code}
+            for f in pos.fills_session
+        ],
         "daily_pnl": daily,
         "baseline": baseline,
         "closed": pos.qty == 0,

@@ -179,7 +179,8 @@ def _account_statement(
                "prev_close_quantity": _f(m.prevCloseQuantity), "prev_close_price": _f(m.prevClosePrice),
                "close_quantity": _f(m.closeQuantity), "close_price": _f(m.closePrice),
                "prior_open_mtm": _f(m.priorOpenMtm), "transaction_mtm": _f(m.transactionMtm),
-               "commissions": _f(m.commissions), "other": _f(m.other), "total": _f(m.total), "base_currency": base}  # fmt: skip
+               "commissions": _f(m.commissions), "other": _f(m.other), "total": _f(m.total),
+               "base_currency": base}  # fmt: skip
         mtm.append(row)
     cash = [
         {**common, "transaction_id": c.transactionID, "type": _s(c.type), "currency": c.currency,
