@@ -12,7 +12,7 @@ import pytest
 
 from v6_assets.ib.flex_web import FlexWebClient, FlexWebError
 
-TOKEN = "123456789012345678901234"  # noqa: S105 (a test token)
+TOKEN = "123456789012345678901234"
 QUERY = "987654"
 STATEMENT = b'<FlexQueryResponse queryName="daily" type="AF"><FlexStatements count="0" /></FlexQueryResponse>'
 
