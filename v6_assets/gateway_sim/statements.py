@@ -233,7 +233,8 @@ def flex_statement_xml(
 
 
 def offline_run(scenario: Scenario, sessions: int) -> GatewaySimulator:
-    """The simulator's timeline driven through ``sessions`` session closes and cuts without sockets or clients."""
+    """The simulator's timeline driven through ``sessions`` session closes and cuts without sockets or clients
+    (scenarios whose timeline injects socket faults -- disconnect, refuse, ... -- need the running simulator)."""
     sim = GatewaySimulator(scenario)
     cal = sim.state.market.calendar
     pending = [s for s in cal.sessions if s.close > scenario.clock.start]
@@ -278,3 +279,22 @@ def write_session_statements(
             tmp.replace(directory / name)
             written.append(directory / name)
     return written
+
+
+def drop_demo_statements(
+    scenario: Scenario, eod: Iterable[Mapping[str, Any]], folder: Path, sessions: Iterable[date]
+) -> list[Path]:
+    """``make demo``'s statements: one per seeded session, all agreeing with the simulator's book except ONE planted
+    discrepancy (IB's closing mark of the first open position of the newest session off by 0.50), which the
+    ``marks_match_statement`` check shows red with its difference table."""
+    lines = list(eod)
+    days = sorted(sessions)
+    if not days:
+        return []
+    newest = days[-1]
+    open_rows = [e for e in lines if e["session"] == newest.isoformat() and e["position"]]
+    faults = {}
+    if open_rows:
+        first = min(open_rows, key=lambda e: (e["account"], e["con_id"]))
+        faults[newest] = StatementFaults(mark_offset=(first["account"], first["con_id"], 0.5))
+    return write_session_statements(scenario, lines, folder, days, faults=faults)
