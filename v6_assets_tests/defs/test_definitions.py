@@ -31,6 +31,11 @@ def test_definitions_load_and_validate() -> None:
         "eod_positions",
         "daily_pnl",
         "exposure",
+        "statement_positions",
+        "statement_trades",
+        "statement_mtm",
+        "statement_cash",
+        "reconciliation",
     }
 
 
@@ -71,6 +76,11 @@ def test_lineage_is_as_specified() -> None:
         "eod_positions": {"position_updates", "greeks_updates"},
         "daily_pnl": {"eod_positions"},
         "exposure": {"eod_positions"},
+        "statement_positions": set(),
+        "statement_trades": set(),
+        "statement_mtm": set(),
+        "statement_cash": set(),
+        "reconciliation": {"eod_positions", "daily_pnl", "statement_positions", "statement_trades", "statement_mtm"},
     }
     assert graph.get(AssetKey("position_updates")).is_external
     assert graph.get(AssetKey("greeks_updates")).is_external
@@ -137,6 +147,11 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("greeks_updates", "no_duplicate_offsets"),
         ("greeks_updates", "no_sentinel_values"),
         ("eod_positions", "reconciles_with_stream"),
+        ("reconciliation", "positions_match_statement"),
+        ("reconciliation", "marks_match_statement"),
+        ("reconciliation", "pnl_matches_statement_mtm"),
+        ("reconciliation", "trades_match_statement"),
+        ("reconciliation", "lifecycle_matches_statement"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
 
