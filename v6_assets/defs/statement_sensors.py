@@ -18,7 +18,7 @@ Each tick:
 import json
 import os
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +88,19 @@ def _candidates(folder: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _maybe_fetch(context: SensorEvaluationContext, flex: FlexStatementsResource, folder: Path, state: dict[str, Any],
-                 lake: LakeResource) -> str | None:  # fmt: skip
+def maybe_fetch(
+    log: Any,
+    flex: FlexStatementsResource,
+    folder: Path,
+    state: dict[str, Any],
+    lake: LakeResource,
+    now: datetime | None = None,
+) -> str | None:
+    """Fetch the last finished session's statement into ``folder`` when due (see the module docstring); a note."""
     client = flex.web_client()
     if client is None:
         return None
-    now = utc_now()
+    now = now or utc_now()
     session = sessions.previous_session(sessions.current_session(now))
     if now < sessions.eod_cut(session) + FETCH_AFTER or session.isoformat() in state.get("fetched", []):
         return None
@@ -107,7 +114,7 @@ def _maybe_fetch(context: SensorEvaluationContext, flex: FlexStatementsResource,
     try:
         data = client.fetch()
     except FlexWebError as exc:  # its message never holds the token
-        context.log.warning(str(exc))
+        log.warning(str(exc))
         return f"Flex Web Service: {exc}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"flex-web-{session.isoformat()}.xml"
@@ -136,7 +143,7 @@ def flex_statements(
     seen: dict[str, list[Any]] = state.setdefault("seen", {})  # name -> [size, mtime_ns] at the previous tick
     done: dict[str, str] = state.setdefault("done", {})  # name -> sha256 of the bytes handled
     folder = flex.statements_folder(ib_stream.home)
-    notes = [n for n in [_maybe_fetch(context, flex, folder, state, lake)] if n]
+    notes = [n for n in [maybe_fetch(context.log, flex, folder, state, lake)] if n]
     allowed = ib_stream.settings().accounts
     events: list[AssetMaterialization] = []
     runs: list[RunRequest] = []

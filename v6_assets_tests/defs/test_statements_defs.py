@@ -4,6 +4,8 @@ green sessions, one planted mark difference red with its difference table, a fil
 the same file is a no-op, a bad file is refused with its reason and writes nothing."""
 
 import dataclasses
+import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -25,7 +27,7 @@ from v6_assets import sessions
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.statement_assets import RECONCILIATION_CHECKS, STATEMENT_SPECS, reconciliation
-from v6_assets.defs.statement_sensors import FlexStatementsResource, flex_statements
+from v6_assets.defs.statement_sensors import FlexStatementsResource, flex_statements, maybe_fetch
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.gateway_sim.scenario_model import Scenario
 from v6_assets.gateway_sim.statements import StatementFaults, write_session_statements
@@ -139,3 +141,26 @@ def test_the_web_service_is_off_unless_token_and_query_are_set() -> None:
     assert FlexStatementsResource(token="x" * 24).web_client() is None
     client = FlexStatementsResource(token="x" * 24, query_id="1").web_client()
     assert client is not None and "x" * 24 not in repr(client)
+
+
+def test_the_sensor_fetches_from_the_web_service_into_the_folder(tmp_path: Path) -> None:
+    from v6_assets_tests.ib.test_flex_web import IN_PROGRESS, QUERY, STATEMENT, TOKEN, FakeFlexService
+
+    service = FakeFlexService([IN_PROGRESS])
+    service.thread.start()
+    try:
+        flex = FlexStatementsResource(token=TOKEN, query_id=QUERY, url=service.base_url)
+        lake = LakeResource(uri=str(tmp_path / "lake"))
+        state: dict[str, Any] = {}
+        log = logging.getLogger("test")
+        before = datetime(2025, 3, 4, 20, 0, tzinfo=NY)  # 2025-03-03's statement is not final yet (IB's EOD)
+        assert maybe_fetch(log, flex, tmp_path, state, lake, now=before) is None and not service.requests
+        now = datetime(2025, 3, 5, 8, 0, tzinfo=NY)
+        note = maybe_fetch(log, flex, tmp_path, state, lake, now=now)
+        assert note == "fetched flex-web-2025-03-04.xml from the Flex Web Service"
+        assert (tmp_path / "flex-web-2025-03-04.xml").read_bytes() == STATEMENT
+        assert maybe_fetch(log, flex, tmp_path, state, lake, now=now + timedelta(hours=2)) is None  # once
+        assert TOKEN not in json.dumps(state) and TOKEN not in repr(flex.web_client())
+    finally:
+        service.server.shutdown()
+        service.server.server_close()
