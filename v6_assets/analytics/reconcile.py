@@ -156,10 +156,21 @@ def _pnl(
         _rows(unexplained, "pnl", "pnl", pl.format("unexplained: {} after the marks", pl.col("unexplained").round(4)),
               True),
     ]  # fmt: skip
-    acct = (
+    # the account's figure: what is left once agreeing and mark-explained positions are taken out
+    left = (
         known.filter(pl.col("fx_rate_to_base").is_not_null())
-        .group_by("account")
-        .agg(pl.col("ours").sum(), pl.col("theirs").sum(), pl.col("unexplained").sum(), pl.len().alias("n"))
+        .join(differ.select(*KEY, pl.lit(True).alias("_differs")), on=KEY, how="left")
+        .join(by_marks.select(*KEY, pl.lit(True).alias("_by_marks")), on=KEY, how="left")
+        .with_columns(
+            unexplained=pl.when(pl.col("_by_marks").is_not_null())
+            .then(pl.col("unexplained"))
+            .when(pl.col("_differs").is_not_null())
+            .then(pl.col("ours") - pl.col("theirs"))
+            .otherwise(0.0)
+        )
+    )
+    acct = left.group_by("account").agg(
+        pl.col("ours").sum(), pl.col("theirs").sum(), pl.col("unexplained").sum(), pl.len().alias("n")
     )
     # each position's figure may round by half a cent: the account's sum is allowed n of them
     bad_acct = acct.filter(pl.col("unexplained").abs() > HALF_CENT * pl.col("n"))

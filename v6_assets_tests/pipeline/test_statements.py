@@ -40,7 +40,7 @@ from v6_assets.pipeline.statements import compute_reconciliation, ingest_stateme
 NY = sessions.NEW_YORK
 SIM_START = datetime(2025, 3, 3, 9, 0, tzinfo=NY)
 SESSIONS = 6  # 2025-03-03 .. 2025-03-10; SPY 610 C / 590 P expire in session 4 (2025-03-07)
-SPEED = 6000.0
+SPEED = 4000.0  # slower than the other simulator tests: under load a close refresh could be missed
 CLIENT_ID = 67
 TODAY = date(2025, 3, 11)  # the pinned "today" of every ingest (statements of later days are "in the future")
 NOW = datetime(2025, 3, 11, 14, 0, tzinfo=UTC)
