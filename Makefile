@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# make demo needs only the runtime dependencies (no test tools: moto, DuckDB, pandas, Playwright...); the dev
+# install (STAMP) includes them, so a .venv built for make test serves the demo without another install.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 export V6_HOME ?= $(CURDIR)/.v6
 export DAGSTER_HOME ?= $(V6_HOME)/dagster_home
 # Instance config copied into DAGSTER_HOME: `make run DAGSTER_YAML=deploy/dagster.postgres.yaml` for PostgreSQL.
 DAGSTER_YAML ?= dagster.yaml
 
-.PHONY: help system-deps install lint format test test-all test-fast demo run sim bench bench-quick chaos clean
+.PHONY: help system-deps install install-runtime lint format test test-all test-fast demo run sim bench bench-quick chaos clean
 
 help:
 	@echo "make demo   - simulator + seeded history + dagster dev on http://127.0.0.1:3000"
@@ -20,9 +23,16 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@ $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e .
 	touch $@
 
 install: $(STAMP)
+
+install-runtime: $(RUNTIME_STAMP)
 
 # Debian packages for the e2e and scale-out tests (chromium, postgresql): installed when missing (as root), else
 # make stops at once with the one command to run. make test runs it itself.
@@ -61,13 +71,13 @@ $(DAGSTER_HOME)/dagster.yaml: $(DAGSTER_YAML) FORCE
 
 FORCE:
 
-sim: $(STAMP)
+sim: $(RUNTIME_STAMP)
 	$(BIN)/v6-gateway-sim --scenario demo
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/python -m v6_assets.demo
 
-run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+run: $(RUNTIME_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m v6_assets.devserver --port 3000 -w workspace.yaml
 
 bench: $(STAMP)

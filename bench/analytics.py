@@ -8,13 +8,22 @@ Setup (not timed): ``synthetic_updates(N, 2,000 positions)`` for session D writt
 file, as the ``eod_positions`` asset would find it stored. Timed, per implementation: read D's updates and greeks
 and the previous EOD from disk, compute the EOD of D (carry-forward, expiry, stale marks, greeks as of the cut),
 the daily PnL (pnl = (U_D - U_D-1) + R_D with the realized-PnL source rules) and the exposure by account x
-underlying x expiry; results materialised in memory. The peers read the parquet files the Delta table's current
-version lists (``DeltaTable.file_uris()``), so they read exactly the same data. Every peer's output is compared
-with ours (row counts and the key figures): a peer that computes something else is an error, not a figure.
+underlying x expiry; results materialised in memory.
+
+Same start line for all: every implementation starts from the Delta table's location and reads its log inside the
+timer (ours through ``Lake.scan``, the peers through ``DeltaTable(...).file_uris()``, then the parquet files the
+current version lists), so they read exactly the same data and pay the same log read.
+
+Each implementation runs in its own child process (spawned: a fresh interpreter), so its peak RSS (``ru_maxrss``)
+is its own. In that child the first run is checked BEFORE any time counts: ours writes its outputs, every peer's
+outputs are compared with them on every output column (rows, keys, values; floats to 1e-9 relative): a peer that
+computes something else is an error, not a figure. Then ``repeats`` (>= 3) timed runs: median, min, max, spread.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +35,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 import polars as pl
+from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
-from bench.common import BenchResult, Record, bench_argparser, finish, median_time, peak_rss_bytes, ratio_of
+from bench.common import BenchResult, Record, bench_argparser, finish, median_time, ratio_of
 from v6_assets import analytics
 from v6_assets import sessions as nyse
 from v6_assets.analytics import GREEK_COLUMNS, STATE_COLUMNS
@@ -38,6 +48,7 @@ SESSION = date(2025, 6, 3)
 POSITIONS = 2_000
 STALE_MARK_S = analytics.DEFAULT_STALE_MARK_AFTER.total_seconds()
 TARGET_1M_S = 2.0
+TARGET_PEAK_GIB = 4.0  # peak RSS of ours at 10M updates
 # D's data exercises the realized-PnL rules: some positions trade (a third of those close), some linger flat
 TRADE_FRACTION = 0.2
 FLAT_FRACTION = 0.02
@@ -50,44 +61,29 @@ ZERO_WHEN_EXPIRED = ["position", "market_value", "unrealized_pnl", "ib_unrealize
 NULL_WHEN_EXPIRED = ["realized_pnl", "ib_daily_pnl", "ib_realized_pnl"]
 EXPOSURE_KEYS = ["trade_date", "account", "underlying", "expiry", "currency"]
 
-# What the peers must reproduce (compared with ours after sorting by the keys).
-CHECKED: dict[str, tuple[list[str], list[str]]] = {
-    "eod": (
-        KEYS,
-        [
-            "position",
-            "market_value",
-            "unrealized_pnl",
-            "delta",
-            "und_price",
-            "carried_forward",
-            "mark_age_s",
-            "is_closed",
-            "position_changed_at",
-        ],
-    ),
-    "daily": (
-        KEYS,
-        ["unrealized_pnl", "prev_unrealized_pnl", "realized_pnl", "realized_source", "pnl", "ib_daily_pnl"],
-    ),
-    "exposure": (
-        EXPOSURE_KEYS,
-        ["positions", "contracts", "dollar_delta", "dollar_gamma_1pct", "vega", "market_value", "greeks_coverage"],
-    ),
-}
+# The keys of each output; the peers must reproduce EVERY other column of ours (compared after sorting by the keys).
+OUTPUT_KEYS: dict[str, list[str]] = {"eod": KEYS, "daily": KEYS, "exposure": EXPOSURE_KEYS}
 
 
 @dataclass(frozen=True)
 class Dataset:
-    lake: Lake
+    """Where the data is (plain values: passed to the child processes)."""
+
+    lake_root: str
     prev_eod_path: Path
-    update_files: list[str]
-    greek_files: list[str]
     session: date
     prev_session: date
     cut: datetime
     prev_cut: datetime
     rows: int
+
+    @property
+    def lake(self) -> Lake:
+        return Lake.at(self.lake_root)
+
+    def files(self, table: str) -> list[str]:
+        """The parquet files of the table's current version: reads the Delta log (inside the timer, like ours)."""
+        return list(DeltaTable(self.lake.table_uri(table)).file_uris())
 
 
 def build_dataset(n_rows: int, workdir: Path) -> Dataset:
@@ -108,13 +104,9 @@ def build_dataset(n_rows: int, workdir: Path) -> Dataset:
     lake.overwrite_sessions("position_updates", frames.updates, [session])
     lake.overwrite_sessions("greeks_updates", frames.greeks, [session])
     del frames
-    upd, grk = lake.open("position_updates"), lake.open("greeks_updates")
-    assert upd is not None and grk is not None
     return Dataset(
-        lake=lake,
+        lake_root=str(workdir / "lake"),
         prev_eod_path=prev_eod_path,
-        update_files=list(upd.file_uris()),
-        greek_files=list(grk.file_uris()),
         session=session,
         prev_session=prev_session,
         cut=nyse.eod_cut(session).astimezone(UTC),
@@ -132,8 +124,9 @@ Outputs = dict[str, pl.DataFrame]
 def run_ours(ds: Dataset) -> Outputs:
     previous = pl.read_parquet(ds.prev_eod_path)
     day = pl.col("trade_date") == ds.session
-    updates = ds.lake.scan("position_updates").filter(day)
-    greeks = ds.lake.scan("greeks_updates").filter(day)
+    lake = ds.lake
+    updates = lake.scan("position_updates").filter(day)
+    greeks = lake.scan("greeks_updates").filter(day)
     eod = analytics.eod_positions(updates, greeks, [ds.session], previous)
     daily = analytics.daily_pnl(eod, previous, [ds.session])
     exp = analytics.exposure(eod)
@@ -344,8 +337,9 @@ def run_duckdb(ds: Dataset) -> Outputs:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"CREATE VIEW updates AS SELECT * FROM read_parquet({_sql_list(ds.update_files)})")
-        con.execute(f"CREATE VIEW greeks AS SELECT * FROM read_parquet({_sql_list(ds.greek_files)})")
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"CREATE VIEW updates AS SELECT * FROM read_parquet({_sql_list(ds.files('position_updates'))})")
+        con.execute(f"CREATE VIEW greeks AS SELECT * FROM read_parquet({_sql_list(ds.files('greeks_updates'))})")
         con.execute(f"CREATE VIEW prev AS SELECT * FROM read_parquet({_sql_list([str(ds.prev_eod_path)])})")
         params = {"cut": ds.cut, "prev_cut": ds.prev_cut, "session": ds.session, "prev_session": ds.prev_session}
         con.execute(_SQL["eod"], params)
@@ -385,8 +379,8 @@ def _unrealized_pd(df: pd.DataFrame, p: str = "") -> tuple[pd.Series, pd.Series]
 
 def run_pandas(ds: Dataset) -> Outputs:
     cut, prev_cut = pd.Timestamp(ds.cut), pd.Timestamp(ds.prev_cut)
-    updates = _read_pandas(ds.update_files, UPDATE_COLUMNS)
-    greeks = _read_pandas(ds.greek_files, GREEK_READ_COLUMNS)
+    updates = _read_pandas(ds.files("position_updates"), UPDATE_COLUMNS)
+    greeks = _read_pandas(ds.files("greeks_updates"), GREEK_READ_COLUMNS)
     prev = pd.read_parquet(ds.prev_eod_path)
 
     # EOD state: the last update per position by (received_at, spool_offset), plus the last report per source
@@ -553,13 +547,17 @@ def _normalised(df: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.Dat
 
 
 def check_same(ours: Outputs, theirs: Outputs, peer: str) -> None:
-    """Raise AssertionError when the peer's results differ from ours (rows, keys, key figures)."""
-    for name, (keys, columns) in CHECKED.items():
+    """Raise AssertionError when the peer's results differ from ours: rows, keys and every column of ours."""
+    for name, keys in OUTPUT_KEYS.items():
         a, b = ours[name], theirs[name]
         if a.height != b.height:
             raise AssertionError(f"{peer} {name}: {b.height} rows, ours {a.height}")
         if a.height == 0:
             raise AssertionError(f"{name}: no rows at all; the benchmark data is wrong")
+        columns = [c for c in a.columns if c not in keys]
+        missing = [c for c in columns if c not in b.columns]
+        if missing:
+            raise AssertionError(f"{peer} {name}: does not produce {missing}")
         try:
             assert_frame_equal(
                 _normalised(a, keys, columns),
@@ -579,21 +577,84 @@ IMPLEMENTATIONS: dict[str, Callable[[Dataset], Outputs]] = {
 }
 
 
+REFERENCE = "ours (polars)"
+
+
+def _peak_rss_of_this_image() -> int:
+    """VmHWM: the high-water RSS of this process image. Not ru_maxrss, which a forked/exec'd child inherits from
+    its parent's RSS at fork time (the parent holds the generated data)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _time_in_child(name: str, ds: Dataset, repeats: int, reference_dir: Path) -> dict[str, Any]:
+    """In a fresh process: one run checked against ours (ours: written as the reference) BEFORE any time counts,
+    then ``repeats`` timed runs. Returns the times and this process's peak RSS."""
+    fn = IMPLEMENTATIONS[name]
+    outputs = fn(ds)  # also the warm-up (file cache, imports, query planning)
+    if name == REFERENCE:
+        for key, frame in outputs.items():
+            frame.write_parquet(reference_dir / f"{key}.parquet")
+    else:
+        ours = {key: pl.read_parquet(reference_dir / f"{key}.parquet") for key in OUTPUT_KEYS}
+        check_same(ours, outputs, name)
+    del outputs
+    med, times, _ = median_time(lambda: fn(ds), repeats)
+    return {
+        "median_s": med,
+        "times_s": times,
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / med if med else None,
+        "stdev_s": statistics.stdev(times) if len(times) > 1 else None,
+        "peak_rss_bytes": _peak_rss_of_this_image(),
+        "result_rows": {k: v.height for k, v in _.items()},
+    }
+
+
+def _child_main(name: str, ds: Dataset, repeats: int, reference_dir: Path, conn: Any) -> None:
+    try:
+        conn.send(_time_in_child(name, ds, repeats, reference_dir))
+    except BaseException as exc:  # reported to the parent: a peer that differs is an error, not a figure
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def measure_one(name: str, ds: Dataset, repeats: int, reference_dir: Path) -> dict[str, Any]:
+    """``_time_in_child`` in a spawned child process (its peak RSS is its own)."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(name, ds, repeats, reference_dir, send), name=f"bench {name}")
+    child.start()
+    send.close()
+    try:
+        found: dict[str, Any] = receive.recv()
+    except EOFError:
+        found = {"error": "the child died without a result"}
+    child.join()
+    if "error" in found:
+        raise RuntimeError(f"{name}: {found['error']} (exit status {child.exitcode})")
+    return found
+
+
 def measure(n_rows: int, repeats: int, workdir: Path) -> dict[str, Any]:
+    if repeats < 3:
+        print(f"note: {repeats} repeat(s): the spread means little below 3", flush=True)
     ds = build_dataset(n_rows, workdir)
-    out: dict[str, Any] = {"rows": n_rows, "update_files": len(ds.update_files)}
-    ours: Outputs | None = None
-    for name, fn in IMPLEMENTATIONS.items():
-        fn(ds)  # warm-up (file cache, imports, query planning)
-        med, times, outputs = median_time(lambda fn=fn: fn(ds), repeats)  # type: ignore[misc]
-        if ours is None:
-            ours = outputs
-        else:
-            check_same(ours, outputs, name)
-        out[name] = {"median_s": med, "times_s": times}
-    assert ours is not None
-    out["result_rows"] = {k: v.height for k, v in ours.items()}
-    out["peak_rss_bytes"] = peak_rss_bytes()
+    out: dict[str, Any] = {"rows": n_rows, "update_files": len(ds.files("position_updates")), "repeats": repeats}
+    reference_dir = workdir / "reference"
+    reference_dir.mkdir()
+    for name in IMPLEMENTATIONS:  # ours first: the reference the peers are checked against
+        found = measure_one(name, ds, repeats, reference_dir)
+        out["result_rows"] = found.pop("result_rows")
+        out[name] = found
+        print(
+            f"{n_rows:,} rows, {name}: median {found['median_s']:.3f} s (min {found['min_s']:.3f}, max "
+            f"{found['max_s']:.3f}), peak RSS {found['peak_rss_bytes'] / 2**30:.2f} GiB",
+            flush=True,
+        )
     return out
 
 
@@ -603,9 +664,9 @@ def run(quick: bool = False, sizes: tuple[int, ...] = (1_000_000, 10_000_000), r
     result = BenchResult("analytics")
     for n_rows in sizes:
         with tempfile.TemporaryDirectory(prefix="v6-bench-analytics-") as tmp:
-            m = measure(n_rows, repeats if n_rows <= 2_000_000 else 1, Path(tmp))
+            m = measure(n_rows, repeats, Path(tmp))
         result.details[str(n_rows)] = m
-        ours = m["ours (polars)"]["median_s"]
+        ours = m[REFERENCE]["median_s"]
         for peer in ("DuckDB SQL", "pandas"):
             peer_s = m[peer]["median_s"]
             ratio = ratio_of(ours, peer_s)
@@ -622,6 +683,21 @@ def run(quick: bool = False, sizes: tuple[int, ...] = (1_000_000, 10_000_000), r
                     ratio=ratio,
                     target=target,
                     met=met,
+                )
+            )
+        ours_rss = m[REFERENCE]["peak_rss_bytes"] / 2**30
+        for peer in ("DuckDB SQL", "pandas"):
+            peer_rss = m[peer]["peak_rss_bytes"] / 2**30
+            result.add(
+                Record(
+                    name=f"analytics peak RSS, {n_rows:,} updates",
+                    value=ours_rss,
+                    unit="GiB",
+                    peer=peer,
+                    peer_value=peer_rss,
+                    ratio=ratio_of(ours_rss, peer_rss),
+                    target=f"<= {TARGET_PEAK_GIB:g} GiB" if n_rows >= 10_000_000 else None,
+                    met=ours_rss <= TARGET_PEAK_GIB if n_rows >= 10_000_000 else None,
                 )
             )
     return result

@@ -1,5 +1,6 @@
-"""Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` (and their checks) over 250 sessions of
-200,000 updates each, in ONE Dagster run (``BackfillPolicy.single_run()``), with its wall time and peak RSS.
+"""Single-run backfill: ``eod_positions`` + ``daily_pnl`` + ``exposure`` + ``pnl_explain`` + ``risk_scenarios`` +
+``expiry_ladder`` (and their checks) over 250 sessions of 200,000 updates each, in ONE Dagster run
+(``BackfillPolicy.single_run()``), with its wall time and peak RSS.
 
     .venv/bin/python -m bench.backfill [--sessions 250] [--rows 200000] [--quick] [--json OUT]
 
@@ -34,6 +35,7 @@ FIRST_SESSION = date(2025, 1, 2)
 POSITIONS = 2_000
 TARGET_S = 120.0
 TARGET_RSS_GB = 4.0
+TARGET_ONE_SESSION_S = 5.0  # a one-session refresh, end to end
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 SESSIONS_PER_COMMIT = 10
@@ -103,7 +105,8 @@ def child(lake_uri: str, first: str, last: str, out: Path) -> None:
 def run_child(lake: Lake, first: date, last: date, workdir: Path, rss_guard: int, max_seconds: float) -> dict[str, Any]:
     out = workdir / "backfill_child.json"
     cmd = [sys.executable, "-m", "bench.backfill", "--child", lake.uri, first.isoformat(), last.isoformat(), str(out)]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
+    process_started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
     watched = psutil.Process(proc.pid)
     polled_peak = 0
     aborted = None
@@ -124,11 +127,13 @@ def run_child(lake: Lake, first: date, last: date, workdir: Path, rss_guard: int
             break
         time.sleep(0.25)
     proc.wait()
+    process_s = time.perf_counter() - process_started
     if aborted or not out.exists():
         error = aborted or f"child exit status {proc.returncode}"
         return {"success": False, "error": error, "polled_peak_rss_bytes": polled_peak}
     data: dict[str, Any] = json.loads(out.read_text())
     data["polled_peak_rss_bytes"] = polled_peak
+    data["process_s"] = process_s  # what a run worker pays: interpreter start, definitions import, the run
     return data
 
 
@@ -160,11 +165,23 @@ def run(
         result.add(Record(f"{label}, peak RSS (polled, until it stopped)", polled, "GiB",
                           target=f"<= {TARGET_RSS_GB:g} GiB", met=polled <= TARGET_RSS_GB))  # fmt: skip
         return result
-    expected = {"eod_positions": n_sessions, "daily_pnl": n_sessions, "exposure": n_sessions}
+    daily = ("eod_positions", "daily_pnl", "exposure", "book_pnl", "pnl_explain", "risk_scenarios", "expiry_ladder")
+    expected = {name: n_sessions for name in daily}
     if m["materialized_partitions"] != expected:
         raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")
     seconds, rss_gb = m["seconds"], m["peak_rss_bytes"] / 2**30
     result.add(Record(label, seconds, "s", target=f"<= {TARGET_S:g} s", met=seconds <= TARGET_S))
+    process_s = m["process_s"]
+    target = TARGET_ONE_SESSION_S if n_sessions == 1 else None
+    result.add(
+        Record(
+            f"{label}, whole process (python start + definitions import + run, as a run worker)",
+            process_s,
+            "s",
+            target=f"<= {target:g} s" if target else None,
+            met=process_s <= target if target else None,
+        )
+    )
     result.add(
         Record(f"{label}, peak RSS", rss_gb, "GiB", target=f"<= {TARGET_RSS_GB:g} GiB", met=rss_gb <= TARGET_RSS_GB)
     )

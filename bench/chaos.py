@@ -145,14 +145,16 @@ class Params:
     fuzz_desyncs: int
     load_s: float
     load_rate: int
+    stack_kills: int = 1  # scenario 10: kills per process kind of a dagster dev stack
+    stack_kinds: tuple[str, ...] = ()  # scenario 10: which kinds (empty: all, or the quick pair)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Params:
         if quick:
             return cls(True, disconnects=3, refuse_s=4.0, stall_s=4.0, kills=2, reloads=1, fuzz_frames=400,
-                       fuzz_desyncs=2, load_s=5.0, load_rate=5_000)  # fmt: skip
+                       fuzz_desyncs=2, load_s=5.0, load_rate=5_000, stack_kills=1)  # fmt: skip
         return cls(False, disconnects=50, refuse_s=60.0, stall_s=30.0, kills=20, reloads=10, fuzz_frames=10_000,
-                   fuzz_desyncs=20, load_s=600.0, load_rate=20_000)  # fmt: skip
+                   fuzz_desyncs=20, load_s=600.0, load_rate=20_000, stack_kills=5)  # fmt: skip
 
 
 # -- shared plumbing ----------------------------------------------------------------------------------------------
@@ -944,6 +946,30 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
     return result
 
 
+# -- 10. kill -9 of each process of a dagster dev stack, healed by the stack and the devserver's watchdog ----------
+def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
+    from bench.chaos_stack import KINDS, QUICK_KINDS, RESUME_BUDGET_S, run_stack_kills
+
+    result = ScenarioResult("10 kill -9 of dagster dev's processes")
+    sim = _demo_sim()
+    with sim.running():
+        kinds = params.stack_kinds or (QUICK_KINDS if params.quick else KINDS)
+        say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        budget = None if params.quick else RESUME_BUDGET_S
+        out = run_stack_kills(workdir, sim.port, kinds, params.stack_kills, rng, say=say, budget_s=budget)
+        for times in out["recoveries"].values():
+            result.recoveries_s.extend(times)
+        result.repetitions = len(result.recoveries_s)
+        result.violations.extend(out["violations"])
+        result.notes.update(out["notes"])
+        _sim_observations(result, sim)
+        truth = _truth(sim)
+    dev = out["dev"]
+    lake = Lake.from_env({"V6_LAKE_URI": dev.lake_uri})
+    _check_and_absorb(result, sim, dev.v6_home, lake, out["windows"], truth)
+    return result
+
+
 # -- runner -------------------------------------------------------------------------------------------------------
 SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = {
     "disconnect": scenario_disconnect,
@@ -955,6 +981,7 @@ SCENARIOS: dict[str, Callable[[Params, Path, random.Random], ScenarioResult]] = 
     "fuzz": scenario_fuzz,
     "time": scenario_time,
     "load": scenario_load,
+    "stack": scenario_stack,
 }
 
 
@@ -1020,12 +1047,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated scenario names: " + ",".join(SCENARIOS))
     parser.add_argument("--json", default="", help="output file (default bench/results/chaos[_quick].json)")
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--stack-kinds", default="", help="scenario 10 only these, e.g. 'gRPC server,daemon'")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
     params = Params.for_mode(args.quick)
+    if args.stack_kinds:
+        params = dataclasses.replace(params, stack_kinds=tuple(k.strip() for k in args.stack_kinds.split(",")))
     workroot = Path(tempfile.mkdtemp(prefix="v6-chaos-"))
     log_path = workroot / "chaos.log"
     handler = logging.FileHandler(log_path)

@@ -219,9 +219,15 @@ def verify(
     client_id: int = CLIENT_ID,
 ) -> Verdict:
     positions, greeks = read_stream(lake, stream_id)
-    verdict = Verdict(stored=positions.height + greeks.height)
+    # executions and account values share the spool's offsets: exactly once is checked over every streamed table
+    others = [
+        lake.scan(table).filter(pl.col("stream_id") == stream_id).select("spool_offset").collect()
+        for table in ("executions", "account_values")
+        if lake.exists(table)
+    ]
+    verdict = Verdict(stored=positions.height + greeks.height + sum(f.height for f in others))
     offsets = pl.concat(
-        [f.select(pl.col("spool_offset").cast(pl.Int64)) for f in (positions, greeks) if f.height]
+        [f.select(pl.col("spool_offset").cast(pl.Int64)) for f in (positions, greeks, *others) if f.height]
         or [pl.DataFrame({"spool_offset": []}, schema={"spool_offset": pl.Int64})]
     )["spool_offset"]
     verdict.duplicated = offsets.len() - offsets.n_unique()

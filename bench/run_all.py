@@ -27,8 +27,17 @@ from typing import Any
 from bench.common import RESULTS_DIR, machine_info, table
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-FULL: tuple[str, ...] = ("ingest", "latency", "sensor_tick", "analytics", "backfill", "table_health")
-QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics")
+FULL: tuple[str, ...] = (
+    "ingest",
+    "latency",
+    "sensor_tick",
+    "analytics",
+    "risk_grid",
+    "backfill",
+    "table_health",
+    "demo_start",
+)
+QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics", "risk_grid")
 KNOWN: tuple[str, ...] = (*FULL, "soak")
 # Tiny configurations for the smoke tests (v6_assets_tests/bench): every code path, seconds each, figures meaningless.
 SMOKE_ARGS: dict[str, list[str]] = {
@@ -36,9 +45,11 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "latency": ["--seconds", "15", "--positions", "25", "--rate", "100"],
     "sensor_tick": ["--sizes", "1000", "--repeats", "1"],
     "analytics": ["--sizes", "20000", "--repeats", "1"],
+    "risk_grid": ["--positions", "200", "--repeats", "1"],
     "backfill": ["--sessions", "3", "--rows", "3000"],
     "table_health": ["--commits", "10", "--rows-per-batch", "50", "--repeats", "1"],
     "soak": ["--minutes", "0.25", "--rate", "800"],
+    "demo_start": ["--sessions", "2", "--skip-fresh"],
 }
 # Generous per-benchmark limits (wall seconds) so a hung benchmark cannot hang make bench.
 TIMEOUT_S: dict[str, float] = {
@@ -46,9 +57,11 @@ TIMEOUT_S: dict[str, float] = {
     "latency": 1800,
     "sensor_tick": 900,
     "analytics": 3600,
+    "risk_grid": 600,
     "backfill": 3600,
     "table_health": 3600,
     "soak": 7200,
+    "demo_start": 1800,
 }
 
 
@@ -57,6 +70,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     out = workdir / f"{name}.json"
     cmd = [sys.executable, "-m", f"bench.{name}", "--json", str(out), *(["--quick"] if quick else []), *extra]
     print(f"\n== {name}: {' '.join(cmd[1:])}", flush=True)
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine is shared: each figure with its load
     started = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
@@ -76,6 +90,7 @@ def run_one(name: str, quick: bool, extra: list[str], workdir: Path) -> dict[str
     if returncode != 0 or not out.exists():
         result["error"] = f"exit status {returncode}; last output:\n{output[-3000:]}"
     result["wall_s"] = round(seconds, 1)
+    result["load_before"] = load_before
     return result
 
 
@@ -109,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"name": f"{name}: DID NOT RUN", "value": None, "unit": "-", "peer": None,
                         "peer_value": None, "ratio": None, "target": None, "met": None})  # fmt: skip
     report = {
-        "command": "smoke" if args.smoke else "make bench-quick" if args.quick else "make bench",
+        "command": "smoke"
+        if args.smoke
+        else f"python -m bench.run_all --only {' '.join(names)}"
+        if args.only
+        else "make bench-quick"
+        if args.quick
+        else "make bench",
         "smoke": args.smoke,
         "argv": sys.argv[1:] if argv is None else argv,
         "started_at": started_at.isoformat(),

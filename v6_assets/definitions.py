@@ -7,17 +7,27 @@ started lazily by the ``ib_position_stream`` sensor only.
 from dagster import Definitions, in_process_executor
 
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import ALL_SCHEDULES
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.defs.statement_assets import RECONCILIATION_CHECKS, STATEMENT_SPECS, reconciliation, reconciliation_job
 from v6_assets.defs.statement_sensors import FlexStatementsResource, flex_statements
 
 defs = Definitions(
-    assets=[*STREAM_SPECS, *DAILY_ASSETS, *STATEMENT_SPECS, reconciliation],
-    asset_checks=[*all_checks(), *RECONCILIATION_CHECKS],
+    assets=[
+        *STREAM_SPECS,
+        *BOOK_STREAM_SPECS,
+        *DAILY_ASSETS,
+        *BOOK_ASSETS,
+        *RISK_ASSETS,
+        *STATEMENT_SPECS,
+        reconciliation,
+    ],
+    asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS, *RECONCILIATION_CHECKS],
     jobs=[daily_assets_job, table_maintenance, reconciliation_job],
     sensors=[ib_position_stream, flex_statements],
     schedules=ALL_SCHEDULES,

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
@@ -37,14 +38,28 @@ import psutil
 from v6_assets.devserver import (
     DEFAULT_PORT,
     LOOPBACK,
+    RUN_DONE,
     DagsterDevProcess,
     DevServerError,
+    StackWatchdog,
     describe_processes,
+    launch_range_run,
+    mark_nux_seen,
     port_is_free,
+    run_status,
     session_processes,
     signal_session,
 )
-from v6_assets.history_seed import SeedError, SeedResult, history_start, report_seed_materializations, seed_history
+from v6_assets.history_seed import (
+    DAILY_JOB,
+    HISTORY_WHY,
+    SeedError,
+    SeedResult,
+    history_sessions,
+    history_start,
+    report_seed_materializations,
+    seed_history,
+)
 from v6_assets.ib.settings import IBEnvironment
 from v6_assets.sessions import NEW_YORK
 
@@ -117,20 +132,24 @@ def _interrupt_on_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _banner(url: str, state: Path, seed: SeedResult, sim_port: int) -> str:
+def _banner(url: str, state: Path, seed: SeedResult, sim_port: int, computing: Sequence[str]) -> str:
     sessions = ", ".join(seed.rows_per_session) or "none"
+    computed = f"{computing[0]}..{computing[-1]} ({len(computing)} sessions, one range run)" if computing else "none"
     return f"""
 ================================================================================================
  v6_assets demo -- SIMULATED data (IB gateway simulator, scenario 'demo'), nothing touches a real account
 
+ Start here:  {url}/assets/daily_pnl?view=events
+   the last closed session's PnL per account, the session's status (pre-open / open / closed) and the
+   PnL history of the last 20 sessions per account, at the top of the latest materialization
  Dagster UI:  {url}
    - Lineage ({url}/asset-groups): position_updates + greeks_updates (streamed) -> eod_positions
      -> daily_pnl, exposure (one partition per NYSE session)
-   - Automation ({url}/automation): the ib_position_stream sensor ticks and appends live micro-batches
-   - {url}/assets/daily_pnl : latest materialization with a preview table and a PnL chart;
-     "Materialize" or backfill past sessions from the Partitions tab
+   - Sensor ({url}/locations/v6_assets/sensors/ib_position_stream): each tick says what it did
  Seeded history: {seed.rows_written} rows for sessions {sessions}
    (simulated streamer -> spool -> Delta in {seed.duration_s:.0f}s; simulator on {LOOPBACK}:{sim_port})
+ Computing eod_positions, daily_pnl, exposure of the seeded history: {computed}
+   ({url}/runs); the sensor's first refresh computes the current session.
  State (fresh each start): {state}   Delta tables: {state / "lake"}
  Logs: {state / "dagster_dev.log"}
 
@@ -155,6 +174,7 @@ def run_demo(
     from v6_assets.ib import StreamerSettings
     from v6_assets.lake import Lake
 
+    launched_at = time.monotonic()
     if not port_is_free(ui_port):
         raise DemoError(f"port {ui_port} on {LOOPBACK} is in use (another dagster dev or demo?); stop it first")
     _stop_leftovers(state)
@@ -182,12 +202,47 @@ def run_demo(
         print(f"Starting dagster dev on {dev.url} (log: {dev.log_path}) ...")
         dev.start()
         try:
-            (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
-            print(_banner(dev.url, state, seed, sim.port), flush=True)
-            while keep_running:
-                if dev.proc is not None and dev.proc.poll() is not None:
-                    raise DemoError(f"dagster dev exited with code {dev.proc.returncode}; see {dev.log_path}")
-                time.sleep(1.0)
+
+            def record_session() -> None:
+                (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+
+            record_session()
+            mark_nux_seen(dev.url)
+            computing = history_sessions(seed)
+            history_run = (
+                launch_range_run(dev.url, DAILY_JOB, computing[0], computing[-1], HISTORY_WHY) if computing else None
+            )
+            print(_banner(dev.url, state, seed, sim.port, computing), flush=True)
+            # Heals a killed process of the stack (issue 17) on its own thread; this one reports the history run.
+            watchdog_stop = threading.Event()
+            watchdog = threading.Thread(
+                target=StackWatchdog(dev, say=_say, on_restart=record_session).run,
+                args=(watchdog_stop,),
+                name="v6-stack-watchdog",
+                daemon=True,
+            )
+            if keep_running:
+                watchdog.start()
+            try:
+                while keep_running:
+                    if history_run is not None:
+                        try:
+                            status = run_status(dev.url, history_run)
+                        except DevServerError:
+                            status = "unknown"  # the webserver is busy or restarting: ask again next second
+                        if status in RUN_DONE:
+                            print(
+                                f"Seeded history computed ({len(computing)} sessions, run {status}) "
+                                f"{time.monotonic() - launched_at:.0f}s after the demo started: "
+                                f"{dev.url}/assets/daily_pnl",
+                                flush=True,
+                            )
+                            history_run = None
+                    time.sleep(1.0)
+            finally:
+                watchdog_stop.set()
+                if watchdog.is_alive():
+                    watchdog.join(10)
         finally:
             # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print
             # must never skip the cleanup, so stop first and say so only where stdout still works.

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -228,10 +229,286 @@ class DagsterDevProcess:
         self.stop()
 
 
+# -- the webserver's GraphQL (stdlib only): what make demo asks of the running dagster dev ----------------------------
+
+_LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } }
+  ... on PythonError { message } ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message }
+  ... on RunConflict { message } ... on UnauthorizedError { message } ... on InvalidStepError { invalidStepKey }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+
+_RUN_STATUS = """
+query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on RunNotFoundError { message }
+  ... on PythonError { message } } }
+"""
+
+# The code location (workspace.yaml) and the tags that make one run of a partitioned asset job cover a range.
+LOCATION = "v6_assets"
+REPOSITORY = "__repository__"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+RUN_DONE = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def webserver_graphql(url: str, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """POST one GraphQL request to the webserver at ``url``; its ``data`` (raises DevServerError on errors)."""
+    body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            payload = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise DevServerError(f"GraphQL request to {url} failed: {exc}") from None
+    if payload.get("errors"):
+        raise DevServerError(f"GraphQL errors: {json.dumps(payload['errors'])[:2000]}")
+    return dict(payload["data"])
+
+
+def mark_nux_seen(url: str) -> None:
+    """Dismiss the webserver's first-visit sign-up modal (``setNuxSeen``): it would cover the demo's first screen."""
+    webserver_graphql(url, "mutation { setNuxSeen }")
+
+
+def launch_range_run(url: str, job: str, first: str, last: str, why: str, timeout_s: float = 120.0) -> str:
+    """One run of the partitioned ``job`` over the partitions ``first``..``last`` (its range tags), retried until the
+    code location has loaded; returns the run id. One run, exactly that range: an asset backfill of the daily assets
+    splits into two runs and Dagster (1.13) adds the session after the range to daily_pnl's run (its D-1 mapping)."""
+    tags = [
+        {"key": RANGE_TAGS[0], "value": first},
+        {"key": RANGE_TAGS[1], "value": last},
+        {"key": "v6/why", "value": why},
+    ]
+    params = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": job},
+        "executionMetadata": {"tags": tags},
+        "runConfigData": {},
+        "mode": "default",
+    }
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = webserver_graphql(url, _LAUNCH_RUN, {"params": params})["launchRun"]
+        except DevServerError as exc:
+            result = {"__typename": "DevServerError", "message": str(exc)}
+        if result["__typename"] == "LaunchRunSuccess":
+            return str(result["run"]["runId"])
+        if time.monotonic() > deadline:
+            raise DevServerError(f"run of {job} not launched: {result}")
+        time.sleep(2.0)  # the code location is still loading
+
+
+def run_status(url: str, run_id: str) -> str:
+    """The run's status (QUEUED, STARTING, STARTED, SUCCESS, FAILURE, CANCELED...)."""
+    data = webserver_graphql(url, _RUN_STATUS, {"id": run_id})["runOrError"]
+    if data["__typename"] != "Run":
+        raise DevServerError(f"run {run_id}: {data.get('message', data)}")
+    return str(data["status"])
+
+
 def signal_session(sid: int, sig: signal.Signals) -> None:
     for proc in session_processes(sid):
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+
+
+# -- the watchdog (issue 17, point 1) ---------------------------------------------------------------------------------
+# What supervises what under dagster dev (docs/reliability.md, "Faults and who heals them"):
+#   dagster dev restarts a dead `dagster code-server start` (every 5 s, proxy_server_manager.py), but NOT the
+#   `dagster api grpc` child of a live code server (ticks fail UNAVAILABLE until a Reload), and it shuts everything
+#   down when its webserver or daemon dies (dev.py checks every 5 s); a killed run worker is marked failed by the gRPC
+#   server that started it (server.py `_check_for_orphaned_runs`). The watchdog covers the rest: a code server whose
+#   gRPC child is gone is killed (dagster dev then restarts both), and a stack missing dagster dev, its webserver or
+#   its daemon is restarted whole (the spool keeps every event; the connection lease is free once the holder is gone).
+
+WEBSERVER, DAEMON, CODE_SERVER, GRPC_SERVER, RUN_WORKER, DAGSTER_DEV = (
+    "webserver", "daemon", "code server", "gRPC server", "run worker", "dagster dev"
+)  # fmt: skip
+
+
+def stack_role(cmdline: Sequence[str], parent_role: str | None = None) -> str | None:
+    """Which process of a ``dagster dev`` stack ``cmdline`` is (None: not one the watchdog knows)."""
+    args = list(cmdline)
+    joined = " ".join(args[:8])
+    if "dagster_webserver" in args:
+        return WEBSERVER
+    if "dagster._daemon" in args:
+        return DAEMON
+    if "code-server" in args and "start" in args:
+        return CODE_SERVER
+    if "api" in args and "grpc" in args:
+        return GRPC_SERVER
+    if "multiprocessing.spawn" in joined and parent_role == GRPC_SERVER:
+        return RUN_WORKER
+    # `.../bin/dagster dev ...` or `python -m dagster dev ...`
+    if any(Path(a).name == "dagster" and args[i + 1 : i + 2] == ["dev"] for i, a in enumerate(args[:3])):
+        return DAGSTER_DEV
+    return None
+
+
+def stack_roles(procs: Sequence[psutil.Process]) -> dict[int, str]:
+    """pid -> role for the processes of a stack that have one."""
+    cmdlines: dict[int, list[str]] = {}
+    parents: dict[int, int] = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            cmdlines[proc.pid] = proc.cmdline()
+            parents[proc.pid] = proc.ppid()
+    first = {pid: stack_role(cmd) for pid, cmd in cmdlines.items()}
+    roles: dict[int, str] = {}
+    for pid, cmd in cmdlines.items():
+        role = first[pid] or stack_role(cmd, first.get(parents[pid]))
+        if role is not None:
+            roles[pid] = role
+    return roles
+
+
+def _parent_pid(proc: psutil.Process) -> int:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return -1
+
+
+def _is_code_server(pid: int) -> bool:
+    """True unless ``pid`` is surely not a live code server (gone, a zombie, or another program)."""
+    try:
+        return stack_role(psutil.Process(pid).cmdline()) == CODE_SERVER
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True  # unreadable: never kill on a guess
+
+
+@dataclass
+class StackWatchdog:
+    """Checks a ``DagsterDevProcess`` every ``poll_s`` and heals what dagster dev itself does not (see above).
+
+    ``check()`` kills a code server whose gRPC child has been gone for ``orphan_grace_s`` (only one that had a child:
+    a code server still starting its child is left to dagster's start-up timeout; a Reload starts the new child
+    before stopping the old one) and returns why the whole stack must be restarted, or None: dagster dev, its
+    webserver or daemon gone, or no code server serving for ``unserved_limit_s`` (dagster dev's restart thread ends
+    for good when one restart fails). ``run()`` loops until ``stop_event`` is set, restarting when needed;
+    ``say`` receives one line per action (what died, what was done, how long the restart took).
+    """
+
+    dev: DagsterDevProcess
+    say: Callable[[str], None] = print
+    orphan_grace_s: float = 3.0
+    poll_s: float = 1.0
+    restart_backoff_s: float = 5.0
+    on_restart: Callable[[], None] | None = None  # e.g. the demo records the new session id
+    restarts: int = field(default=0, init=False)
+    code_servers_killed: int = field(default=0, init=False)
+    grpc_servers_killed: int = field(default=0, init=False)
+    unserved_limit_s: float = 90.0
+    _orphaned_since: dict[int, float] = field(default_factory=dict, init=False)
+    _had_child: set[int] = field(default_factory=set, init=False)
+    _unserved_since: float | None = field(default=None, init=False)
+
+    def check(self) -> str | None:
+        proc = self.dev.proc
+        if proc is None:
+            return None
+        if proc.poll() is not None:
+            return f"dagster dev exited with code {proc.returncode}"
+        roles = stack_roles(self.dev.processes())
+        present = set(roles.values())
+        for needed in (WEBSERVER, DAEMON):
+            if needed not in present:
+                return f"its {needed} is gone"
+        now = time.monotonic()
+        with_child = {p.ppid() for p in self._alive(roles, GRPC_SERVER)}
+        servers = self._alive(roles, CODE_SERVER)
+        if any(s.pid in with_child for s in servers):
+            self._unserved_since = None
+        elif self._unserved_since is None:
+            self._unserved_since = now
+        elif now - self._unserved_since >= self.unserved_limit_s:
+            # dagster dev's restart thread ends for good when a restart fails (e.g. a start-up timeout under load)
+            return f"no code server with a gRPC server for {now - self._unserved_since:.0f} s"
+        for orphan in self._alive(roles, GRPC_SERVER):
+            # A gRPC server whose code server died serves nobody (calls go through the new code server) but holds
+            # the IB lease until its heartbeat times out (30 s): end it so the new one takes the stream at once.
+            if roles.get(_parent_pid(orphan)) == CODE_SERVER or _is_code_server(_parent_pid(orphan)):
+                continue
+            self.say(f"watchdog: gRPC server pid {orphan.pid} lost its code server; killing it")
+            with contextlib.suppress(psutil.Error):
+                orphan.kill()
+            self.grpc_servers_killed += 1
+        for server in servers:
+            if server.pid in with_child:
+                self._had_child.add(server.pid)
+                self._orphaned_since.pop(server.pid, None)
+                continue
+            if server.pid not in self._had_child:
+                continue  # still starting its gRPC server: dagster's own start-up timeout applies
+            since = self._orphaned_since.setdefault(server.pid, now)
+            if now - since >= self.orphan_grace_s:
+                self.say(f"watchdog: code server pid {server.pid} lost its gRPC server; killing it (dagster dev "
+                         "restarts the code server and its gRPC server)")  # fmt: skip
+                with contextlib.suppress(psutil.Error):
+                    server.kill()
+                self.code_servers_killed += 1
+                self._orphaned_since.pop(server.pid, None)
+        return None
+
+    @staticmethod
+    def _alive(roles: Mapping[int, str], role: str) -> list[psutil.Process]:
+        found = []
+        for pid, r in roles.items():
+            if r == role:
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(pid))
+        return found
+
+    def run(self, stop_event: threading.Event | None = None) -> None:
+        """Supervise until ``stop_event`` is set (forever without one); a failed restart is retried."""
+        stop = stop_event or threading.Event()
+        while not stop.wait(self.poll_s):
+            try:
+                reason = self.check()
+            except psutil.Error as exc:  # a process vanished between listing and reading it: look again
+                self.say(f"watchdog: check skipped ({exc})")
+                continue
+            if reason is None:
+                continue
+            self.say(f"watchdog: {reason}; restarting dagster dev")
+            started = time.monotonic()
+            try:
+                self.dev.stop()
+                stopped = time.monotonic() - started
+                self.dev.proc = None
+                self.dev.start()
+            except (DevServerError, RuntimeError) as exc:  # a failed start: try again
+                self.say(f"watchdog: restart failed ({exc}); retrying in {self.restart_backoff_s:g} s")
+                stop.wait(self.restart_backoff_s)
+                continue
+            self.restarts += 1
+            self._orphaned_since.clear()
+            self._unserved_since = None
+            if self.on_restart is not None:
+                self.on_restart()
+            took = time.monotonic() - started
+            self.say(f"watchdog: dagster dev restarted in {took:.1f} s (the old one stopped in {stopped:.1f} s)")
+
+
+def probe_code_server(port: int, host: str = LOOPBACK) -> str | None:
+    """None when the code server on ``host:port`` reaches its user-code process, else why not.
+
+    ``Ping`` is forwarded by ``dagster code-server start`` to its ``dagster api grpc`` child, so it fails when that
+    child is dead or hung, while the proxy itself stays up (and ``dagster api grpc-health-check``, answered by the
+    proxy, still passes): this is the production code server's liveness probe (docs/scale-out.md)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host=host)
+    try:
+        client.ping("v6-probe")  # a hung child: the probe's own timeout (Kubernetes timeoutSeconds) fails it
+    except Exception as exc:  # any failure means: not serving user code
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    return None
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
@@ -246,7 +523,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("-w", "--workspace", default="workspace.yaml")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--probe", type=int, metavar="PORT", help="only check that the code server on PORT (host: --probe-host) "
+        "reaches its user code (exit 0) or not (exit 1): the liveness probe of a production code server",
+    )  # fmt: skip
+    parser.add_argument("--probe-host", default=LOOPBACK)
     args = parser.parse_args(argv)
+    if args.probe is not None:
+        problem = probe_code_server(args.probe, args.probe_host)
+        print(problem or "code server reaches its user code", file=sys.stderr if problem else sys.stdout)
+        return 1 if problem else 0
     dev = DagsterDevProcess(
         project_dir=Path.cwd(), env=dict(os.environ), log_path=None, port=args.port, workspace=args.workspace,
         log_level=args.log_level,
@@ -257,10 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = None
     try:
         dev.start()
-        print(f"dagster dev serves {dev.url}; Ctrl-C stops it", flush=True)
-        while dev.proc is not None and dev.proc.poll() is None:
-            time.sleep(0.5)
-        return dev.proc.returncode if dev.proc is not None else 1
+        print(f"dagster dev serves {dev.url}; Ctrl-C stops it; a watchdog restarts what dies", flush=True)
+        StackWatchdog(dev).run()  # until a signal raises KeyboardInterrupt
+        return 1
     except KeyboardInterrupt:
         started = time.monotonic()
         return 0

@@ -132,6 +132,21 @@ def report_seed_materializations(dagster_home: Path, seed: SeedResult) -> int:
     return reported
 
 
+# The job computing the seeded history (eod_positions, daily_pnl, exposure and their checks) in one range run.
+DAILY_JOB = "daily_assets"
+HISTORY_WHY = "make demo: compute the seeded history (every seeded session before the current one) in one run"
+
+
+def history_sessions(seed: SeedResult, now: datetime | None = None) -> list[str]:
+    """The seeded sessions to compute at start, oldest first: every session with seeded rows before the current one
+    (the sensor's first refresh computes the current session) that is a partition."""
+    from v6_assets.defs.partitions import trading_day_partitions
+    from v6_assets.sessions import current_session
+
+    today = current_session(now).isoformat()
+    return [d for d in sorted(seed.rows_per_session) if d < today and trading_day_partitions.has_partition_key(d)]
+
+
 def history_start(sessions_back: int, now: datetime | None = None) -> datetime:
     """09:00 New York time, ``sessions_back`` NYSE sessions before today's (or the next) session."""
     today = (now or utc_now()).astimezone(NEW_YORK).date()

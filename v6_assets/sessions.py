@@ -77,6 +77,13 @@ def eod_cut(session: date) -> datetime:
     return datetime.fromtimestamp(int(cuts[i]) / 1e9, tz=UTC)
 
 
+def session_open(session: date) -> datetime:
+    """The opening bell (UTC) of ``session`` (09:30 ET); raises if ``session`` is not an NYSE session."""
+    if not is_session(session):
+        raise SessionCalendarError(f"{session} is not an NYSE trading session")
+    return _calendar().session_open(session.isoformat()).to_pydatetime().astimezone(UTC)
+
+
 def is_session(day: date) -> bool:
     sessions, _ = _tables()
     i = int(np.searchsorted(sessions, np.datetime64(day, "D")))

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any
 
 import pytest
 
 from v6_assets_tests import reaper
 
 _watchdog: subprocess.Popen[bytes] | None = None
+
+
+# Modules whose classes share one module-scoped stack (one dagster dev): xdist's loadscope would give each class its
+# own work unit, so a second worker would start a second stack. Their tests stay on one worker, in file order.
+ONE_WORKER_MODULES = frozenset({"v6_assets_tests/e2e/test_e2e.py"})
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerForSharedStacks(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else str(super()._split_scope(nodeid))
+
+    return OneWorkerForSharedStacks(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -169,8 +169,11 @@ def _check_ground_truth_at(moment: Moment, tmp_path: Path) -> None:
         if row["position_got"] != row["position"]:
             problems.append((where, "position", row["position_got"], row["position"]))
         if row["baseline"]:
-            if not (row["is_baseline"] and row["pnl"] is None):
-                problems.append((where, "baseline", row["pnl"], None))
+            # a baseline carries IB's own daily PnL (pnl_source ib_daily), null only without one
+            source = "ib_daily" if row["pnl"] is not None else None
+            carried = row["pnl"] == row["ib_daily_pnl"] and row["pnl_source"] == source
+            if not (row["is_baseline"] and carried):
+                problems.append((where, "baseline", row["pnl"], row["ib_daily_pnl"]))
         elif row["pnl"] is None or not amounts_agree(row["pnl"], row["daily_pnl"]):
             problems.append((where, "pnl", row["pnl"], row["daily_pnl"]))
         else:

@@ -17,7 +17,8 @@ Definitions (the shared notes on PnL and exposure, README "Definitions"):
   realized PnL is booked by ``daily_pnl``). From the second session after the expiry, the contract is dropped (also
   lingering zero-quantity rows IB may keep sending).
 - Marks: ``mark_age_s`` = cut - the last report of either valuation stream (updatePortfolio or reqPnLSingle);
-  ``is_stale_mark`` when older than ``stale_mark_after`` or never marked.
+  ``is_stale_mark`` (open positions only: a flat one needs no mark) when older than ``stale_mark_after`` or never
+  marked.
 - Greeks (by con_id): the last greeks_updates row with a known delta at or before the cut, whatever its tick type;
   ``greeks_age_s`` = cut - its received_at. ``missing_greeks`` (open positions only): delta, gamma, vega, theta or the
   underlying price unknown. Stocks and futures get delta 1, gamma/vega/theta 0 and their own mark as underlying price.
@@ -372,7 +373,10 @@ def eod_positions(
     out = rows.with_columns(
         pl.col("received_at").alias("last_update_at"),
         mark_age.alias("mark_age_s"),
-        (mark_age.is_null() | (mark_age > stale_s)).alias("is_stale_mark"),
+        # only a position open at the cut needs a mark: a flat one is never flagged stale
+        ((mark_age.is_null() | (mark_age > stale_s)) & ~(pl.col("position") == 0).fill_null(False)).alias(
+            "is_stale_mark"
+        ),
         (pl.col("position") == 0).fill_null(False).alias("is_closed"),
         seconds_between(pl.col("cut"), pl.col("greeks_at")).alias("greeks_age_s"),
         (incomplete & ~(pl.col("position") == 0).fill_null(False)).alias("missing_greeks"),

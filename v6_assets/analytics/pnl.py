@@ -21,9 +21,10 @@ Definition (average-cost identity; equals IB's statement mark-to-market), for a 
   5. ``no_trade``: the position did not change during D: no trade, R_D = 0;
   otherwise unknown (null) and ``pnl`` is null. The meanings are never mixed (a daily figure is never differenced,
   a cumulative one never used as a day's figure).
-- No D-1 state (the first session ever, ``previous_eod`` None): U_{D-1} is unknown, ``pnl`` is null and
-  ``is_baseline`` true -- never U_D passed off as one day's PnL. With a D-1 state, a position absent from it was
-  opened during D (U_{D-1} = 0).
+- No D-1 state (the first session ever, ``previous_eod`` None): U_{D-1} is unknown and ``is_baseline`` is true --
+  never U_D passed off as one day's PnL. ``pnl`` then carries IB's own daily PnL (reqPnLSingle) with
+  ``pnl_source = "ib_daily"``, and is null only when IB gave none (``pnl_source`` says ``average_cost`` otherwise).
+  With a D-1 state, a position absent from it was opened during D (U_{D-1} = 0).
 - ``ib_daily_pnl``: reqPnLSingle's daily PnL when that stream reported during D, beside the computed one;
   ``pnl_minus_ib`` = pnl - ib_daily_pnl.
 Amounts are in the position's currency; account roll-ups convert to the base currency only with a known FX rate.
@@ -215,9 +216,19 @@ def daily_pnl(eod: pl.DataFrame, previous_eod: pl.DataFrame | None, sessions: li
         change.alias("unrealized_change"),
         pl.col("_realized").alias("realized_pnl"),
         pl.col("_rsrc").alias("realized_source"),
-        (change + pl.col("_realized")).alias("pnl"),
+        (change + pl.col("_realized")).alias("_computed"),
         ib_daily.alias("ib_daily_pnl"),
-    ).with_columns((pl.col("pnl") - pl.col("ib_daily_pnl")).alias("pnl_minus_ib"))
+    ).with_columns(
+        # a baseline carries IB's own daily PnL (flagged), never a null that hides a real figure
+        pl.when(pl.col("_computed").is_not_null())
+        .then(pl.lit("average_cost"))
+        .when(pl.col("is_baseline") & pl.col("ib_daily_pnl").is_not_null())
+        .then(pl.lit("ib_daily"))
+        .alias("pnl_source"),
+        pl.coalesce(pl.col("_computed"), pl.when(pl.col("is_baseline")).then(pl.col("ib_daily_pnl"))).alias("pnl"),
+        # a carried figure compared with itself proves nothing: no difference for it
+        (pl.col("_computed") - pl.col("ib_daily_pnl")).alias("pnl_minus_ib"),
+    )
     return (
         out.select([pl.col(c).cast(t) for c, t in DAILY_PNL_SCHEMA.items()])
         .collect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -205,7 +206,7 @@ def _as_of(value: str, zone: str) -> datetime:
 @lake_option
 def book(as_of: str, zone: str, account: str | None, as_json: bool, lake_uri: str | None) -> None:
     """Positions, marks, greeks and PnL so far as of any past moment, from the stored updates."""
-    from v6_assets.pipeline.book import stored_book
+    from v6_assets.pipeline.book_as_of import stored_book
 
     moment = _as_of(as_of, zone)
     if moment > utc_now():
@@ -277,3 +278,69 @@ def sim(sim_args: tuple[str, ...]) -> None:
     from v6_assets.gateway_sim.cli import main as sim_main
 
     sys.exit(sim_main(list(sim_args)))
+
+
+@main.command()
+@click.argument("scenario")
+@click.option("--sessions", default=3, show_default=True, type=click.IntRange(min=1), help="sessions from the start")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="state of the replay (spool, lease; the lake unless --lake) [default: ./.v6/replay/<scenario file name>]",
+)
+@click.option(
+    "--speed",
+    default=None,
+    type=click.FloatRange(min=1.0),
+    help="simulated seconds per real second [default: the scenario's, at least 12,000]",
+)
+@json_option
+@lake_option
+def replay(
+    scenario: str, sessions: int, out_dir: Path | None, speed: float | None, as_json: bool, lake_uri: str | None
+) -> None:
+    """A scenario (a YAML file, or a built-in name: demo, reference) through the real path (simulator -> streamer ->
+    spool -> Delta -> the daily job as one range run), then the daily PnL per account and session."""
+    from v6_assets.cli.replay import ReplayError, replay_scenario
+    from v6_assets.gateway_sim.scenario_model import ScenarioError
+
+    state = out_dir or Path(".v6") / "replay" / Path(scenario).stem
+    say = None if as_json else (lambda m: click.echo(m, err=True))
+    try:
+        result = replay_scenario(Path(scenario), sessions, state, lake_uri=lake_uri, speed=speed, progress=say)
+    except ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="'SCENARIO'") from exc
+    except ReplayError as exc:
+        _problem(str(exc), as_json)
+        return
+    ok = result.run_success and not result.failed_checks
+    if as_json:
+        emit_json(
+            {
+                "ok": ok,
+                "scenario": result.scenario,
+                "sessions": result.sessions,
+                "lake": result.lake_uri,
+                "rows_written": result.rows_written,
+                "run_success": result.run_success,
+                "failed_checks": result.failed_checks,
+                "pnl_by_account": frame_records(result.pnl_by_account),
+                "duration_s": round(result.duration_s, 1),
+            }
+        )
+    else:
+        print_table(
+            f"daily PnL per account: {result.scenario}",
+            result.pnl_by_account,
+            ("trade_date", "account", "currency", "pnl", "unknown", "positions"),
+            caption="unknown: positions without a daily PnL (the first session is a baseline)",
+        )
+        click.echo(
+            f"Delta tables: {result.lake_uri}   ({result.rows_written} streamed rows, {result.duration_s:.0f} s)"
+        )
+        click.echo(f"v6 pnl --session {result.sessions[-1]} --lake {result.lake_uri}   for the positions")
+        if not ok:
+            click.echo(f"v6: the daily run failed or a check failed: {result.failed_checks or 'see the log'}", err=True)
+    sys.exit(0 if ok else EXIT_PROBLEM)

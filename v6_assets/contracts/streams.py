@@ -118,6 +118,75 @@ class GreeksUpdate:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-StreamEvent = PositionUpdate | GreeksUpdate
+@dataclass(slots=True, frozen=True)
+class ExecutionUpdate:
+    """The known state of one execution (one exec id revision): IB's execDetails, joined with its commissionReport.
+
+    Emitted when the execution arrives (commission null until its report came) and again when the commission joins.
+    A correction re-uses the exec id with a higher last suffix (``...01.01`` -> ``...01.02``) and replaces the earlier
+    revision (``v6_assets.analytics.book_executions``).
+    """
+
+    account: str = field(metadata=_doc("IB account code the execution belongs to."))
+    con_id: int = field(metadata=_doc("IB contract id of the executed contract."))
+    symbol: str = field(metadata=_doc("Underlying symbol of the contract."))
+    sec_type: str = field(metadata=_doc("IB security type (OPT, FOP, STK, ...)."))
+    expiry: date | None = field(metadata=_doc("Option expiry date; null when IB sent none."))
+    strike: float | None = field(metadata=_doc("Option strike; null when unknown."))
+    right: str | None = field(metadata=_doc("Option right C or P; null when unknown."))
+    multiplier: float | None = field(metadata=_doc("Contract multiplier; null when IB sent an empty/invalid one."))
+    currency: str = field(metadata=_doc("Contract currency (the execution price's currency)."))
+    exec_id: str = field(
+        metadata=_doc("IB execution id with its revision suffix; a correction re-uses it with a higher last suffix.")
+    )
+    exec_time: datetime = field(metadata=_doc("When IB executed the fill (UTC)."))
+    side: str = field(metadata=_doc("BOT (bought) or SLD (sold)."))
+    shares: float = field(metadata=_doc("Unsigned quantity filled, in contracts."))
+    quantity: float = field(metadata=_doc("Signed quantity filled: +shares when BOT, -shares when SLD."))
+    price: float = field(metadata=_doc("Fill price per share (per unit of the underlying, without the multiplier)."))
+    perm_id: int = field(metadata=_doc("IB permanent order id of the order the fill belongs to."))
+    order_id: int = field(metadata=_doc("API order id (0 for orders placed outside the API)."))
+    exchange: str = field(metadata=_doc("Exchange the fill was executed on."))
+    commission: float | None = field(
+        metadata=_doc("Commission of the fill (commissionReport); null until the report arrived, never 0 for unknown.")
+    )
+    commission_currency: str | None = field(metadata=_doc("Currency of the commission; null until known."))
+    realized_pnl: float | None = field(
+        metadata=_doc("Realized PnL IB reported with the commission; null on an opening fill (IB's unset) or unknown.")
+    )
+    seq: int = field(metadata=_doc(_SEQ))
+    received_at: datetime = field(metadata=_doc(_RECEIVED_AT))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(slots=True, frozen=True)
+class AccountValueUpdate:
+    """One account value as IB reported it (updateAccountValue / accountUpdateMulti): emitted when it changed.
+
+    ``value`` is the number when the text is one (null for text values and for bad ones); ``problem`` says what was
+    wrong with a value that should have been usable (an ExchangeRate of 0 or a sentinel, an unknown currency): the
+    raw text is kept, nothing is invented.
+    """
+
+    account: str = field(metadata=_doc("IB account code."))
+    key: str = field(metadata=_doc("IB's key: NetLiquidation, TotalCashValue, CashBalance, ExchangeRate, ..."))
+    currency: str = field(
+        metadata=_doc("Currency of the value ('BASE' = the account's base currency; '' for values without one).")
+    )
+    value: float | None = field(metadata=_doc("The value as a number; null for text values and unusable numbers."))
+    value_text: str = field(metadata=_doc("The value exactly as IB sent it."))
+    problem: str | None = field(metadata=_doc("Why an expected number is unusable (counted error); null when fine."))
+    seq: int = field(metadata=_doc(_SEQ))
+    received_at: datetime = field(metadata=_doc(_RECEIVED_AT))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+StreamEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
 POSITION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PositionUpdate))
 GREEKS_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GreeksUpdate))
+EXECUTION_UPDATE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExecutionUpdate))
+ACCOUNT_VALUE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AccountValueUpdate))

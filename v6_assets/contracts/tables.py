@@ -19,7 +19,13 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate, field_description
+from v6_assets.contracts.streams import (
+    AccountValueUpdate,
+    ExecutionUpdate,
+    GreeksUpdate,
+    PositionUpdate,
+    field_description,
+)
 
 TRADE_DATE = "trade_date"
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -163,6 +169,20 @@ GREEKS_UPDATES = _stream_table(
     GreeksUpdate,
     "Every option greeks update streamed from IB, exactly once per (stream_id, spool_offset).",
 )
+EXECUTIONS = _stream_table(
+    "executions",
+    ExecutionUpdate,
+    "Every execution IB reported (live fills and the day's executions re-requested at each connect), exactly once "
+    "per (stream_id, spool_offset): one row per exec id revision and known state (the execution, then again with "
+    "its commission once known). analytics.book_executions keeps the latest state of the highest revision.",
+)
+
+ACCOUNT_VALUES = _stream_table(
+    "account_values",
+    AccountValueUpdate,
+    "Every account value IB reported for the allowed accounts (reqAccountUpdatesMulti per account, and the "
+    "rotating portfolio subscription), when it changed, exactly once per (stream_id, spool_offset).",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +236,7 @@ EOD_POSITIONS = TableDef(
         _c("ib_realized_pnl", _F, "IB's realized PnL (reqPnLSingle, since inception) at the cut."),
         _c("last_update_at", UTC_TIMESTAMP, "Time (UTC) of the last position update at or before the cut."),
         _c("mark_age_s", _F, "Seconds between the last mark and the cut."),
-        _c("is_stale_mark", _B, "True when the mark is older than the staleness threshold."),
+        _c("is_stale_mark", _B, "True when the position is open at the cut and its mark is older than the threshold."),
         _c("carried_forward", _B, "True when no update arrived during the session and the state was carried."),
         _c("is_closed", _B, "True when the position is flat (0) at the cut."),
         _c("delta", _F, "Delta per share at the cut (last greeks at or before it)."),
@@ -246,7 +266,8 @@ DAILY_PNL = TableDef(
     name="daily_pnl",
     description=(
         "Daily PnL per option position and NYSE session: pnl = (U_D - U_{D-1}) + R_D (average-cost identity, equals "
-        "IB's statement mark-to-market). Null and is_baseline on the first session a pre-existing position was seen."
+        "IB's statement mark-to-market). On the first session a pre-existing position was seen (is_baseline) IB's own "
+        "daily PnL is carried (pnl_source ib_daily), null only when IB gave none."
     ),
     columns=(
         _TRADE_DATE_DAILY,
@@ -271,6 +292,12 @@ DAILY_PNL = TableDef(
             "unrealized_source",
             _S,
             "Where U_D came from: portfolio (updatePortfolio), pnl_single (reqPnLSingle) or flat.",
+        ),
+        _c(
+            "pnl_source",
+            _S,
+            "Where pnl came from: average_cost ((U_D - U_{D-1}) + R_D), ib_daily (a baseline session: IB's own daily "
+            "PnL from reqPnLSingle carried, flagged by is_baseline), or null when no source exists.",
         ),
     ),
     key=("account", "con_id"),
@@ -309,11 +336,174 @@ EXPOSURE = TableDef(
     key=("account", "underlying", "expiry", "currency"),
 )
 
+BOOK_PNL = TableDef(
+    name="book_pnl",
+    description=(
+        "Daily PnL per option position and NYSE session computed a second, independent way, from the book alone "
+        "(IB's statement MTM): prior quantity x (mark_D - mark_{D-1}) x m + sum over the session's executions of "
+        "quantity x (mark_D - price) x m - commissions; beside daily_pnl's average-cost figure and IB's own daily "
+        "PnL, with the reason where they cannot agree."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        *_CONTRACT_COLUMNS,
+        _c("position", _F, "Signed position at this session's cut (0 when flat)."),
+        _c("prev_position", _F, "Signed position at the previous session's cut."),
+        _c("mark", _F, "mark_D: the EOD mark of this session (eod_positions.market_price)."),
+        _c("prev_mark", _F, "mark_{D-1}: the EOD mark of the previous session; null when unknown."),
+        _c("executions", _I, "Executions of the position booked in this session (latest revision each)."),
+        _c("executed_quantity", _F, "Sum of the executions' signed quantities."),
+        _c("unexplained_quantity", _F, "position - prev_position - executed_quantity: a change without execution."),
+        _c("position_mtm", _F, "prev_position x (mark - prev_mark) x multiplier."),
+        _c("transaction_mtm", _F, "Sum of quantity x (mark - price) x multiplier over the executions."),
+        _c("commissions", _F, "Sum of the executions' commissions; null when one is not known."),
+        _c("statement_pnl", _F, "position_mtm + transaction_mtm - commissions; null when an input is unknown."),
+        _c("pnl", _F, "daily_pnl's figure (average-cost identity from IB's unrealized/realized PnL)."),
+        _c("pnl_source", _S, "Where pnl came from (daily_pnl)."),
+        _c("ib_daily_pnl", _F, "IB's own daily PnL (reqPnLSingle) at the cut."),
+        _c("statement_minus_pnl", _F, "statement_pnl - pnl (null when either is unknown)."),
+        _c(
+            "reason",
+            _S,
+            "Why statement_pnl is null or may differ: baseline, missing commission, quantity change without an "
+            "execution (expiry, exercise, assignment, or a fill outside the stream's window), stale mark, "
+            "execution for a position the book does not hold; null when nothing is known to be wrong.",
+        ),
+    ),
+    key=("account", "con_id"),
+)
+
+# -- explain and risk (issue 20): pnl_explain, risk_scenarios, expiry_ladder ------------------------------------
+
+_EXPLAIN_KEY_COLUMNS = (
+    _c("account", _S, "IB account code (null on an underlying roll-up row)."),
+    _c("con_id", _I, "IB contract id of the option (null on a roll-up row)."),
+    _c("symbol", _S, "Underlying symbol (null on an account roll-up row)."),
+    *[c for c in _CONTRACT_COLUMNS if c.name not in ("account", "con_id", "symbol")],
+)
+
+PNL_EXPLAIN = TableDef(
+    name="pnl_explain",
+    description=(
+        "Daily PnL per option position and NYSE session split into delta, gamma, vega, theta (greeks, underlying and "
+        "implied vol of the D-1 cut, moves to the D cut, calendar days between the cuts), trading (position changes "
+        "during D) and residual; rows that cannot be attributed are flagged (status) and keep their PnL unexplained. "
+        "Roll-up rows by underlying and by account (rollup column)."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        *_EXPLAIN_KEY_COLUMNS,
+        _c("position", _F, "Signed position at this session's cut."),
+        _c("prev_position", _F, "q: signed position at the previous cut (0 when opened this session)."),
+        _c("pnl", _F, "Daily PnL from daily_pnl (null when unknown)."),
+        _c("prev_und_price", _F, "S_{D-1}: underlying price at the previous cut."),
+        _c("und_price", _F, "S_D: underlying price at this cut."),
+        _c("und_move", _F, "S_D - S_{D-1} (explained rows)."),
+        _c("prev_implied_vol", _F, "iv_{D-1}: implied vol (decimal) at the previous cut."),
+        _c("implied_vol", _F, "iv_D: implied vol (decimal) at this cut."),
+        _c("vol_move_pts", _F, "(iv_D - iv_{D-1}) * 100: the vol move in points (explained rows)."),
+        _c("days_elapsed", _F, "Calendar days between the previous cut and this cut."),
+        _c("prev_delta", _F, "Delta per share at the previous cut."),
+        _c("prev_gamma", _F, "Gamma per share at the previous cut."),
+        _c("prev_vega", _F, "Vega per share per vol point at the previous cut."),
+        _c("prev_theta", _F, "Theta per share per calendar day at the previous cut."),
+        _c("delta_pnl", _F, "delta_{D-1} * q * m * (S_D - S_{D-1})."),
+        _c("gamma_pnl", _F, "0.5 * gamma_{D-1} * q * m * (S_D - S_{D-1})^2."),
+        _c("vega_pnl", _F, "vega_{D-1} * q * m * (iv_D - iv_{D-1}) * 100."),
+        _c("theta_pnl", _F, "theta_{D-1} * q * m * days_elapsed."),
+        _c("trading_pnl", _F, "pnl - q * m * (P_D - P_{D-1}): PnL of the position changes during D, commissions in."),
+        _c("residual", _F, "pnl - trading - (delta + gamma + vega + theta): higher-order terms, model mismatch."),
+        _c("unexplained_pnl", _F, "PnL of a flagged row left unattributed (0 on explained and opened rows)."),
+        _c(
+            "status",
+            _S,
+            "explained, opened (all trading), missing_greeks (D-1), missing_market (D), missing_mark, expired, "
+            "unknown_pnl; null on roll-up rows.",
+        ),
+        _c("flag", _S, "Why a row is not explained (null when it is)."),
+        _c("positions", _I, "Positions in the row (1 on a detail row)."),
+        _c("flagged_positions", _I, "Positions of the row whose PnL is not (fully) attributed."),
+        _c(ROLLUP_COLUMN, _S, "Aggregation level of the row: detail, underlying or account."),
+    ),
+    key=("account", "con_id", "symbol", "currency", ROLLUP_COLUMN),
+)
+
+RISK_SCENARIOS = TableDef(
+    name="risk_scenarios",
+    description=(
+        "Full-revaluation scenario grid per account x underlying (and per account: underlying null) from the EOD "
+        "state of each NYSE session: every option repriced (Black-Scholes for OPT, Black-76 for FOP) at spot x "
+        "(1 + spot_shift_pct / 100) and implied vol + vol_shift_pts / 100; pnl = scenario value - base value. "
+        "Positions that cannot be priced are counted, never valued at 0."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("underlying", _S, "Underlying symbol (null on the account row: all underlyings shifted together)."),
+        _c("currency", _S, "Currency of the money figures."),
+        _c("spot_shift_pct", _F, "Relative move of the underlying, in percent.", False),
+        _c("vol_shift_pts", _F, "Move of the implied vol, in vol points.", False),
+        _c("base_value", _F, "Model value of the priced positions at the EOD inputs (q * m * price)."),
+        _c("scenario_value", _F, "Model value of the priced positions in the scenario."),
+        _c("pnl", _F, "scenario_value - base_value (null when no position could be priced)."),
+        _c("positions", _I, "Open option positions of the group."),
+        _c("priced_positions", _I, "Positions repriced."),
+        _c("unpriced_positions", _I, "Positions that could not be priced (reasons in unpriced_reasons)."),
+        _c("vol_floored_positions", _I, "Positions whose shifted vol was <= 0: valued at the zero-vol limit."),
+        _c("unpriced_reasons", _S, "'reason: count' of the unpriced positions, '; '-separated."),
+        _c("complete", _B, "True when every position of the group was priced."),
+    ),
+    key=("account", "underlying", "currency", "spot_shift_pct", "vol_shift_pts"),
+)
+
+EXPIRY_LADDER = TableDef(
+    name="expiry_ladder",
+    description=(
+        "Open option exposure per account x underlying x days-to-expiry bucket (0-1, 2-7, 8-30, 31-90, >90 calendar "
+        "days from the session; expired / unknown flagged) and pin risk: short options within a configurable % of "
+        "the strike within N sessions of expiry."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("underlying", _S, "Underlying symbol."),
+        _c("currency", _S, "Currency of the money figures."),
+        _c("bucket", _S, "Days-to-expiry bucket: 0-1, 2-7, 8-30, 31-90, >90, expired or unknown (no expiry).", False),
+        _c("bucket_order", _I, "Sort order of the bucket (0 = nearest).", False),
+        _c("positions", _I, "Open positions in the bucket."),
+        _c("contracts", _F, "Sum of |position|."),
+        _c("delta_shares", _F, "Sum of delta * q * m over positions with greeks."),
+        _c("dollar_delta", _F, "Sum of delta * q * m * S over positions with greeks."),
+        _c("gamma_shares", _F, "Sum of gamma * q * m over positions with greeks."),
+        _c("vega", _F, "Sum of vega * q * m (per vol point)."),
+        _c("theta", _F, "Sum of theta * q * m (per calendar day)."),
+        _c("notional", _F, "Sum of |q| * m * S."),
+        _c("missing_greeks_positions", _I, "Positions without usable greeks (not counted as 0 in the sums)."),
+        _c("pin_risk_positions", _I, "Short options within pin_pct of the strike within pin_sessions of expiry."),
+        _c("pin_risk_contracts", _F, "Sum of |position| of the pin-risk positions."),
+        _c("pin_risk_con_ids", _S, "Comma-separated con_ids of the pin-risk positions (empty when none)."),
+    ),
+    key=("account", "underlying", "currency", "bucket"),
+)
+
 # The contract columns every daily position table starts with (after trade_date).
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
 TABLES: dict[str, TableDef] = {
-    t.name: t for t in (POSITION_UPDATES, GREEKS_UPDATES, EOD_POSITIONS, DAILY_PNL, EXPOSURE)
+    t.name: t
+    for t in (
+        POSITION_UPDATES,
+        GREEKS_UPDATES,
+        EXECUTIONS,
+        ACCOUNT_VALUES,
+        EOD_POSITIONS,
+        DAILY_PNL,
+        EXPOSURE,
+        BOOK_PNL,
+        PNL_EXPLAIN,
+        RISK_SCENARIOS,
+        EXPIRY_LADDER,
+    )
 }
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import polars as pl
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -25,12 +24,12 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    TimeWindowPartitionMapping,
     asset,
 )
 
 from v6_assets import analytics, sessions
 from v6_assets.analytics import GREEK_COLUMNS, STATE_COLUMNS
+from v6_assets.contracts.clock import utc_now
 from v6_assets.contracts.tables import (
     CONTRACT_COLUMNS,
     DAILY_PNL,
@@ -55,6 +54,7 @@ from v6_assets.defs.metadata import (
     table_schema,
 )
 from v6_assets.defs.partitions import trading_day_partitions
+from v6_assets.defs.pnl_overview import overview_metadata, session_status
 from v6_assets.defs.resources import LakeResource, is_simulated
 from v6_assets.lake import Lake, OverwriteResult
 from v6_assets.pipeline import daily
@@ -301,6 +301,7 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
         metadata={
             **_common_metadata(EOD_POSITIONS, frame, days, run.written, EOD_LINEAGE),
             "covers": range_label(days),
+            **({"session_status": session_status(days[0], utc_now())} if only is not None else {}),
             "previous_eod": run.previous_eod,
             "chunks": run.chunks,
             **({k: only[k] for k in ("open_positions", "stale_marks", "missing_greeks")} if only is not None else {}),
@@ -342,7 +343,10 @@ def eod_positions(context: AssetExecutionContext, lake: LakeResource) -> Materia
 @asset(
     partitions_def=trading_day_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetDep(eod_positions, partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=0))],
+    # D-1 is read from the lake (stored, else derived from the updates), not declared as a partition dependency: with
+    # a D-1 mapping Dagster's asset backfill splits a range into two runs and adds the session AFTER the range to
+    # daily_pnl's run, which then computes a session nobody asked for or fails when its eod_positions is missing.
+    deps=[eod_positions],
     kinds={"polars", "deltalake"},
     group_name=GROUP_DAILY,
     freshness_policy=DAILY_FRESHNESS,
@@ -362,10 +366,16 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
     last = days[-1]
     chart_rows = by_underlying.filter(pl.col(TRADE_DATE) == last).sort("pnl_known", descending=True, nulls_last=True)
     labels = [f"{u} ({c})" for u, c in zip(chart_rows["underlying"], chart_rows["currency"], strict=True)]
-    totals = pnl_totals_by_session(days, by_account, run.previous_eod)
+    now = utc_now()
+    totals = [
+        row | {"session_status": session_status(date.fromisoformat(row["session"]), now)}
+        for row in pnl_totals_by_session(days, by_account, run.previous_eod)
+    ]
     only = days[0] if len(days) == 1 else None
     return MaterializeResult(
         metadata={
+            # first on the page, readable without a pop-up: where the session stands and the last closed session
+            **overview_metadata(lk, days, now, simulated=SIMULATED),
             **_common_metadata(DAILY_PNL, frame, days, run.written, DAILY_PNL_LINEAGE),
             "covers": range_label(days),
             # readable at a glance, no pop-up: "DU111 USD 1,234.56; DU222 EUR -98.10" (never a sum of currencies)
@@ -382,6 +392,7 @@ def daily_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materialize
                     ("unknown_pnl_positions", "int", "positions whose pnl is unknown (baseline or unknown realized)"),
                     ("ib_daily_pnl", "string", "IB's own daily PnL summed where it gave one; n/a when none"),
                     ("previous_eod", "string", "where the session's D-1 state came from"),
+                    ("session_status", "string", "pre-open (marks are the previous close), open or closed"),
                 ],
             ),
             "preview": largest_rows_preview(
@@ -458,6 +469,7 @@ def exposure(context: AssetExecutionContext, lake: LakeResource) -> MaterializeR
         metadata={
             **_common_metadata(EXPOSURE, frame, days, run.written, EXPOSURE_LINEAGE),
             "covers": range_label(days),
+            **({"session_status": session_status(days[0], utc_now())} if only is not None else {}),
             **(
                 {k: only[k] for k in ("open_positions", "greeks_coverage", "missing_greeks_positions")}
                 if only is not None

@@ -52,7 +52,8 @@ def _stream_checks(spec_key: str, spec: object) -> list[AssetChecksDefinition]:
     def no_duplicate_offsets(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         lk = lake.lake()
         days = check_sessions(context, lk, spec_key)
-        rows, dups = audit.duplicate_offsets(lk.scan(spec_key), days)
+        found = audit.stream_audit(lk, spec_key, days)  # one read for both checks of this table
+        rows, dups = found.rows, found.duplicates
         return AssetCheckResult(
             passed=dups.height == 0,
             metadata={
@@ -75,7 +76,8 @@ def _stream_checks(spec_key: str, spec: object) -> list[AssetChecksDefinition]:
     def no_sentinel_values(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         lk = lake.lake()
         days = check_sessions(context, lk, spec_key)
-        rows, counts = audit.sentinel_counts(lk.scan(spec_key), days)
+        found = audit.stream_audit(lk, spec_key, days)
+        rows, counts = found.rows, found.sentinels
         return AssetCheckResult(
             passed=not counts,
             metadata={"sessions": [d.isoformat() for d in days], "rows": rows, "bad_values_by_column": counts},

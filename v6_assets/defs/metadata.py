@@ -115,15 +115,48 @@ def bar_chart_markdown(
     ax.set_xlabel(unit)
     ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
     ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    uri = png_data_uri(fig)
     table = "\n".join(
         ["| | " + unit + " |", "|---|---:|"]
         + [f"| {label} | {_cell(v) if v is not None else 'unknown'} |" for label, v in zip(labels, values, strict=True)]
     )
-    return MetadataValue.md(f"{heading}\n\n![{title}](data:image/png;base64,{encoded})\n\n{table}")
+    return MetadataValue.md(f"{heading}\n\n![{title}]({uri})\n\n{table}")
+
+
+def line_chart_markdown(
+    x_labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str,
+    unit: str,
+    simulated: bool,
+    table_note: str = "",
+) -> MetadataValue:
+    """One line per series over ``x_labels`` (a gap where a value is unknown) as a PNG data URI, plus the numbers as a
+    table (the chart's text fallback: unknown values say so, never 0)."""
+    heading = f"**{title}**" + (" (SIMULATED data)" if simulated else "")
+    if not x_labels or not series:
+        return MetadataValue.md(f"{heading}\n\n_no data_")
+    fig = Figure(figsize=(7.5, 3.2), dpi=80)
+    ax = fig.subplots()
+    positions = list(range(len(x_labels)))
+    for name, values in series.items():
+        ys = [v if v is not None and math.isfinite(v) else math.nan for v in values]
+        ax.plot(positions, ys, marker="o", markersize=3, linewidth=1.4, label=name)
+    ax.axhline(0, color="#555555", linewidth=0.8)
+    ax.set_xticks(positions, [label[5:] for label in x_labels], rotation=60, fontsize=7)  # MM-DD
+    ax.set_ylabel(unit, fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title + (" (SIMULATED)" if simulated else ""), fontsize=10)
+    uri = png_data_uri(fig)
+    names = list(series)
+    rows = ["| session | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i, label in enumerate(x_labels):
+        cells = [format_cents(series[n][i]) if series[n][i] is not None else "n/a" for n in names]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    note = f"\n\n{table_note}" if table_note else ""
+    return MetadataValue.md(f"{heading}\n\n![{title}]({uri})\n\n" + "\n".join(rows) + note)
 
 
 def money_text(value: float | None) -> str:
@@ -150,3 +183,11 @@ def range_label(days: Sequence[date]) -> str:
         f"RANGE of {len(days)} sessions {days[0]}..{days[-1]} (one run): every figure below is per session "
         "(tables with a session column); this entry is shared by all of them"
     )
+
+
+def png_data_uri(fig: Figure) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (renders inline in the Dagster UI's markdown)."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

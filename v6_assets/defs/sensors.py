@@ -19,11 +19,13 @@ runs this function for real but keeps no cursor) cannot break exactly-once.
 """
 
 import json
+import re
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     DefaultSensorStatus,
     RunRequest,
@@ -39,6 +41,7 @@ from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.defs.settings import DefsEnvironment
+from v6_assets.defs.stream_checks import landed_check_evaluations
 from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
 from v6_assets.ib.streamer import IBPositionStreamer
@@ -142,9 +145,25 @@ def _materializations(result: DrainResult, status: StreamerStatus, simulated: bo
     return events
 
 
+# The cursor is the only text the UI shows in full for every tick (the skip reason hides behind a hover or a click,
+# the status badge says "0 runs requested"): so it is a sentence, the tick's own explanation first, then the refresh
+# throttle's state (an older JSON cursor is still read).
+_CURSOR = re.compile(r"refresh requested for spool offset (\d+) at .*\(epoch ([0-9.]+)\)")
+
+
+def cursor_text(offset: int, at: float, said: str = "") -> str:
+    """``<what this tick did> | last refresh requested for spool offset 1234 at 2026-... UTC (epoch ...)``."""
+    when = datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "- (none yet)"
+    throttle = f"last refresh requested for spool offset {offset} at {when} (epoch {at:.3f})"
+    return f"{said} | {throttle}" if said else throttle
+
+
 def _read_cursor(raw: str | None) -> dict[str, Any]:
     if not raw:
         return {"refreshed_offset": 0, "refreshed_at": 0.0}
+    found = _CURSOR.search(raw)
+    if found:
+        return {"refreshed_offset": int(found[1]), "refreshed_at": float(found[2])}
     try:
         data = json.loads(raw)
         return {"refreshed_offset": int(data["refreshed_offset"]), "refreshed_at": float(data["refreshed_at"])}
@@ -250,7 +269,11 @@ def ib_position_stream(
         lock.release()
     _check_integrity_if_due(context, lake.lake(), settings.stream_id)
     simulated = is_simulated()
-    events = _materializations(result, status, simulated)
+    # the stream checks evaluated on the rows just appended, reported after the materialization they check
+    events: list[AssetMaterialization | AssetCheckEvaluation] = [
+        *_materializations(result, status, simulated),
+        *landed_check_evaluations(lake.lake(), result, _partition_exists),
+    ]
     cursor = _read_cursor(context.cursor)
     now = utc_now()
     new_data = result.acked_offset > cursor["refreshed_offset"]
@@ -276,7 +299,8 @@ def ib_position_stream(
                     REASON_TAG: refresh_reason(result, session, cursor),
                 },
             )
-            new_cursor = json.dumps({"refreshed_offset": result.acked_offset, "refreshed_at": time.time()})
+            said = run.tags[REASON_TAG]
+            new_cursor = cursor_text(result.acked_offset, time.time(), said)
             return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)
     if result.rows_written or events:
         more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
@@ -285,12 +309,14 @@ def ib_position_stream(
             if not new_data
             else f"; refresh due in {max(0.0, cursor['refreshed_at'] + refresh_minutes() * 60 - time.time()):.0f} s"
         )
-        return SensorResult(
-            asset_events=events,
-            skip_reason=(
-                f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
-                + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
-            ),
-            cursor=context.cursor,
+        said = f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}" + (
+            f"; {trouble}" if (trouble := _spool_trouble(status)) else ""
         )
-    return SensorResult(skip_reason=_idle_reason(status, result), cursor=context.cursor)
+        return SensorResult(asset_events=events, skip_reason=said, cursor=_same_throttle(cursor, said))
+    said = _idle_reason(status, result)
+    return SensorResult(skip_reason=said, cursor=_same_throttle(cursor, said))
+
+
+def _same_throttle(cursor: dict[str, Any], said: str) -> str:
+    """The cursor of a tick that requested nothing: its explanation, the refresh throttle unchanged."""
+    return cursor_text(cursor["refreshed_offset"], cursor["refreshed_at"], said)

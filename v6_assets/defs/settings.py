@@ -50,3 +50,8 @@ class DefsEnvironment(EnvSettings):
         validation_alias="V6_PARTITIONS_START",
         description="first session of the daily partitions",
     )
+    risk_limits_file: str = Field(
+        "",
+        validation_alias="V6_RISK_LIMITS_FILE",
+        description="YAML limits per account/underlying for the risk checks (net delta, vega, theta, worst loss)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from v6_assets.gateway_sim import pacing, protocol
+from v6_assets.gateway_sim import executions, pacing, protocol
 from v6_assets.gateway_sim.clock import SimClock
 from v6_assets.gateway_sim.connection import ClientConnection
 from v6_assets.gateway_sim.protocol import In, Out
@@ -155,9 +155,11 @@ class RequestHandlers:
                                currency=currency)  # fmt: skip
         client.send(Out.ACCOUNT_UPDATE_MULTI_END, req_id=req_id)
 
-    # --- orders and executions (not modelled: end markers only), ids, time
+    # --- orders (not modelled: end markers only), executions, ids, time
     def _req_executions(self, client: ClientConnection, fields: list[str]) -> None:
-        client.send(Out.EXECUTION_DATA_END, req_id=protocol.to_int(fields[2], "reqId"))
+        """The day's executions, the end marker, then the commission reports already due (as the gateway does)."""
+        req_id = protocol.to_int(fields[2], "reqId")
+        executions.answer_request(client, req_id, self.state.executions, self.state.now)
 
     def _req_open_orders(self, client: ClientConnection, fields: list[str]) -> None:
         client.send(Out.OPEN_ORDER_END)

@@ -22,10 +22,12 @@ MIN_VERSION_MODELS_SUPPORT = 103  # reqAccountUpdatesMulti and its answers (73, 
 MIN_VERSION_PNL = 127  # reqPnL / reqPnLSingle and their answers (94, 95) exist
 MIN_VERSION_UNREALIZED_PNL = 129  # PnL and PnL single gain unrealizedPnL
 MIN_VERSION_REALIZED_PNL = 135  # PnL and PnL single gain realizedPnL
+MIN_VERSION_LAST_LIQUIDITY = 136  # execDetails drops its version field and gains lastLiquidity
 MIN_VERSION_COMPLETED_ORDERS = 150  # reqCompletedOrders and COMPLETED_ORDERS_END (102) exist
 MIN_VERSION_PRICE_BASED_VOLATILITY = 156  # tick 21 drops its version field and gains tickAttrib
 MIN_VERSION_FRACTIONAL_SIZE_SUPPORT = 163  # sizes (tick 1, 2) and PnL single's position are decimals
 MIN_VERSION_ADVANCED_ORDER_REJECT = 166  # ERR_MSG gains advancedOrderRejectJson
+MIN_VERSION_PENDING_PRICE_REVISION = 178  # execDetails gains pendingPriceRevision
 
 LENGTH = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -81,6 +83,7 @@ class Out:
     PORTFOLIO_VALUE = 7
     ACCT_UPDATE_TIME = 8
     NEXT_VALID_ID = 9
+    EXECUTION_DATA = 11
     MANAGED_ACCTS = 15
     TICK_OPTION_COMPUTATION = 21
     CURRENT_TIME = 49
@@ -89,6 +92,7 @@ class Out:
     EXECUTION_DATA_END = 55
     TICK_SNAPSHOT_END = 57
     MARKET_DATA_TYPE = 58
+    COMMISSION_REPORT = 59
     POSITION_DATA = 61
     POSITION_END = 62
     ACCOUNT_SUMMARY_END = 64

@@ -402,8 +402,19 @@ def _parse_event(
             if params.get("price") == "mark"
             else _num(_req(params, "price", where), f"{where}.price", positive=True),
             "commission": _num(params.get("commission", 0.0), f"{where}.commission", positive=True),
+            # the commission report follows the execution this many simulated seconds later
+            "commission_delay_s": _num(
+                params.get("commission_delay_s", 0.0), f"{where}.commission_delay_s", positive=True
+            ),
         }
         _check_not_after_close(at, where)
+    elif kind == "correct_execution":
+        account = str(_req(params, "account", where))
+        con_id = _req(params, "con_id", where)
+        if account not in account_ids or con_id not in contracts:
+            raise ScenarioError(f"{where}: unknown account {account!r} or con_id {con_id!r}")
+        corrected = _num(_req(params, "price", where), f"{where}.price", positive=True)
+        params = {"account": account, "con_id": int(con_id), "price": corrected}
     elif kind == "underlying":
         symbol = str(_req(params, "symbol", where))
         if symbol not in underlyings:

@@ -26,6 +26,7 @@ EVENT_KINDS = (
     "reset",
     "restart",
     "competing_session",
+    "correct_execution",
 )
 # Events that last: each schedules its own end (``<kind>_end``, internal) ``seconds`` of simulated time later.
 LASTING_EVENTS = ("reset", "competing_session")

@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from datetime import date, datetime
 
 from v6_assets.gateway_sim.book import BookPosition
+from v6_assets.gateway_sim.executions import ExecutionLog
 from v6_assets.gateway_sim.market import Greeks, Market
 from v6_assets.gateway_sim.protocol import UNSET_DOUBLE
 from v6_assets.gateway_sim.scenario_model import ContractSpec, Scenario
 
 PositionKey = tuple[str, int]  # (account, con_id)
 NET_LIQUIDATION_CASH = 1_000_000.0  # the cash part of every account's net liquidation value
+MARGIN_RATE = 0.2  # initial margin: this share of the gross option market value (a simple, stated model)
+MAINT_OF_INIT = 0.8  # maintenance margin as a share of the initial margin
 
 
 class MarketState:
@@ -27,6 +30,7 @@ class MarketState:
         self.accounts = {a.account_id: a for a in scenario.accounts}
         self.now: datetime = scenario.clock.start
         self.next_order_id = scenario.next_valid_id
+        self.executions = ExecutionLog()  # the day's fills as execDetails / commissionReport report them
         # gateway conditions under way that hold data back: "reset" (everything), "competing_session" (market data,
         # PnL and PnL single)
         self.paused: set[str] = set()
@@ -62,10 +66,19 @@ class MarketState:
         positions = [p for p in self.book.values() if p.account == account]
         unrealized = sum(p.unrealized(self.quote(p.contract).price) for p in positions if p.qty)
         market_value = sum(p.market_value(self.quote(p.contract).price) for p in positions if p.qty)
+        net_liquidation = NET_LIQUIDATION_CASH + market_value
+        margin = MARGIN_RATE * sum(abs(p.market_value(self.quote(p.contract).price)) for p in positions if p.qty)
         return [
             ("AccountCode", account, ""),
             ("Currency", base, base),
-            ("NetLiquidation", f"{NET_LIQUIDATION_CASH + market_value:.2f}", base),
+            ("NetLiquidation", f"{net_liquidation:.2f}", base),
+            ("TotalCashValue", f"{NET_LIQUIDATION_CASH:.2f}", base),
+            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", base),
+            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", "BASE"),
+            ("InitMarginReq", f"{margin:.2f}", base),
+            ("MaintMarginReq", f"{margin * MAINT_OF_INIT:.2f}", base),
+            ("AvailableFunds", f"{net_liquidation - margin:.2f}", base),
+            ("ExcessLiquidity", f"{net_liquidation - margin * MAINT_OF_INIT:.2f}", base),
             ("UnrealizedPnL", f"{unrealized:.2f}", base),
             ("ExchangeRate", "1.00", "BASE"),
             *[("ExchangeRate", repr(rate), currency) for currency, rate in sorted(acct.fx_rates.items())],
@@ -106,6 +119,19 @@ class MarketState:
         pos.fills_session[-1].at = self.now.isoformat()
         return pos
 
+    def correct_fill(self, account: str, con_id: int, old_price: float, new_price: float) -> BookPosition:
+        """An execution correction: the session's latest fill of (account, con_id) at ``new_price`` instead."""
+        pos = self.book[(account, con_id)]
+        fill = next(f for f in reversed(pos.fills_session) if f.price == old_price)
+        delta = fill.qty * (new_price - old_price) * pos.contract.multiplier
+        fill.price = new_price
+        if pos.qty and (pos.qty > 0) == (fill.qty > 0):
+            pos.average_cost += delta / pos.qty  # an opening fill: its basis moves
+        else:
+            pos.realized_session = (pos.realized_session or 0.0) - delta  # a closing fill: what it realized moves
+            pos.realized_total -= delta
+        return pos
+
     def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
         """Close expired option positions at intrinsic value, yielding each one right after it closed.
 
@@ -135,6 +161,7 @@ class MarketState:
 
     def session_cut(self) -> None:
         """Daily reset at the EOD cut: the account window's realized PnL and the PnL reset reference roll over."""
+        self.executions.session_cut()
         for key, pos in list(self.book.items()):
             if pos.qty == 0:
                 del self.book[key]

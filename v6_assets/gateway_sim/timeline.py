@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from v6_assets.gateway_sim import executions
 from v6_assets.gateway_sim.clock import SimClock
 from v6_assets.gateway_sim.faults import FaultInjector
 from v6_assets.gateway_sim.market import SessionTimes
@@ -80,8 +81,20 @@ class TimelineDriver:
             price = p["price"]
             if price is None:
                 price = state.quote(self.scenario.contracts[p["con_id"]]).price
+            held = state.book.get((p["account"], p["con_id"]))
+            realized_before = held.realized_total if held is not None else 0.0
+            closing = held is not None and held.qty != 0 and (held.qty > 0) != (p["qty"] > 0)
             pos = state.trade(p["account"], p["con_id"], p["qty"], price, p["commission"])
             self.publisher.position_changed(pos)
+            realized = pos.realized_total - realized_before if closing else None
+            execution = state.executions.record(p["account"], pos.contract, p["qty"], price, p["commission"],
+                                                realized, state.now, p.get("commission_delay_s", 0.0))  # fmt: skip
+            self._publish_fill(execution)
+        elif kind == "correct_execution":
+            execution, old_price = state.executions.correct(p["account"], p["con_id"], p["price"], state.now)
+            pos = state.correct_fill(p["account"], p["con_id"], old_price, p["price"])
+            self.publisher.position_changed(pos)
+            self._publish_fill(execution)
         elif kind == "underlying":
             state.market.override_underlying(p["symbol"], state.now, p["price"])
         elif kind == "mark":
@@ -121,6 +134,11 @@ class TimelineDriver:
         elif kind == "restart":
             self.faults.restart(p["seconds"])
             self.recorder.health(None, "restart", refuse_seconds=p["seconds"])
+
+    def _publish_fill(self, execution: executions.SimExecution) -> None:
+        # during a reset nothing reaches the clients: the fill comes back with the next reqExecutions
+        if "reset" not in self.state.paused:
+            executions.publish_fill(self.publisher.clients.ready(), execution)
 
     def _expire(self, con_ids: list[int] | None, session: SessionTimes | None = None) -> None:
         for pos in self.state.expire(con_ids, session.day if session is not None else None):
@@ -219,6 +237,8 @@ class TimelineDriver:
         if not self.clock.has_stop:
             self._stop_at_next_boundary(now)
         self.advance(now)
+        if "reset" not in self.state.paused:
+            executions.publish_due_commissions(self.publisher.clients.ready(), self.state.executions, self.state.now)
         self.publisher.send_due_streams()
         if self.clock.held_at_stop:
             # everything up to the stop is processed and sent: let the client take it in, then go on

@@ -67,6 +67,10 @@ CONTRACT = ("con_id:i symbol:t sec_type:t expiry:t strike:f right:t multiplier:t
             "trading_class:t")  # fmt: skip
 CONTRACT_FIELDS = tuple(item.split(":")[0] for item in CONTRACT.split())
 _GREEKS = "implied_vol:f delta:f opt_price:f pv_dividend:f gamma:f vega:f theta:f und_price:f"
+# execDetails after the contract (ibapi decoder: version 10 fields until MIN_VERSION_LAST_LIQUIDITY, then by version)
+_EXECUTION = ("exec_id:t time:t account:t exec_exchange:t side:t shares:{q} price:f perm_id:i client_id:i "
+              "liquidation:i cum_qty:{q} avg_price:f order_ref:t ev_rule:t ev_multiplier:f")  # fmt: skip
+_EXEC_INT, _EXEC_DECIMAL = _EXECUTION.format(q="i"), _EXECUTION.format(q="d")
 _PORTFOLIO = "market_price:f market_value:f average_cost:f unrealized_pnl:f realized_pnl:f account:t"
 
 LAYOUTS: dict[int, tuple[Layout, ...]] = {
@@ -102,6 +106,25 @@ LAYOUTS: dict[int, tuple[Layout, ...]] = {
         ),
     ),
     Out.CURRENT_TIME: (layout(MIN, 1, "time:i"),),
+    Out.EXECUTION_DATA: (
+        layout(MIN, 10, f"req_id:i order_id:i {CONTRACT} {_EXEC_INT}"),
+        layout(V.MIN_VERSION_FRACTIONAL_POSITIONS, 10, f"req_id:i order_id:i {CONTRACT} {_EXEC_DECIMAL}"),
+        layout(V.MIN_VERSION_MODELS_SUPPORT, 10, f"req_id:i order_id:i {CONTRACT} {_EXEC_DECIMAL} model_code:t"),
+        # the version field goes, lastLiquidity comes at the end
+        layout(
+            V.MIN_VERSION_LAST_LIQUIDITY,
+            None,
+            f"req_id:i order_id:i {CONTRACT} {_EXEC_DECIMAL} model_code:t last_liquidity:i",
+        ),
+        layout(
+            V.MIN_VERSION_PENDING_PRICE_REVISION,
+            None,
+            f"req_id:i order_id:i {CONTRACT} {_EXEC_DECIMAL} model_code:t last_liquidity:i pending_price_revision:i",
+        ),
+    ),
+    Out.COMMISSION_REPORT: (
+        layout(MIN, 1, "exec_id:t commission:f currency:t realized_pnl:f yield_:f yield_redemption_date:i"),
+    ),
     Out.OPEN_ORDER_END: (layout(MIN, 1, ""),),
     Out.ACCT_DOWNLOAD_END: (layout(MIN, 1, "account:t"),),
     Out.EXECUTION_DATA_END: (layout(MIN, 1, "req_id:i"),),
@@ -200,6 +223,12 @@ def server_hello(version: int, now: datetime) -> bytes:
     """The handshake answer (no message id): the negotiated version and the server time with its zone name."""
     local = now.astimezone(protocol_zone())
     return protocol.encode([version, local.strftime("%Y%m%d %H:%M:%S ") + (local.tzname() or "UTC")])
+
+
+def execution_time(at: datetime) -> str:
+    """execDetails' time: ``YYYYMMDD HH:MM:SS <zone>`` in the protocol zone (the zone named, as IB does since v10)."""
+    local = at.astimezone(protocol_zone())
+    return local.strftime("%Y%m%d %H:%M:%S ") + str(getattr(protocol_zone(), "key", "UTC"))
 
 
 def account_time(now: datetime) -> str:

@@ -21,8 +21,10 @@ from ib_async import IB
 from ib_async.ib import StartupFetch
 
 from v6_assets.contracts.clock import utc_now
+from v6_assets.ib.account_values import AccountValueTracker
 from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
+from v6_assets.ib.executions import ExecutionTracker
 from v6_assets.ib.fanout import FanOut, Handler
 from v6_assets.ib.lease import ConnectionLease, LeaseHolder
 from v6_assets.ib.publisher import UpdatePublisher
@@ -84,6 +86,8 @@ class ConnectionLoop:
         self._spool_handler: SpoolHandler | None = None
         self._fanout: FanOut | None = None
         self._publisher: UpdatePublisher | None = None
+        self._executions: ExecutionTracker | None = None
+        self._account_values: AccountValueTracker | None = None
         self._lease: ConnectionLease | None = None
         self._lease_holder: LeaseHolder | None = None
         self._breaker: CircuitBreaker | None = None
@@ -128,6 +132,8 @@ class ConnectionLoop:
         self._publisher = UpdatePublisher(
             settings, self._clock, self._fanout, self._mark_subs_dirty, self._current_subscriptions
         )
+        self._executions = ExecutionTracker(settings.accounts, self._clock, self._fanout.publish_execution)
+        self._account_values = AccountValueTracker(settings.accounts, self._clock, self._fanout.publish_execution)
         self._breaker = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
         self._lease = ConnectionLease(settings.locks_dir, settings.host, settings.port, settings.client_id)
         backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
@@ -186,6 +192,10 @@ class ConnectionLoop:
         ib.pnlSingleEvent += publisher.on_pnl_single
         ib.pendingTickersEvent += publisher.on_tickers
         ib.disconnectedEvent += lambda: session.end("disconnected")
+        if self._executions is not None:
+            self._executions.attach(ib)
+        if self._account_values is not None:
+            self._account_values.attach(ib)
         self._client_id_in_use = False
         self._session = session
         try:
@@ -223,6 +233,10 @@ class ConnectionLoop:
                  ",".join(session.subscriptions.accounts))  # fmt: skip
         try:
             publisher.close_missing({(p.account, int(p.contract.conId)) for p in ib.positions()})
+            if self._executions is not None:
+                self._executions.request(ib)  # the day's fills: those missed while disconnected come back
+            if self._account_values is not None:
+                self._account_values.subscribe(ib, session.subscriptions.accounts)
             await session.subscriptions.subscribe_portfolio()
             self._sync_subscriptions(session)
             await self._maintain(session, settings)
@@ -352,9 +366,22 @@ class ConnectionLoop:
                 foreign_account_dropped=merger.counters.foreign_account_dropped if merger else 0,
                 malformed_messages=decoder_error_counter().count,
                 conversion_errors=publisher.conversion_errors if publisher else 0,
+                **self._execution_counters(),
             ),
             handlers=tuple(self._fanout.stats()) if self._fanout else (),
         )
+
+    def _execution_counters(self) -> dict[str, int]:
+        tracker = self._executions
+        if tracker is None:
+            return {}
+        c = tracker.counters
+        counters = {"executions_emitted": c.emitted, "execution_errors": c.conversion_errors,
+                    "orphan_commissions": c.orphan_commissions}  # fmt: skip
+        if self._account_values is not None:
+            a = self._account_values.counters
+            counters.update(account_values_emitted=a.emitted, account_value_errors=a.errors)
+        return counters
 
     def _connection_status(self) -> ConnectionStatus:
         session, breaker, lease = self._session, self._breaker, self._lease

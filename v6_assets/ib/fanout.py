@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from v6_assets.contracts.streams import GreeksUpdate, PositionUpdate
+from v6_assets.contracts.streams import AccountValueUpdate, ExecutionUpdate, GreeksUpdate, PositionUpdate
 from v6_assets.ib.spool import SpoolHandler
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ class FanOut:
             self.spool_handler.accept(update)
         for worker in self._greeks_workers:
             worker.offer(update)
+
+    def publish_execution(self, update: ExecutionUpdate | AccountValueUpdate) -> None:
+        """Executions and account values go to the durable spool only (no handler protocol for them yet)."""
+        if self.spool_handler is not None:
+            self.spool_handler.accept(update)
 
     def stats(self) -> list[HandlerStats]:
         return [w.stats() for w in self._workers.values()]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import operator
@@ -30,14 +31,23 @@ from typing import Any, Literal
 
 import polars as pl
 
-from v6_assets.contracts.streams import GREEKS_UPDATE_FIELDS, POSITION_UPDATE_FIELDS, GreeksUpdate, PositionUpdate
-from v6_assets.contracts.tables import GREEKS_UPDATES, POSITION_UPDATES
+from v6_assets.contracts.streams import (
+    ACCOUNT_VALUE_FIELDS,
+    EXECUTION_UPDATE_FIELDS,
+    GREEKS_UPDATE_FIELDS,
+    POSITION_UPDATE_FIELDS,
+    AccountValueUpdate,
+    ExecutionUpdate,
+    GreeksUpdate,
+    PositionUpdate,
+)
+from v6_assets.contracts.tables import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES
 from v6_assets.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
-SpoolKind = Literal["position", "greeks"]
-SpoolEvent = PositionUpdate | GreeksUpdate
+SpoolKind = Literal["position", "greeks", "execution", "account_value"]
+SpoolEvent = PositionUpdate | GreeksUpdate | ExecutionUpdate | AccountValueUpdate
 
 _POSITION_VALUES = operator.attrgetter(*POSITION_UPDATE_FIELDS)
 _GREEKS_VALUES = operator.attrgetter(*GREEKS_UPDATE_FIELDS)
@@ -48,6 +58,8 @@ _GRK_RECEIVED = GREEKS_UPDATE_FIELDS.index("received_at")
 # The events' columns as polars types, from the table contracts (the lake's extra columns left out).
 POSITION_SCHEMA: dict[str, Any] = {c: POSITION_UPDATES.polars_schema[c] for c in POSITION_UPDATE_FIELDS}
 GREEKS_SCHEMA: dict[str, Any] = {c: GREEKS_UPDATES.polars_schema[c] for c in GREEKS_UPDATE_FIELDS}
+EXECUTION_SCHEMA: dict[str, Any] = {c: EXECUTIONS.polars_schema[c] for c in EXECUTION_UPDATE_FIELDS}
+ACCOUNT_VALUE_SCHEMA: dict[str, Any] = {c: ACCOUNT_VALUES.polars_schema[c] for c in ACCOUNT_VALUE_FIELDS}
 
 
 class SpoolError(RuntimeError):
@@ -81,12 +93,23 @@ class SpoolFrames:
     positions: pl.DataFrame
     greeks: pl.DataFrame
     last_offset: int | None
+    executions: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], EXECUTION_SCHEMA))
+    account_values: pl.DataFrame = dataclasses.field(default_factory=lambda: _frame([], ACCOUNT_VALUE_SCHEMA))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _N_COLS = len(POSITION_UPDATE_FIELDS)
 _GREEKS_PAD = (None,) * (_N_COLS - len(GREEKS_UPDATE_FIELDS))
+# Executions share the columns: their fields fit in a position row's (checked here, at import).
+assert len(EXECUTION_UPDATE_FIELDS) <= _N_COLS, "an execution has more fields than the spool has columns"
+_EXECUTION_VALUES = operator.attrgetter(*EXECUTION_UPDATE_FIELDS)
+_EXECUTION_PAD = (None,) * (_N_COLS - len(EXECUTION_UPDATE_FIELDS))
+_EXE_EXPIRY = EXECUTION_UPDATE_FIELDS.index("expiry")
+_EXE_TIMES = (EXECUTION_UPDATE_FIELDS.index("exec_time"), EXECUTION_UPDATE_FIELDS.index("received_at"))
+_ACCOUNT_VALUES = operator.attrgetter(*ACCOUNT_VALUE_FIELDS)
+_ACCOUNT_PAD = (None,) * (_N_COLS - len(ACCOUNT_VALUE_FIELDS))
+_ACV_RECEIVED = ACCOUNT_VALUE_FIELDS.index("received_at")
 _COLS = ", ".join(f"c{i}" for i in range(_N_COLS))
 _INSERT = f"INSERT INTO spool (kind, {_COLS}) VALUES (?, {', '.join('?' * _N_COLS)})"
 _SELECT = f"SELECT spool_offset, kind, {_COLS} FROM spool"
@@ -123,7 +146,21 @@ def encode(event: SpoolEvent) -> tuple[Any, ...]:
     if type(event) is GreeksUpdate:
         v = _GREEKS_VALUES(event)
         return ("greeks", *v[:_GRK_RECEIVED], _micros(v[_GRK_RECEIVED]), *v[_GRK_RECEIVED + 1 :], *_GREEKS_PAD)
-    raise TypeError(f"only PositionUpdate and GreeksUpdate can be spooled, not {type(event).__name__}")
+    if type(event) is ExecutionUpdate:
+        values = list(_EXECUTION_VALUES(event))
+        if values[_EXE_EXPIRY] is not None:
+            values[_EXE_EXPIRY] = _iso(values[_EXE_EXPIRY])
+        for i in _EXE_TIMES:
+            values[i] = _micros(values[i])
+        return ("execution", *values, *_EXECUTION_PAD)
+    if type(event) is AccountValueUpdate:
+        values = list(_ACCOUNT_VALUES(event))
+        values[_ACV_RECEIVED] = _micros(values[_ACV_RECEIVED])
+        return ("account_value", *values, *_ACCOUNT_PAD)
+    raise TypeError(
+        f"only PositionUpdate, GreeksUpdate, ExecutionUpdate and AccountValueUpdate can be spooled, not "
+        f"{type(event).__name__}"
+    )
 
 
 def _decode_position_values(cols: Sequence[Any]) -> list[Any]:
@@ -140,7 +177,22 @@ def _decode_greeks_values(cols: Sequence[Any]) -> list[Any]:
     return values
 
 
+def _decode_execution_values(cols: Sequence[Any]) -> list[Any]:
+    values = list(cols[: len(EXECUTION_UPDATE_FIELDS)])
+    if values[_EXE_EXPIRY] is not None:
+        values[_EXE_EXPIRY] = date.fromisoformat(values[_EXE_EXPIRY])
+    for i in _EXE_TIMES:
+        values[i] = _from_micros(values[i])
+    return values
+
+
 def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
+    if kind == "account_value":
+        values = list(cols[: len(ACCOUNT_VALUE_FIELDS)])
+        values[_ACV_RECEIVED] = _from_micros(values[_ACV_RECEIVED])
+        return AccountValueUpdate(*values)
+    if kind == "execution":
+        return ExecutionUpdate(*_decode_execution_values(cols))
     if kind == "position":
         return PositionUpdate(*_decode_position_values(cols))
     if kind == "greeks":
@@ -150,11 +202,13 @@ def decode(kind: str, cols: Sequence[Any]) -> SpoolEvent:
 
 def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
     wire = {"spool_offset": pl.Int64, **schema}
-    wire["received_at"] = pl.Int64
+    stamps = [c for c in ("exec_time", "received_at") if c in wire]
+    for column in stamps:
+        wire[column] = pl.Int64
     if "expiry" in wire:
         wire["expiry"] = pl.String
     frame = pl.DataFrame(rows, schema=wire, orient="row")
-    casts = [pl.from_epoch("received_at", time_unit="us").dt.replace_time_zone("UTC")]
+    casts = [pl.from_epoch(c, time_unit="us").dt.replace_time_zone("UTC") for c in stamps]
     if "expiry" in wire:
         casts.append(pl.col("expiry").str.to_date("%Y-%m-%d"))
     return frame.with_columns(casts)
@@ -265,12 +319,18 @@ class Spool:
         positions = [row[:1] + row[2:] for row in rows if row[1] == "position"]
         n_greeks = len(GREEKS_UPDATE_FIELDS) + 1
         greeks = [row[:1] + row[2 : 1 + n_greeks] for row in rows if row[1] == "greeks"]
-        if len(positions) + len(greeks) != len(rows):
+        n_executions = len(EXECUTION_UPDATE_FIELDS) + 1
+        executions = [row[:1] + row[2 : 1 + n_executions] for row in rows if row[1] == "execution"]
+        n_values = len(ACCOUNT_VALUE_FIELDS) + 1
+        values = [row[:1] + row[2 : 1 + n_values] for row in rows if row[1] == "account_value"]
+        if len(positions) + len(greeks) + len(executions) + len(values) != len(rows):
             raise SpoolError(f"unknown spool record kinds in {self.path} after offset {after_offset}")
         return SpoolFrames(
             positions=_frame(positions, POSITION_SCHEMA),
             greeks=_frame(greeks, GREEKS_SCHEMA),
             last_offset=rows[-1][0] if rows else None,
+            executions=_frame(executions, EXECUTION_SCHEMA),
+            account_values=_frame(values, ACCOUNT_VALUE_SCHEMA),
         )
 
     # -- acknowledging ----------------------------------------------------------------------------------------
@@ -446,6 +506,9 @@ class SpoolHandler:
             latest: set[tuple[str, int]] = set()
             newest_first: list[SpoolEvent] = []
             for event in reversed(kept):
+                if type(event) is ExecutionUpdate or type(event) is AccountValueUpdate:
+                    newest_first.append(event)  # a fill / an account value is never superseded by a position update
+                    continue
                 key = (event.account, event.con_id)  # type: ignore[union-attr]
                 if key not in latest:
                     latest.add(key)
@@ -454,8 +517,11 @@ class SpoolHandler:
             self.dropped_positions += len(kept) - len(newest_first)
             kept = newest_first
         if len(kept) > target:
-            self.dropped_positions += len(kept) - target
-            kept = kept[len(kept) - target :]
+            # the oldest position updates go; executions stay (a fill is never superseded)
+            droppable = [i for i, e in enumerate(kept) if type(e) is PositionUpdate]
+            drop = set(droppable[: len(kept) - target])
+            self.dropped_positions += len(drop)
+            kept = [e for i, e in enumerate(kept) if i not in drop]
         self._dropped_since_ok += len(held) - len(kept)
         self._pending = kept
 

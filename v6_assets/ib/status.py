@@ -63,6 +63,11 @@ class StreamCounters:
     foreign_account_dropped: int = 0
     malformed_messages: int = 0  # frames ib_async could not decode (process-wide)
     conversion_errors: int = 0
+    executions_emitted: int = 0
+    execution_errors: int = 0  # executions/commissions that could not be converted (logged raw)
+    orphan_commissions: int = 0  # commissions whose execution had not been seen when they arrived
+    account_values_emitted: int = 0
+    account_value_errors: int = 0  # bad FX rates, unknown currencies, non-numbers (kept as text, counted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar
 
-from v6_assets.contracts.clock import utc_now
+from v6_assets.contracts.clock import fixed_offset_clock, utc_now
 from v6_assets.ib.connection import ConnectionLoop
 from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
@@ -85,7 +85,7 @@ class IBPositionStreamer:
                 return
             decoder_error_counter()  # count undecodable frames from the first connection on
             self._settings = wanted
-            run = ConnectionLoop(wanted, clock or utc_now, lambda: self._handlers)
+            run = ConnectionLoop(wanted, clock or fixed_offset_clock(), lambda: self._handlers)
             self._run = run
             ready = threading.Event()
             self._thread = threading.Thread(

@@ -11,8 +11,10 @@ No Dagster, no IB imports. Typical use::
 """
 
 from v6_assets.contracts.tables import (
+    ACCOUNT_VALUES,
     DAILY_PNL,
     EOD_POSITIONS,
+    EXECUTIONS,
     EXPOSURE,
     GREEKS_UPDATES,
     POSITION_UPDATES,
@@ -36,9 +38,11 @@ from v6_assets.lake.tables import LakeSchemaError, cast_and_validate
 from v6_assets.lake.writer import AppendResult, LakeCommitError, MicroBatchWriter
 
 __all__ = [
+    "ACCOUNT_VALUES",
     "DAILY_PNL",
     "DEFAULT_LAKE_URI",
     "EOD_POSITIONS",
+    "EXECUTIONS",
     "EXPOSURE",
     "GREEKS_UPDATES",
     "POSITION_UPDATES",

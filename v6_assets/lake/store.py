@@ -43,8 +43,13 @@ _S3_ENV_OPTIONS = {
 }
 
 
+# Rows per parquet row group: a file of a large session is several row groups, so readers (polars, DuckDB) read them
+# in parallel and skip by the row-group statistics (deltalake's default puts a whole write into one row group).
+ROW_GROUP_ROWS = 128 * 1024
+
+
 def zstd_writer_properties() -> WriterProperties:
-    return WriterProperties(compression="ZSTD")
+    return WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP_ROWS)
 
 
 def hot_path_hooks() -> PostCommitHookProperties:

@@ -1,9 +1,9 @@
-"""Drain the durable spool into the two streamed Delta tables, exactly once. No Dagster import here.
+"""Drain the durable spool into the streamed Delta tables, exactly once. No Dagster import here.
 
 The Delta log is the record of what was ingested, not a Dagster cursor: each append carries the Delta ``txn``
 ``(stream_id, version)`` where ``version`` is the highest spool offset of the batch, and rows at or below the
 committed version are dropped on replay (``MicroBatchWriter(offset_column="spool_offset")``). The spool is
-acknowledged only after BOTH tables hold every row of the batch. So:
+acknowledged only after EVERY streamed table holds every row of the batch. So:
 
 - a crash between the Delta commit and the ack re-reads the batch, the writer drops what is already committed and
   the ack catches up;
@@ -30,13 +30,22 @@ import polars as pl
 from v6_assets.contracts.clock import utc_now
 from v6_assets.failpoints import failpoint
 from v6_assets.ib.spool import Spool
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, TRADE_DATE, AppendResult, Lake, MicroBatchWriter
+from v6_assets.lake import (
+    ACCOUNT_VALUES,
+    EXECUTIONS,
+    GREEKS_UPDATES,
+    POSITION_UPDATES,
+    TRADE_DATE,
+    AppendResult,
+    Lake,
+    MicroBatchWriter,
+)
 from v6_assets.pipeline.settings import PipelineEnvironment
 from v6_assets.sessions import trade_date_expr
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_MAX_ROWS = 50_000
-STREAMED_TABLES: tuple[str, str] = (POSITION_UPDATES.name, GREEKS_UPDATES.name)
+STREAMED_TABLES: tuple[str, ...] = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,8 @@ def drain_spool_to_lake(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     deadline: float | None = None,
 ) -> DrainResult:
-    """Append unacknowledged spool records to ``position_updates`` / ``greeks_updates`` exactly once, then ack.
+    """Append unacknowledged spool records to ``position_updates`` / ``greeks_updates`` / ``executions`` exactly
+    once, then ack.
 
     Reads in batches of at most ``batch_rows`` until the spool is empty, ``max_rows`` were read, or the monotonic
     clock passes ``deadline`` (checked before each batch, allowing for the last batch's duration). Raises
@@ -256,7 +266,13 @@ def drain_spool_to_lake(
         if frames.last_offset is None:
             break
         version = frames.last_offset
-        for table, frame in ((POSITION_UPDATES.name, frames.positions), (GREEKS_UPDATES.name, frames.greeks)):
+        per_table = (
+            (POSITION_UPDATES.name, frames.positions),
+            (GREEKS_UPDATES.name, frames.greeks),
+            (EXECUTIONS.name, frames.executions),
+            (ACCOUNT_VALUES.name, frames.account_values),
+        )
+        for table, frame in per_table:
             if frame.height == 0:
                 continue  # no commit for an empty batch: the ack below still covers it
             batch = _with_lake_columns(frame, stream_id)
@@ -271,7 +287,9 @@ def drain_spool_to_lake(
         acked = version
         after = version
         batches += 1
-        rows_read += frames.positions.height + frames.greeks.height
+        rows_read += (
+            frames.positions.height + frames.greeks.height + frames.executions.height + frames.account_values.height
+        )
         last_batch_s = time.monotonic() - batch_started
     return DrainResult(
         stream_id=stream_id,

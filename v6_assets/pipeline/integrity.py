@@ -3,8 +3,11 @@
 Two checks, both cheap enough for every few minutes:
 
 - every data file the Delta log of each table references exists (a deleted or lost ``part-*.parquet`` otherwise goes
-  unnoticed until the next read fails); local lakes only: an object store's own durability covers the rest;
-- the spool offsets of the stream in ``position_updates`` + ``greeks_updates`` are contiguous from the lowest to the
+  unnoticed until the next read fails): a stat per file on a local lake; on an object store (S3, MinIO, R2) one
+  recursive LIST of the table's prefix (about one request per 1,000 objects) through delta-rs' own object store with
+  the lake's storage options, compared with the log;
+- the spool offsets of the stream in the streamed tables (positions, greeks, executions, account values) are
+  contiguous from the lowest to the
   highest and none is stored twice (exactly-once, observed rather than assumed).
 """
 
@@ -16,8 +19,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import polars as pl
+from deltalake import DeltaTable
+from deltalake.fs import DeltaStorageHandler
+from pyarrow.fs import FileSelector, FileType
 
-from v6_assets.lake import GREEKS_UPDATES, POSITION_UPDATES, Lake
+from v6_assets.lake import ACCOUNT_VALUES, EXECUTIONS, GREEKS_UPDATES, POSITION_UPDATES, Lake
+
+# Every table fed by the spool: the offsets of one stream are spread over them.
+_STREAMED = (POSITION_UPDATES.name, GREEKS_UPDATES.name, EXECUTIONS.name, ACCOUNT_VALUES.name)
 
 REPAIR_HINT = (
     "Restore the missing files from a backup or snapshot of the lake. If they cannot be restored, remove them from "
@@ -69,6 +78,27 @@ def _local_path(uri: str) -> Path | None:
     return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
 
 
+def _missing_local(uris: list[str]) -> list[str]:
+    missing = []
+    for uri in uris:
+        path = _local_path(uri)
+        if path is not None and not path.exists():
+            missing.append(path.name)
+    return missing
+
+
+def _missing_in_store(lake: Lake, table: str, dt: DeltaTable) -> list[str]:
+    """Data files the log references that a LIST of the table's prefix does not return (names, sorted)."""
+    store = DeltaStorageHandler(lake.table_uri(table), dict(lake.storage_options))
+    listed = {
+        unquote(info.path).lstrip("/")
+        for info in store.get_file_info_selector(FileSelector("", recursive=True))
+        if info.type == FileType.File
+    }
+    referenced = [unquote(str(p)).lstrip("/") for p in dt.get_add_actions(flatten=True).column("path").to_pylist()]
+    return sorted(Path(p).name for p in referenced if p not in listed)
+
+
 def check_lake(lake: Lake, stream_id: str, tables: Iterable[str] | None = None) -> IntegrityReport:
     """Check ``tables`` (default: every table of the lake) and the stream's offsets; never raises for a finding."""
     missing: dict[str, list[str]] = {}
@@ -77,18 +107,16 @@ def check_lake(lake: Lake, stream_id: str, tables: Iterable[str] | None = None) 
         dt = lake.open(table)
         if dt is None:
             continue
-        for uri in dt.file_uris():
-            path = _local_path(uri)
-            if path is None:
-                continue
-            checked += 1
-            if not path.exists():
-                missing.setdefault(table, []).append(path.name)
-    if missing.get(POSITION_UPDATES.name) or missing.get(GREEKS_UPDATES.name):
+        uris = dt.file_uris()
+        checked += len(uris)
+        lost = _missing_local(uris) if _local_path(lake.table_uri(table)) else _missing_in_store(lake, table, dt)
+        if lost:
+            missing[table] = lost
+    if any(missing.get(table) for table in _STREAMED):
         # The offsets cannot be read without the files: report the files alone.
         return IntegrityReport(stream_id, checked, missing)
     frames = []
-    for table in (POSITION_UPDATES.name, GREEKS_UPDATES.name):
+    for table in _STREAMED:
         if lake.open(table) is not None:
             frames.append(lake.scan(table).filter(pl.col("stream_id") == stream_id).select("spool_offset"))
     if not frames:

@@ -71,6 +71,10 @@ def test_stale_mark_and_threshold() -> None:
     only_position = [pos("U1", 1, et(D0, 12, 0), position=1, average_cost=500.0, source="position")]
     r = row_of(eod_positions(updates_frame(only_position), NO_GREEKS, [D0]), trade_date=D0)
     assert r["mark_age_s"] is None and r["is_stale_mark"]
+    # flat at the cut: no mark needed, never flagged stale however old the last one
+    closed = [*rows, pos("U1", 1, et(D0, 12, 5), position=0, average_cost=0.0, market_price=5.0)]
+    r = row_of(eod_positions(updates_frame(closed), NO_GREEKS, [D0]), trade_date=D0)
+    assert r["is_closed"] and r["mark_age_s"] > 3600 and not r["is_stale_mark"]
 
 
 def test_greeks_as_of_the_cut_with_age_and_missing_flag() -> None:

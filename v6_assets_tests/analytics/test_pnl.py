@@ -47,7 +47,7 @@ def test_hold_10_sell_4_the_check_example() -> None:
     assert d["realized_pnl"] == Money(600.0) and d["realized_source"] == "portfolio"
     assert d["pnl"] == Money(800.0) and not d["is_baseline"]
     assert d["pnl"] == Money(100 * (6 * 7.0 - 10 * 6.0 + 4 * 6.5))
-    assert d["ib_daily_pnl"] is None and d["pnl_minus_ib"] is None
+    assert d["ib_daily_pnl"] is None and d["pnl_minus_ib"] is None and d["pnl_source"] == "average_cost"
 
 
 def test_pnl_single_only_account_realized_is_difference_of_cumulative_values() -> None:
@@ -368,3 +368,17 @@ def test_flat_position_re_reported_after_the_cut_creates_no_row_next_session() -
         eods.append(eod_positions(upd, NO_GREEKS, [d], prev_eod))
         prev_eod = eods[-1]
     assert pl.concat(eods).equals(eod)
+
+
+def test_baseline_carries_ib_daily_pnl_flagged_and_null_only_without_it() -> None:
+    rows = [
+        pos("U1", 1, et(D0, 15, 0), position=2, average_cost=500.0, market_price=6.0),
+        pos("U1", 1, et(D0, 15, 1), position=2, ib_daily_pnl=-37.5, source="pnl_single"),
+        pos("U1", 2, et(D0, 15, 0), position=3, average_cost=500.0, market_price=6.0),
+    ]
+    _, daily = run(rows, [D0])
+    carried = row_of(daily, trade_date=D0, con_id=1)
+    assert carried["is_baseline"] and carried["pnl"] == Money(-37.5) and carried["pnl_source"] == "ib_daily"
+    assert carried["pnl_minus_ib"] is None  # IB's figure is not compared with itself
+    unknown = row_of(daily, trade_date=D0, con_id=2)
+    assert unknown["is_baseline"] and unknown["pnl"] is None and unknown["pnl_source"] is None

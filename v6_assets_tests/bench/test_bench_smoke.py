@@ -22,9 +22,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # bench -> record names (prefixes) that must be present, and the peers that must be measured next to ours
 EXPECTED: dict[str, tuple[list[str], set[str]]] = {
-    "ingest": (["ingest socket->spool"], {"bare ib_async event counter"}),
+    "ingest": (
+        ["ingest socket->spool"],
+        {"ib_async in-process decode of the same bytes (ceiling)", "bare ib_async event counter over the socket"},
+    ),
     "sensor_tick": (["sensor tick, drain+commit 1,000"], set()),
     "analytics": (["analytics eod+pnl+exposure, 20,000 updates"], {"DuckDB SQL", "pandas"}),
+    "risk_grid": (["risk grid 200 positions x 45 cells"], {"pandas/numpy cross join"}),
     "backfill": (
         [
             "single-run backfill, 3 sessions x 3,000 updates",
@@ -38,6 +42,7 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     ),
     "soak": (["soak 0.25 min at 800/s offered: updates spooled", "soak 0.25 min at 800/s offered: RSS growth"], set()),
     "latency": (["send -> visible in Delta"], set()),
+    "demo_start": (["make demo (2 sessions), .venv built"], set()),
 }
 
 
@@ -88,7 +93,7 @@ def check_report(report: dict[str, Any], names: list[str]) -> None:
 
 
 def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> None:
-    names = ["ingest", "sensor_tick", "analytics", "table_health", "backfill", "soak"]
+    names = ["ingest", "sensor_tick", "analytics", "risk_grid", "table_health", "backfill", "soak"]
     report = run_all(tmp_path, names, timeout=600)
     check_report(report, names)
     details = report["benchmarks"]
@@ -99,8 +104,17 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "eod_positions": 3,
         "daily_pnl": 3,
         "exposure": 3,
+        "book_pnl": 3,
+        "pnl_explain": 3,
+        "risk_scenarios": 3,
+        "expiry_ladder": 3,
     }
     assert details["ingest"]["details"]["order_violations"] == 0
+    assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
+    # every analytics implementation: its own child's peak RSS and every timed repeat
+    for impl in ("ours (polars)", "DuckDB SQL", "pandas"):
+        found = details["analytics"]["details"]["20000"][impl]
+        assert found["peak_rss_bytes"] > 0 and len(found["times_s"]) == 1, found
     assert details["soak"]["details"]["simulator"]["order_violations"] == 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import polars as pl
 import pytest
 from dagster import (
+    AssetCheckEvaluation,
     AssetMaterialization,
     DagsterInstance,
     Definitions,
@@ -32,9 +34,11 @@ from v6_assets import sessions
 from v6_assets.contracts.money import amounts_agree
 from v6_assets.contracts.tables import EOD_POSITIONS, ROLLUP_DETAIL
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
@@ -72,9 +76,16 @@ def materialize_each_session(p: Pipeline) -> None:
         p.per_session_done = True
 
 
-def tick(instance: DagsterInstance, ib: IBStreamResource, lake: LakeResource, cursor: str | None) -> Any:
+def tick(
+    instance: DagsterInstance, ib: IBStreamResource, lake: LakeResource, cursor: str | None, *, report: bool = True
+) -> Any:
+    """One evaluation; with ``report`` also what the daemon does next: store its runless events (a preview does not)."""
     with build_sensor_context(instance=instance, cursor=cursor, resources={"ib_stream": ib, "lake": lake}) as ctx:
-        return ib_position_stream(ctx)
+        result = ib_position_stream(ctx)
+    if report and isinstance(result, SensorResult):
+        for event in result.asset_events or []:
+            instance.report_runless_asset_event(event)
+    return result
 
 
 def cursor_after(result: Any, cursor: str | None) -> str | None:
@@ -118,7 +129,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
                 cursor = cursor_after(result, cursor)
                 if len(results) == 3:
                     # a UI "Preview tick": runs the sensor for real, but its cursor is thrown away
-                    previews.append(tick(instance, ib, lake_resource, cursor))
+                    previews.append(tick(instance, ib, lake_resource, cursor, report=False))
                     after_preview = offsets(lake_resource.lake())
                 time.sleep(0.4)
             IBPositionStreamer().stop()  # flushes the spool
@@ -160,10 +171,26 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     finally:
         spool.close()
     pos, grk = offsets(p.lake)  # asserts (no duplicate offsets)
-    assert pos + grk == last and pos > 100 and grk > 50  # every spooled record is in Delta: no loss
-    events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
-    assert all(isinstance(e, AssetMaterialization) for e in events)
+    # executions and account values share the spool's offsets
+    others = [p.lake.scan(t).select("spool_offset").collect() for t in ("executions", "account_values")]
+    assert all(f["spool_offset"].n_unique() == f.height for f in others)
+    assert pos + grk + sum(f.height for f in others) == last  # every spooled record is in Delta: no loss
+    assert pos > 100 and grk > 50 and all(f.height for f in others)
+    reported_events = [e for r in p.tick_results if isinstance(r, SensorResult) for e in (r.asset_events or [])]
+    events = [e for e in reported_events if isinstance(e, AssetMaterialization)]
+    checks = [e for e in reported_events if isinstance(e, AssetCheckEvaluation)]
+    assert len(events) + len(checks) == len(reported_events)
     reported = {(e.asset_key.to_user_string(), e.partition) for e in events}
+    # the stream checks run where the data lands: both of them, on every (table, session) a tick appended to, after
+    # its materialization, and they compared rows (never a pass on nothing)
+    evaluated = Counter((e.asset_key.to_user_string(), e.metadata["session"].value, e.check_name) for e in checks)
+    assert evaluated and all(e.passed and e.metadata["rows"].value > 0 for e in checks), checks[:3]
+    assert {(t, s) for t, s, _ in evaluated} == reported
+    assert {c for _, _, c in evaluated} == {"no_duplicate_offsets", "no_sentinel_values"}
+    for r in p.tick_results:
+        if isinstance(r, SensorResult) and r.asset_events:
+            kinds = [isinstance(e, AssetCheckEvaluation) for e in r.asset_events]
+            assert kinds == sorted(kinds), "a check is reported after the materialization it checks"
     for day in p.days:
         assert ("position_updates", day.isoformat()) in reported
     rows_reported = sum(
@@ -173,7 +200,7 @@ def test_sensor_ticks_ingest_everything_once_and_report_sessions(pipeline: Pipel
     preview_rows = sum(
         int(e.metadata["rows"].value)
         for r in p.preview_results if isinstance(r, SensorResult) for e in (r.asset_events or [])
-        if e.asset_key.to_user_string() == "position_updates"
+        if isinstance(e, AssetMaterialization) and e.asset_key.to_user_string() == "position_updates"
     )  # fmt: skip
     assert rows_reported + preview_rows == pos
     some = next(e for e in events if e.asset_key.to_user_string() == "position_updates")
@@ -222,8 +249,11 @@ def _assert_matches_truth(p: Pipeline) -> None:
         if not amounts_agree(row["unrealized_pnl_pnl"] or 0.0, row["unrealized_pnl"]):
             problems.append((where, "U_D", row["unrealized_pnl_pnl"], row["unrealized_pnl"]))
         if row["baseline"]:
-            if not (row["is_baseline"] and row["pnl"] is None):
-                problems.append((where, "baseline", row["pnl"], None))
+            # a baseline carries IB's own daily PnL (pnl_source ib_daily), null only without one
+            source = "ib_daily" if row["pnl"] is not None else None
+            carried = row["pnl"] == row["ib_daily_pnl"] and row["pnl_source"] == source
+            if not (row["is_baseline"] and carried):
+                problems.append((where, "baseline", row["pnl"], row["ib_daily_pnl"]))
         elif row["pnl"] is None or not amounts_agree(row["pnl"], row["daily_pnl"]):
             problems.append((where, "pnl", row["pnl"], row["daily_pnl"]))
         if row["closed"] != bool(row["is_closed"]):
@@ -317,7 +347,8 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS], asset_checks=all_checks(), jobs=[daily_assets_job],
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS],
+        asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS], jobs=[daily_assets_job],
         resources={"lake": p.lake_resource},
     )  # fmt: skip
     result = defs.resolve_job_def("daily_assets").execute_in_process(
@@ -339,7 +370,9 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
         assert_frame_equal(before, after, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     _assert_matches_truth(p)
     mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
-    assert {m.asset_key.to_user_string() for m in mats} == set(tables)
+    # the book and the explain and risk assets of the range are rebuilt in the same run
+    daily_extras = {"book_pnl", "pnl_explain", "risk_scenarios", "expiry_ladder"}
+    assert {m.asset_key.to_user_string() for m in mats} == {*tables, *daily_extras}
     md = mats[0].step_materialization_data.materialization.metadata  # type: ignore[union-attr]
     for key in ("dagster/row_count", "dagster/column_schema", "dagster/column_lineage", "preview"):
         assert key in md

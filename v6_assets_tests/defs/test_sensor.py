@@ -13,7 +13,13 @@ import pytest
 from dagster import SensorResult, build_sensor_context, instance_for_test
 
 from v6_assets.defs.resources import IBStreamResource, LakeResource
-from v6_assets.defs.sensors import DAEMON_LOOP_S, _read_cursor, daemon_minimum_interval, ib_position_stream
+from v6_assets.defs.sensors import (
+    DAEMON_LOOP_S,
+    _read_cursor,
+    cursor_text,
+    daemon_minimum_interval,
+    ib_position_stream,
+)
 from v6_assets.ib.settings import SettingsError
 from v6_assets.ib.streamer import IBPositionStreamer, discard_process_streamer
 from v6_assets_tests.pyenv import del_env, set_env
@@ -101,6 +107,20 @@ def test_a_garbled_cursor_only_resets_the_refresh_throttle() -> None:
         "refreshed_offset": 12,
         "refreshed_at": 3.5,
     }
+
+
+def test_the_cursor_the_ui_shows_is_a_sentence_that_reads_back() -> None:
+    text = cursor_text(1234, 1764679801.25, "ingested 40 rows for 1 session(s); refresh due in 240 s")
+    assert text == (
+        "ingested 40 rows for 1 session(s); refresh due in 240 s | "
+        "last refresh requested for spool offset 1234 at 2025-12-02 12:50:01 UTC (epoch 1764679801.250)"
+    )
+    assert "{" not in text
+    assert _read_cursor(text) == {"refreshed_offset": 1234, "refreshed_at": 1764679801.25}
+    # before any refresh: says so, and reads back as "never"
+    first = cursor_text(0, 0.0, "no new updates")
+    assert first == "no new updates | last refresh requested for spool offset 0 at - (none yet) (epoch 0.000)"
+    assert _read_cursor(first) == {"refreshed_offset": 0, "refreshed_at": 0.0}
 
 
 def simulated_tick_gaps(minimum_interval: int, start_delays: list[float], loop_s: float = 5.0) -> list[float]:

@@ -67,7 +67,9 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
     with Spool(tmp_path / "s.sqlite") as spool:
         with pytest.raises(ValueError, match="limit"):
             spool.read(0, 0)
-        with pytest.raises(TypeError, match="only PositionUpdate and GreeksUpdate"):
+        with pytest.raises(
+            TypeError, match="only PositionUpdate, GreeksUpdate, ExecutionUpdate and AccountValueUpdate"
+        ):
             spool.append(["nope"])  # type: ignore[list-item]
         assert spool.depth() == 0
     with pytest.raises(ValueError, match="synchronous"):

@@ -17,9 +17,25 @@ from v6_assets_tests.lake.helpers import daily_rows, position_rows
 
 
 def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions() -> None:
-    assert set(TABLES) == {"position_updates", "greeks_updates", "eod_positions", "daily_pnl", "exposure",
-                           "statement_positions", "statement_trades", "statement_mtm", "statement_cash",
-                           "statement_files", "reconciliation"}  # fmt: skip
+    assert set(TABLES) == {
+        "position_updates",
+        "greeks_updates",
+        "executions",
+        "account_values",
+        "eod_positions",
+        "daily_pnl",
+        "exposure",
+        "book_pnl",
+        "pnl_explain",
+        "risk_scenarios",
+        "expiry_ladder",
+        "statement_positions",
+        "statement_trades",
+        "statement_mtm",
+        "statement_cash",
+        "statement_files",
+        "reconciliation",
+    }
     for table in TABLES.values():
         assert table.partition_by == ("trade_date",)
         assert table.schema.field("trade_date").type == pa.date32()

@@ -133,3 +133,20 @@ def test_the_daily_refresh_writes_what_the_analytics_compute_and_reconciles(lake
     assert problems.height == 0 and keys > 0
     assert set(audit.greeks_coverage(lake, DAYS[1:])) == {d.isoformat() for d in DAYS[1:]}
     assert audit.audited_sessions(lake, "daily_pnl", None) == [DAYS[-1]]
+
+
+def test_the_two_checks_of_a_stream_share_one_audit_per_table_version(lake: Lake) -> None:
+    first = audit.stream_audit(lake, "greeks_updates", DAYS)
+    assert audit.stream_audit(lake, "greeks_updates", DAYS) is first  # the second check reads nothing again
+    assert (first.rows, first.sentinels, first.duplicates.height) == (
+        lake.read_sessions("greeks_updates", DAYS).height,
+        {},
+        0,
+    )
+    # a new commit is a new version: audited afresh, never the stale result
+    last = lake.read_sessions("greeks_updates", [DAYS[-1]])
+    bad = last.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(-1.0).otherwise(pl.col("vega")).alias("vega"))
+    lake.overwrite_sessions("greeks_updates", pl.concat([bad, bad.head(1)]), [DAYS[-1]])
+    again = audit.stream_audit(lake, "greeks_updates", DAYS)
+    assert again is not first
+    assert (again.rows, again.sentinels, again.duplicates.height) == (first.rows + 1, {"vega": 3}, 1)

@@ -76,3 +76,15 @@ def test_k8s_code_server_is_a_single_pod_by_construction() -> None:
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     workspace = _load(LAUNCHERS / "workspace.docker.yaml")
     assert [entry["grpc_server"]["location_name"] for entry in workspace["load_from"]] == ["v6_assets"]
+
+
+def test_k8s_code_server_is_restarted_when_its_grpc_child_dies() -> None:
+    """The liveness probe is the project's own (Ping through the proxy), not dagster's health check (answered by the
+    proxy even with its child dead): see v6_assets_tests/devserver/test_probe.py."""
+    documents = list(yaml.safe_load_all((LAUNCHERS / "k8s-code-server.yaml").read_text()))
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    probe = container["livenessProbe"]
+    port = container["args"][container["args"].index("-p") + 1]
+    assert probe["exec"]["command"] == ["python", "-m", "v6_assets.devserver", "--probe", port]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 60

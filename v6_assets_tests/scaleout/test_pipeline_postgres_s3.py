@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -29,6 +30,7 @@ from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
+from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator
 from v6_assets.ib.spool import Spool
@@ -133,8 +135,8 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
 
     # -- single-run backfill of the daily assets over every streamed session, with the checks -----------------
     defs = Definitions(
-        assets=[*STREAM_SPECS, *DAILY_ASSETS],
-        asset_checks=all_checks(),
+        assets=[*STREAM_SPECS, *DAILY_ASSETS, *RISK_ASSETS],
+        asset_checks=[*all_checks(), *RISK_CHECKS],
         jobs=[daily_assets_job, table_maintenance],
         resources=resources,
     )
@@ -200,3 +202,27 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
     data_removed = {k for k in keys_before - keys_after if k.endswith(".parquet")}
     assert len(data_removed) == report["vacuum"]["files_deleted"]
     assert s3_lake.scan(POSITION_UPDATES.name).select(pl.len()).collect().item() == rows_before
+
+
+def test_integrity_check_catches_a_deleted_object_on_s3(services: Services, s3_lake: Lake, tmp_path: Path) -> None:
+    """Issue 17, point 4 on an object store: a data object deleted from the bucket is reported by name, with the
+    repair hint, while the Delta log still references it; before the deletion the same lake passes."""
+    from v6_assets.pipeline.ingest import drain_spool_to_lake
+    from v6_assets.pipeline.integrity import REPAIR_HINT, check_lake
+    from v6_assets_tests.pipeline.test_ingest import fill
+
+    stream = "ib-127.0.0.1-4002-61"
+    with Spool(tmp_path / "spool.sqlite") as spool:
+        for start in (0, 20):  # two commits: several objects per table
+            fill(spool, 20, start)
+            drain_spool_to_lake(spool, s3_lake, stream)
+    healthy = check_lake(s3_lake, stream)
+    assert healthy.ok, healthy.describe()
+    assert healthy.files_checked >= 4 and healthy.offset_range == (1, 40)
+    parquet = sorted(k for k in _s3_keys(services, s3_lake, GREEKS_UPDATES.name) if k.endswith(".parquet"))
+    assert len(parquet) >= 2, parquet
+    services.s3_client().delete_object(Bucket=services.bucket, Key=parquet[0])  # type: ignore[attr-defined]
+    report = check_lake(s3_lake, stream)
+    assert not report.ok
+    assert report.missing_files == {GREEKS_UPDATES.name: [parquet[0].rsplit("/", 1)[-1]]}
+    assert "LAKE INTEGRITY FAILURE" in report.describe() and REPAIR_HINT in report.describe()
