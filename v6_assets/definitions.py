@@ -14,14 +14,28 @@ from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import ALL_SCHEDULES
 from v6_assets.defs.sensors import ib_position_stream
+from v6_assets.defs.statement_assets import RECONCILIATION_CHECKS, STATEMENT_SPECS, reconciliation, reconciliation_job
+from v6_assets.defs.statement_sensors import FlexStatementsResource, flex_statements
 
 defs = Definitions(
-    assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS],
-    asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS],
-    jobs=[daily_assets_job, table_maintenance],
-    sensors=[ib_position_stream],
+    assets=[
+        *STREAM_SPECS,
+        *BOOK_STREAM_SPECS,
+        *DAILY_ASSETS,
+        *BOOK_ASSETS,
+        *RISK_ASSETS,
+        *STATEMENT_SPECS,
+        reconciliation,
+    ],
+    asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS, *RECONCILIATION_CHECKS],
+    jobs=[daily_assets_job, table_maintenance, reconciliation_job],
+    sensors=[ib_position_stream, flex_statements],
     schedules=ALL_SCHEDULES,
-    resources={"ib_stream": IBStreamResource.from_env(), "lake": LakeResource.from_env()},
+    resources={
+        "ib_stream": IBStreamResource.from_env(),
+        "lake": LakeResource.from_env(),
+        "flex": FlexStatementsResource.from_env(),
+    },
     # The daily steps are a chain (eod -> pnl, exposure) over one Delta lake: a process per step (Dagster's default
     # multiprocess executor) buys no parallelism on a small machine and costs an interpreter start per step.
     executor=in_process_executor,

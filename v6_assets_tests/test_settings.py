@@ -13,11 +13,17 @@ from v6_assets.contracts.settings import EnvSettings, SettingsError
 from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.ib.settings import IBEnvironment, StreamerSettings
 from v6_assets.lake.settings import LakeEnvironment
-from v6_assets.pipeline.settings import PipelineEnvironment
+from v6_assets.pipeline.settings import PipelineEnvironment, StatementsEnvironment
 from v6_assets_tests.pyenv import set_env
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS: tuple[type[EnvSettings], ...] = (IBEnvironment, LakeEnvironment, PipelineEnvironment, DefsEnvironment)
+MODELS: tuple[type[EnvSettings], ...] = (
+    IBEnvironment,
+    LakeEnvironment,
+    PipelineEnvironment,
+    DefsEnvironment,
+    StatementsEnvironment,
+)
 ROW = re.compile(r"^\| `(V6_[A-Z0-9_]+)` \| (.+?) \| (.+) \|$")
 
 

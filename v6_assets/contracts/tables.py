@@ -531,3 +531,9 @@ TABLES: dict[str, TableDef] = {
 def polars_dtypes(table: TableDef, *, without: tuple[str, ...] = ()) -> dict[str, pl.DataType]:
     """``{column: polars dtype}`` of ``table`` in column order, leaving out ``without``."""
     return {name: dtype for name, dtype in table.polars_schema.items() if name not in without}
+
+
+# The Flex statement tables and the reconciliation (``statement_tables`` builds on the classes above).
+from v6_assets.contracts.statement_tables import ALL_STATEMENT_TABLES  # noqa: E402
+
+TABLES.update(ALL_STATEMENT_TABLES)

@@ -17,6 +17,8 @@ class Fill:
     qty: float
     price: float  # per share
     commission: float
+    at: str = ""  # ISO time of the fill (statements); set by MarketState
+    code: str = ""  # Flex lifecycle code of a booked close: Ep (expired), Ex (exercised), A (assigned)
 
 
 @dataclass(slots=True)

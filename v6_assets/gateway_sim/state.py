@@ -116,6 +116,7 @@ class MarketState:
         elif pos.qty == 0 and pos.closed_at_session:
             pos.closed_at_session = False
         pos.apply_trade(qty, price, commission)
+        pos.fills_session[-1].at = self.now.isoformat()
         return pos
 
     def correct_fill(self, account: str, con_id: int, old_price: float, new_price: float) -> BookPosition:
@@ -152,7 +153,10 @@ class MarketState:
             intrinsic = round(intrinsic, 4)
             # worthless -> closed at 0; in the money -> closed at intrinsic (cash-settled view of exercise)
             self.market.mark_overrides[c.con_id] = intrinsic
+            code = "Ep" if intrinsic == 0 else ("Ex" if pos.qty > 0 else "A")
             pos.apply_trade(-pos.qty, intrinsic, 0.0)
+            pos.fills_session[-1].at = self.now.isoformat()
+            pos.fills_session[-1].code = code
             yield pos
 
     def session_cut(self) -> None:

@@ -177,6 +177,8 @@ def eod_entry(state: MarketState, session: SessionTimes, pos: BookPosition) -> d
         "position": pos.qty,
         "prev_position": pos.prev_close_qty,
         "prev_mark": pos.prev_close_mark,
+        # IB's previous close even on a baseline session (the start is before the open: the start mark is it)
+        "statement_prev_mark": pos.reset_mark if baseline else pos.prev_close_mark,
         "mark": mark,
         "market_value": pos.market_value(mark) if pos.qty else 0.0,
         "average_cost": pos.average_cost if pos.qty else 0.0,
@@ -184,6 +186,10 @@ def eod_entry(state: MarketState, session: SessionTimes, pos: BookPosition) -> d
         "realized_pnl": pos.realized_session or 0.0,
         "realized_pnl_sent": state.realized_wire(pos),
         "commissions": pos.commissions_session,
+        "fills": [
+            {"qty": f.qty, "price": f.price, "commission": f.commission, "at": f.at, "code": f.code}
+            for f in pos.fills_session
+        ],
         "daily_pnl": daily,
         "baseline": baseline,
         "closed": pos.qty == 0,

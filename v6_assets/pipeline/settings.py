@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from pydantic import Field, field_validator
 
@@ -80,3 +81,34 @@ def shifts(raw: str) -> tuple[float, ...]:
     if not values or not all(math.isfinite(v) for v in values):
         raise ValueError(f"finite numbers expected, got {raw!r}")
     return values
+
+
+class StatementsEnvironment(EnvSettings):
+    """IB Flex statements: the drop folder, the mark tolerance of the reconciliation, the optional Flex Web Service."""
+
+    statements_dir: str = Field(
+        "", validation_alias="V6_STATEMENTS_DIR", description="folder watched for Flex statement files"
+    )
+    mark_tolerance: float = Field(
+        0.01,
+        ge=0.0,
+        allow_inf_nan=False,
+        validation_alias="V6_STATEMENT_MARK_TOLERANCE",
+        description="reconciliation: our cut mark vs IB's closing mark, relative (at least one cent)",
+    )
+    flex_token: str = Field(
+        "", repr=False, validation_alias="V6_FLEX_TOKEN", description="Flex Web Service token (a secret)"
+    )
+    flex_query_id: str = Field("", validation_alias="V6_FLEX_QUERY_ID", description="Flex query id of the statement")
+    flex_url: str = Field(
+        "https://ndcdyn.interactivebrokers.com/AccountManagement/FlexWebService",
+        validation_alias="V6_FLEX_URL",
+        description="Flex Web Service base URL",
+    )
+
+    def statements_folder(self, home: Path) -> Path:
+        return Path(self.statements_dir) if self.statements_dir else home / "statements"
+
+    @property
+    def web_service_on(self) -> bool:
+        return bool(self.flex_token and self.flex_query_id)

@@ -38,6 +38,11 @@ def test_definitions_load_and_validate() -> None:
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
+        "statement_positions",
+        "statement_trades",
+        "statement_mtm",
+        "statement_cash",
+        "reconciliation",
     }
 
 
@@ -85,6 +90,11 @@ def test_lineage_is_as_specified() -> None:
         "pnl_explain": {"daily_pnl", "eod_positions"},
         "risk_scenarios": {"eod_positions"},
         "expiry_ladder": {"eod_positions"},
+        "statement_positions": set(),
+        "statement_trades": set(),
+        "statement_mtm": set(),
+        "statement_cash": set(),
+        "reconciliation": {"eod_positions", "daily_pnl", "statement_positions", "statement_trades", "statement_mtm"},
     }
     assert graph.get(AssetKey("position_updates")).is_external
     assert graph.get(AssetKey("executions")).is_external
@@ -162,6 +172,11 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("account_values", "no_duplicate_offsets"),
         ("account_values", "no_sentinel_values"),
         ("book_pnl", "statement_matches_pnl"),
+        ("reconciliation", "positions_match_statement"),
+        ("reconciliation", "marks_match_statement"),
+        ("reconciliation", "pnl_matches_statement_mtm"),
+        ("reconciliation", "trades_match_statement"),
+        ("reconciliation", "lifecycle_matches_statement"),
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
     assert ("expiry_ladder", "within_greek_limits") in checks

@@ -30,6 +30,12 @@ def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions(
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
+        "statement_positions",
+        "statement_trades",
+        "statement_mtm",
+        "statement_cash",
+        "statement_files",
+        "reconciliation",
     }
     for table in TABLES.values():
         assert table.partition_by == ("trade_date",)
