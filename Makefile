@@ -74,8 +74,9 @@ FORCE:
 sim: $(RUNTIME_STAMP)
 	$(BIN)/v6-gateway-sim --scenario demo
 
+# make demo SCENARIO=path/to/scenario.yaml: the same demo over your own scenario (format: reference.yaml).
 demo: $(RUNTIME_STAMP)
-	$(BIN)/python -m v6_assets.demo
+	$(BIN)/python -m v6_assets.demo $(if $(SCENARIO),--scenario $(SCENARIO))
 
 run: $(RUNTIME_STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m v6_assets.devserver --port 3000 -w workspace.yaml

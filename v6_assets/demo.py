@@ -50,6 +50,7 @@ from v6_assets.devserver import (
     session_processes,
     signal_session,
 )
+from v6_assets.gateway_sim.scenario_model import ScenarioError
 from v6_assets.history_seed import (
     DAILY_JOB,
     HISTORY_WHY,
@@ -168,8 +169,12 @@ def run_demo(
     sim_port: int = 0,
     client_id: int = 61,
     keep_running: bool = True,
+    scenario_name: str = "demo",
 ) -> None:
-    """The whole demo; returns after Ctrl-C (or at once after startup when ``keep_running`` is False)."""
+    """The whole demo; returns after Ctrl-C (or at once after startup when ``keep_running`` is False).
+
+    ``scenario_name``: a built-in scenario or a YAML file; its clock start moves to ``sessions_back`` sessions ago so
+    its history is seeded like the demo's (events placed by ``session: N`` keep their place; ``at`` events do not)."""
     from v6_assets.gateway_sim import GatewaySimulator, load_scenario
     from v6_assets.ib import StreamerSettings
     from v6_assets.lake import Lake
@@ -184,7 +189,7 @@ def run_demo(
     shutil.copyfile(project_dir / "dagster.yaml", state / "dagster_home" / "dagster.yaml")
 
     start = history_start(sessions_back)
-    scenario = load_scenario("demo", start_time=start)
+    scenario = load_scenario(scenario_name, start_time=start)
     print(f"Starting the IB gateway simulator: scenario 'demo', {sessions_back} sessions back, speed x{seed_speed:g}")
     sim = GatewaySimulator(
         scenario, port=sim_port, speed=seed_speed, truth_dir=state / "truth", record_path=state / "sim_requests.jsonl"
@@ -267,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS, help="sessions of history to seed (1..60)")
     parser.add_argument("--seed-speed", type=float, default=DEFAULT_SEED_SPEED, help="simulated s per real s")
     parser.add_argument("--sim-port", type=int, default=0, help="simulator port (0: a free one)")
+    parser.add_argument(
+        "--scenario", default="demo", help="built-in scenario name or YAML file (make demo SCENARIO=path)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.sessions <= 60:
         parser.error("--sessions must be in 1..60")
@@ -289,11 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sessions_back=args.sessions,
                 seed_speed=args.seed_speed,
                 sim_port=args.sim_port,
+                scenario_name=args.scenario,
             )
     except KeyboardInterrupt:
         _say("Demo stopped; no process left running.")
         return 0
-    except (DemoError, DevServerError, SeedError) as exc:
+    except (DemoError, DevServerError, SeedError, ScenarioError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     return 0
