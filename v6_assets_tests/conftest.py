@@ -15,7 +15,7 @@ _watchdog: subprocess.Popen[bytes] | None = None
 
 # Modules whose classes share one module-scoped stack (one dagster dev): xdist's loadscope would give each class its
 # own work unit, so a second worker would start a second stack. Their tests stay on one worker, in file order.
-ONE_WORKER_MODULES = frozenset({"v6_assets_tests/e2e/test_e2e.py"})
+ONE_WORKER_MODULES = frozenset({"v6_assets_tests/e2e/test_e2e.py", "v6_assets_tests/pipeline/test_statements.py"})
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
