@@ -13,9 +13,15 @@ from v6_assets_tests import reaper
 _watchdog: subprocess.Popen[bytes] | None = None
 
 
-# Modules whose classes share one module-scoped stack (one dagster dev): xdist's loadscope would give each class its
-# own work unit, so a second worker would start a second stack. Their tests stay on one worker, in file order.
-ONE_WORKER_MODULES = frozenset({"v6_assets_tests/e2e/test_e2e.py", "v6_assets_tests/pipeline/test_statements.py"})
+# Modules whose classes share one module-scoped stack (one dagster dev, one simulated replay): xdist's loadscope would
+# give each class its own work unit, so each worker would build the stack again. Their tests stay on one worker.
+ONE_WORKER_MODULES = frozenset(
+    {
+        "v6_assets_tests/e2e/test_e2e.py",
+        "v6_assets_tests/pipeline/test_statements.py",
+        "v6_assets_tests/cli/test_cli.py",
+    }
+)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
