@@ -100,10 +100,15 @@ def test_builtin_scenarios_load() -> None:
     }  # fmt: skip
 
 
-def test_cli_serves_demo_to_ib_async(tmp_path: Path) -> None:
+# ``v6 sim`` is the same simulator as ``v6-gateway-sim`` (kept as an alias): both are served to a real client.
+COMMANDS = {"v6-gateway-sim": [str(CLI)], "v6 sim": [str(CLI.with_name("v6")), "sim"]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_serves_demo_to_ib_async(tmp_path: Path, command: str) -> None:
     truth, record = tmp_path / "truth", tmp_path / "requests.jsonl"
     proc = subprocess.Popen(
-        [str(CLI), "--scenario", "demo", "--port", "0", "--speed", "3000", "--truth-out", str(truth),
+        [*COMMANDS[command], "--scenario", "demo", "--port", "0", "--speed", "3000", "--truth-out", str(truth),
          "--record", str(record)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
