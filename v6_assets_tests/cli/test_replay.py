@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from v6_assets.cli import main
 from v6_assets.contracts.money import amounts_agree
 from v6_assets.ib.streamer import discard_process_streamer
+from v6_assets.lake import Lake
 
 SCENARIO = Path(__file__).with_name("scenarios") / "hand_computed.yaml"
 # (session, account) -> expected daily PnL; None = the baseline session (no previous state of ours: IB's own daily
@@ -53,11 +54,10 @@ def test_replay_of_a_hand_computed_scenario_is_right_to_the_cent(tmp_path: Path)
 
 
 def test_replay_refuses_a_lake_that_already_holds_a_stream(tmp_path: Path) -> None:
-    lake = tmp_path / "lake" / "position_updates" / "_delta_log"
-    lake.mkdir(parents=True)
-    (lake / "00000000000000000000.json").write_text("")
-    result = CliRunner().invoke(main, ["replay", str(SCENARIO), "--out", str(tmp_path)])
-    assert result.exit_code in (1, 2), result.output
+    Lake(str(tmp_path / "lake")).ensure_table("position_updates")  # a real (empty) Delta table of a stream
+    result = CliRunner().invoke(main, ["replay", str(SCENARIO), "--out", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert "already holds streamed rows" in result.output
 
 
 def test_replay_of_a_broken_scenario_is_a_usage_error(tmp_path: Path) -> None:
