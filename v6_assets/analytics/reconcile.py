@@ -200,7 +200,11 @@ def _trades(pnl: pl.DataFrame, trades: pl.DataFrame, executions: pl.DataFrame | 
     compared = j.height
     if executions is not None:
         ours = _latest_revision(executions.select(EXECUTION_COLUMNS))
-        theirs = _latest_revision(trades.select(*KEY, "exec_id", "quantity", "trade_price", "commission"))
+        theirs = _latest_revision(trades.select(*KEY, "exec_id", "quantity", "trade_price", "commission", "lifecycle"))
+        # IB books expiries/exercises/assignments without an execDetails: those are the lifecycle check's, unless
+        # the stream did report one under the same exec id
+        theirs = theirs.filter(pl.col("lifecycle").is_null() | pl.col("exec_base").is_in(ours["exec_base"].implode()))
+        theirs = theirs.drop("lifecycle")
         e = ours.join(theirs, on="exec_base", how="full", suffix="_s")
         e = e.with_columns(
             account=pl.coalesce("account", "account_s"), con_id=pl.coalesce("con_id", "con_id_s"),

@@ -45,7 +45,7 @@ from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource
 from v6_assets.pipeline.daily import MissingUpstreamError
 from v6_assets.pipeline.settings import StatementsEnvironment
-from v6_assets.pipeline.statements import compute_reconciliation, refresh_reconciliation
+from v6_assets.pipeline.statements import ReconciliationRun, compute_reconciliation, refresh_reconciliation
 
 GROUP_STATEMENTS = "statements"
 DIFFERENCE_ROWS = 200  # the metadata table shows at most this many differences (the table holds them all)
@@ -101,15 +101,16 @@ def differences_table(result: Reconciliation) -> MetadataValue:
 )
 def reconciliation(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     lk = lake.lake()
-    results: dict[str, Any] = {}
+    results: dict[str, ReconciliationRun] = {}
     for day in run_sessions(context):
         try:
             run = refresh_reconciliation(lk, day, mark_rel_tolerance=mark_tolerance())
         except MissingUpstreamError as exc:
             context.log.error(str(exc))
             raise Failure(description=str(exc), allow_retries=False) from None
-        results[day.isoformat()] = run.reconciliation
-    last: Reconciliation = results[max(results)]
+        results[day.isoformat()] = run
+    last_run = results[max(results)]
+    last: Reconciliation = last_run.reconciliation
     verdicts = last.verdicts()
     return MaterializeResult(
         metadata={
@@ -119,9 +120,8 @@ def reconciliation(context: AssetExecutionContext, lake: LakeResource) -> Materi
             "listed_differences": last.differences.height,
             "compared": MetadataValue.json(last.compared),
             "differences": differences_table(last),
-            # executions: not yet wired (issue 15); the trade check compares the statement's trades to our position
-            # changes until then
-            "trades_compared_by_exec_id": False,
+            # False only for a lake without an executions table: the trades are then compared by position change
+            "trades_compared_by_exec_id": last_run.by_exec_id,
         }
     )
 

@@ -18,6 +18,7 @@ class Fill:
     price: float  # per share
     commission: float
     at: str = ""  # ISO time of the fill (statements); set by MarketState
+    exec_id: str = ""  # the execution's id as the gateway reported it (latest revision); set by the timeline
     code: str = ""  # Flex lifecycle code of a booked close: Ep (expired), Ex (exercised), A (assigned)
 
 

@@ -93,9 +93,11 @@ def session_executions(eod: Iterable[Mapping[str, Any]], session: date) -> list[
         if e["session"] != session.isoformat():
             continue
         for i, f in enumerate(e.get("fills", [])):
-            out.append({"account": e["account"], "con_id": e["con_id"], "exec_id": exec_id(e["account"], e["con_id"],
-                        f["at"], i), "quantity": f["qty"], "price": f["price"], "commission": f["commission"],
-                        "code": f["code"], "at": f["at"], "entry": e})  # fmt: skip
+            # the gateway's own exec id; a booked close (expiry) has none: a stable one is made up, as IB does
+            xid = f.get("exec_id") or exec_id(e["account"], e["con_id"], f["at"], i)
+            out.append({"account": e["account"], "con_id": e["con_id"], "exec_id": xid, "quantity": f["qty"],
+                        "price": f["price"], "commission": f["commission"], "code": f["code"], "at": f["at"],
+                        "entry": e})  # fmt: skip
     return out
 
 
@@ -109,7 +111,8 @@ def _trade(x: Mapping[str, Any], mark: float, price_offset: float = 0.0, revisio
         **_instrument(e),
         "transactionType": "BookTrade" if booked else "ExchTrade",
         "tradeID": str(zlib.crc32(x["exec_id"].encode())),
-        "ibExecID": x["exec_id"][:-2] + f"{revision:02d}",
+        # a stream correction already raised the id's revision; a late statement correction raises it further
+        "ibExecID": x["exec_id"][:-2] + f"{max(revision, int(x['exec_id'][-2:])):02d}",
         "reportDate": _flex_date(date.fromisoformat(e["session"])),
         "tradeDate": _flex_date(date.fromisoformat(e["session"])),
         "dateTime": _flex_time(x["at"]),

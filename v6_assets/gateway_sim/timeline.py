@@ -89,10 +89,14 @@ class TimelineDriver:
             realized = pos.realized_total - realized_before if closing else None
             execution = state.executions.record(p["account"], pos.contract, p["qty"], price, p["commission"],
                                                 realized, state.now, p.get("commission_delay_s", 0.0))  # fmt: skip
+            pos.fills_session[-1].exec_id = execution.exec_id  # the statement reports the same id
             self._publish_fill(execution)
         elif kind == "correct_execution":
             execution, old_price = state.executions.correct(p["account"], p["con_id"], p["price"], state.now)
             pos = state.correct_fill(p["account"], p["con_id"], old_price, p["price"])
+            for fill in pos.fills_session:
+                if fill.exec_id.startswith(execution.exec_base + "."):
+                    fill.exec_id = execution.exec_id
             self.publisher.position_changed(pos)
             self._publish_fill(execution)
         elif kind == "underlying":

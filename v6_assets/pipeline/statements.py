@@ -33,9 +33,10 @@ from v6_assets.contracts.statement_tables import (
     STATEMENT_POSITIONS,
     STATEMENT_TRADES,
 )
-from v6_assets.contracts.tables import DAILY_PNL, EOD_POSITIONS, TRADE_DATE
+from v6_assets.contracts.tables import DAILY_PNL, EOD_POSITIONS, EXECUTIONS, TRADE_DATE
 from v6_assets.ib.flex import AccountStatement, StatementError, parse_flex
 from v6_assets.lake import Lake
+from v6_assets.pipeline.book import session_executions
 from v6_assets.pipeline.daily import MissingUpstreamError
 
 ROW_TABLES = (STATEMENT_POSITIONS, STATEMENT_TRADES, STATEMENT_MTM, STATEMENT_CASH)
@@ -137,13 +138,16 @@ def ingest_statement(
 class ReconciliationRun:
     reconciliation: Reconciliation
     statements: pl.DataFrame  # the ledger rows used
+    by_exec_id: bool  # the trades were matched to our executions by exec id (an executions table exists)
 
 
 def compute_reconciliation(
     lake: Lake, session: date, *, executions: pl.DataFrame | None = None, mark_rel_tolerance: float = 0.01
 ) -> ReconciliationRun:
     """The session's reconciliation from the lake (nothing written). ``executions``: rows with
-    ``analytics.reconcile.EXECUTION_COLUMNS`` (issue 15's table once it exists; the simulator's truth in tests)."""
+    ``analytics.reconcile.EXECUTION_COLUMNS``; by default the session's booked executions from the ``executions``
+    table (latest revision, commission once known), or none when the lake has no such table (a stream that predates
+    it): then the trades are compared by position change only."""
     ledger = _ledger(lake, session)
     if not ledger.height:
         raise MissingUpstreamError(
@@ -156,6 +160,8 @@ def compute_reconciliation(
         missing = "eod_positions" if not eod.height else "daily_pnl"
         raise MissingUpstreamError(f"{missing} for {session} holds no rows: materialize it first")
     eod_prev = lake.read_sessions(EOD_POSITIONS, [sessions.previous_session(session)])
+    if executions is None and lake.exists(EXECUTIONS):
+        executions = session_executions(lake, [session])
     result = reconcile(
         session,
         eod=eod,
@@ -168,7 +174,7 @@ def compute_reconciliation(
         executions=executions,
         mark_rel_tolerance=mark_rel_tolerance,
     )
-    return ReconciliationRun(result, ledger)
+    return ReconciliationRun(result, ledger, by_exec_id=executions is not None)
 
 
 def refresh_reconciliation(

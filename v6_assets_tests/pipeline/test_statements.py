@@ -34,6 +34,7 @@ from v6_assets.ib.flex import StatementError, parse_flex
 from v6_assets.ib.settings import StreamerSettings
 from v6_assets.lake import Lake
 from v6_assets.pipeline import daily
+from v6_assets.pipeline.book import session_executions as stream_executions
 from v6_assets.pipeline.ingest import drain_spool_to_lake
 from v6_assets.pipeline.statements import compute_reconciliation, ingest_statement, refresh_reconciliation
 
@@ -56,11 +57,8 @@ class Book:
 
 
 def _executions(book: Book, day: date) -> pl.DataFrame:
-    rows = [{k: x[k] for k in ("account", "con_id", "exec_id", "quantity", "price", "commission")}
-            for x in session_executions(book.eod_truth, day)]  # fmt: skip
-    schema = {"account": pl.String, "con_id": pl.Int64, "exec_id": pl.String, "quantity": pl.Float64,
-              "price": pl.Float64, "commission": pl.Float64}  # fmt: skip
-    return pl.DataFrame(rows, schema=schema)
+    """The session's executions as the stream stored them (latest revision, commission joined)."""
+    return stream_executions(book.lake, [day])
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +119,11 @@ class TestGroundTruth:
             outcomes = ingest_statement(book.lake, xml, file_name=f"{day}.xml", allowed_accounts=book.accounts,
                                         today=TODAY, now=NOW)  # fmt: skip
             assert {o.status for o in outcomes} == {"new"}
-            run = refresh_reconciliation(book.lake, day, executions=_executions(book, day))
+            # the statement carries the gateway's own exec ids: the stream's executions match them one to one
+            truth_ids = {x["exec_id"][:-3] for x in session_executions(book.eod_truth, day) if not x["code"]}
+            assert set(_executions(book, day)["exec_base"].to_list()) == truth_ids
+            run = refresh_reconciliation(book.lake, day)  # reads the session's executions from the lake
+            assert run.by_exec_id
             result = run.reconciliation
             assert result.blocking().height == 0, f"{day}: {result.blocking().to_dicts()}"
             checked = ("positions", "marks", "pnl") + (("trades",) if session_executions(book.eod_truth, day) else ())
