@@ -50,7 +50,7 @@ from v6_assets.devserver import (
     session_processes,
     signal_session,
 )
-from v6_assets.gateway_sim.scenario_model import ScenarioError
+from v6_assets.gateway_sim.scenario_model import Scenario, ScenarioError
 from v6_assets.history_seed import (
     DAILY_JOB,
     HISTORY_WHY,
@@ -87,6 +87,8 @@ def demo_environment(
         V6_DEMO="1",
         V6_HOME=str(state),
         V6_LAKE_URI=str(state / "lake"),
+        # the demo's statements never mix with a real statements folder
+        V6_STATEMENTS_DIR=str(state / "statements"),
         DAGSTER_HOME=str(state / "dagster_home"),
         V6_IB_HOST=LOOPBACK,
         V6_IB_PORT=str(sim_port),
@@ -150,7 +152,8 @@ def _banner(url: str, state: Path, seed: SeedResult, sim_port: int, computing: S
  Seeded history: {seed.rows_written} rows for sessions {sessions}
    (simulated streamer -> spool -> Delta in {seed.duration_s:.0f}s; simulator on {LOOPBACK}:{sim_port})
  Computing eod_positions, daily_pnl, exposure of the seeded history: {computed}
-   ({url}/runs); the sensor's first refresh computes the current session.
+   ({url}/runs); the sensor's first refresh computes the current session. Then IB's (simulated) Flex
+   statements of those sessions are dropped and reconciled ({url}/assets/reconciliation).
  State (fresh each start): {state}   Delta tables: {state / "lake"}
  Logs: {state / "dagster_dev.log"}
 
@@ -243,6 +246,10 @@ def run_demo(
                                 flush=True,
                             )
                             history_run = None
+                            if status == "SUCCESS":
+                                _drop_statements(scenario, sim.truth["eod"], state, computing, dev.url)
+                            else:
+                                print("No statements dropped: the history they reconcile against did not compute.")
                     time.sleep(1.0)
             finally:
                 watchdog_stop.set()
@@ -259,6 +266,24 @@ def run_demo(
                 (state / "dagster_dev.sid").unlink(missing_ok=True)
             _say("Stopping the simulator ...")
     _say("Demo stopped; no process left running.")
+
+
+def _drop_statements(
+    scenario: Scenario, eod: Sequence[Mapping[str, object]], state: Path, computing: Sequence[str], url: str
+) -> None:
+    """IB's Flex statements of the seeded sessions (the simulator's, one planted discrepancy), dropped once their
+    eod_positions and daily_pnl exist, as IB's arrive the morning after: the flex_statements sensor ingests them and
+    reconciles each session."""
+    from v6_assets.gateway_sim.statements import drop_demo_statements
+
+    folder = state / "statements"  # V6_STATEMENTS_DIR of the demo's dagster dev
+    days = [date.fromisoformat(d) for d in computing]
+    files = drop_demo_statements(scenario, eod, folder, days)
+    print(
+        f"Dropped {len(files)} simulated IB Flex statements into {folder}; the flex_statements sensor reconciles "
+        f"each session (one planted mark difference shows red on {days[-1]}): {url}/assets/reconciliation",
+        flush=True,
+    )
 
 
 def _say(message: str) -> None:

@@ -187,8 +187,14 @@ def eod_entry(state: MarketState, session: SessionTimes, pos: BookPosition) -> d
         "realized_pnl_sent": state.realized_wire(pos),
         "commissions": pos.commissions_session,
         "fills": [
-            {"qty": f.qty, "price": f.price, "commission": f.commission, "at": f.at, "code": f.code,
-             "exec_id": f.exec_id}
+            {
+                "qty": f.qty,
+                "price": f.price,
+                "commission": f.commission,
+                "at": f.at,
+                "code": f.code,
+                "exec_id": f.exec_id,
+            }
             for f in pos.fills_session
         ],
         "daily_pnl": daily,

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from v6_assets.contracts.money import Money
 from v6_assets.defs.assets import GROUP_DAILY, GROUP_STREAM
 from v6_assets.devserver import launch_range_run, mark_nux_seen
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
+from v6_assets.gateway_sim.statements import drop_demo_statements
 from v6_assets.history_seed import DAILY_JOB, HISTORY_WHY, SeedResult, history_sessions, history_start, seed_history
 from v6_assets.ib import StreamerSettings
 from v6_assets.ib.streamer import discard_process_streamer
@@ -420,6 +421,57 @@ class TestFirstScreen:
             pg.goto(f"{stack.dev.url}/", wait_until="networkidle")
             pg.wait_for_timeout(1500)
             browser.screenshot(pg, "home")
+
+
+_CHECK_EXECUTIONS = """
+query($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 5) { status partition } }
+"""
+
+
+class TestReconciliation:
+    """Issue 19: make demo drops the simulator's Flex statements of the seeded sessions once their history is
+    computed (the same function); the flex_statements sensor ingests them and reconciles each session: green where
+    IB's statement agrees, red, with its difference table, on the session where one closing mark was planted."""
+
+    def test_seeded_statements_reconcile_green_and_the_planted_mark_shows_red(self, stack: Stack) -> None:
+        done = stack.gql.wait_for_runs([stack.history_run], timeout_s=300)
+        assert [r["status"] for r in done] == ["SUCCESS"], done
+        days = [date.fromisoformat(d) for d in stack.history]
+        files = drop_demo_statements(stack.sim.scenario, list(stack.sim.truth["eod"]), stack.dev.v6_home / "statements",
+                                     days)  # fmt: skip
+        assert len(files) == len(days)
+
+        def reconciled() -> dict[str, str] | None:
+            runs = [r for r in stack.gql.runs(limit=500) if r["tags"].get("v6/why", "").startswith("statement ")]
+            status = {r["tags"].get("dagster/partition", ""): r["status"] for r in runs}
+            finished = all(s in ("SUCCESS", "FAILURE", "CANCELED") for s in status.values())
+            return status if set(status) >= set(stack.history) and finished else None
+
+        status = wait_until(reconciled, timeout_s=300, interval_s=2, what="the statements' reconciliation runs")
+        runs_by_day = {r["tags"].get("dagster/partition", ""): r["runId"] for r in stack.gql.runs(limit=500)
+                       if r["tags"].get("v6/why", "").startswith("statement ")}  # fmt: skip
+        newest = stack.history[-1]
+        assert status[newest] == "FAILURE", status  # the planted mark: a blocking check fails the run
+        assert all(status[d] == "SUCCESS" for d in stack.history[:-1]), status
+        for check, want in (("marks_match_statement", "FAILED"), ("positions_match_statement", "SUCCEEDED"),
+                            ("trades_match_statement", "SUCCEEDED")):  # fmt: skip
+            got = stack.gql.execute(_CHECK_EXECUTIONS, {"key": {"path": ["reconciliation"]}, "check": check,
+                                                        "partition": newest})["assetCheckExecutions"]  # fmt: skip
+            assert got and got[0]["status"] == want, (check, got, stack.gql.run_log_text(runs_by_day[newest])[-6000:])
+        meta = stack.gql.materializations("reconciliation", partitions=[newest], limit=1)[0]["metadata"]
+        assert meta["trades_compared_by_exec_id"] in (True, "true", "True"), meta
+        assert int(meta["blocking_differences"]) == 1, meta
+        stack.gql.execute("mutation { setNuxSeen }")
+        with browser.page() as pg:
+            pg.goto(f"{stack.dev.url}/assets/reconciliation?view=checks", wait_until="networkidle")
+            pg.get_by_text("marks_match_statement").first.wait_for(state="visible", timeout=60_000)
+            pg.wait_for_timeout(1500)
+            browser.screenshot(pg, "reconciliation_checks")
+            pg.goto(f"{stack.dev.url}/assets/reconciliation?view=events&partition={newest}", wait_until="networkidle")
+            row = _metadata_row(pg, "differences")
+            row.wait_for(state="visible", timeout=60_000)
+            browser.screenshot(pg, "reconciliation_red_session")
 
 
 def _audit_key(kind: str, account: str, con_id: int, value: float | None) -> tuple[str, str, int, float | None]:
