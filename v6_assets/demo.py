@@ -83,6 +83,7 @@ def demo_environment(
     env = {k: v for k, v in base.items() if not k.startswith(("V6_IB_", "DAGSTER_"))}
     if partitions_start is not None:
         env["V6_PARTITIONS_START"] = partitions_start.isoformat()
+    env.setdefault("V6_STATEMENTS_INTERVAL_S", "10")  # the demo's statements arrive while someone watches
     env.update(
         V6_DEMO="1",
         V6_HOME=str(state),

@@ -17,6 +17,13 @@ class DefsEnvironment(EnvSettings):
         validation_alias="V6_SENSOR_INTERVAL_S",
         description="streaming sensor interval (Dagster's daemon loop makes ~5 s the floor)",
     )
+    statements_interval_s: int = Field(
+        30,
+        ge=1,
+        validation_alias="V6_STATEMENTS_INTERVAL_S",
+        description="how often the flex_statements sensor looks for new statement files (a file is taken once it is "
+        "unchanged for one interval)",
+    )
     refresh_minutes: float = Field(
         5.0,
         ge=0.0,

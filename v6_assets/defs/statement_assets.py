@@ -127,7 +127,10 @@ def reconciliation(context: AssetExecutionContext, lake: LakeResource) -> Materi
 
 
 def _check(check: str, names: tuple[str, ...], description: str) -> AssetChecksDefinition:
-    @asset_check(asset=reconciliation, name=check, blocking=True, description=description)
+    # partitioned like the asset: each evaluation is recorded against its session, so the UI shows green/red per
+    # session (an unpartitioned check's evaluation carries no partition)
+    @asset_check(asset=reconciliation, name=check, blocking=True, description=description,
+                 partitions_def=trading_day_partitions)  # fmt: skip
     def _fn(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         lk = lake.lake()
         days = run_sessions(context) if (context.has_partition_key or context.has_partition_key_range) else []

@@ -38,6 +38,8 @@ from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
 from v6_assets.contracts.statement_tables import STATEMENT_FILES
 from v6_assets.defs.resources import IBStreamResource, LakeResource, _env_or
+from v6_assets.defs.sensors import daemon_minimum_interval
+from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.defs.statement_assets import STATEMENT_SPECS, reconciliation_job
 from v6_assets.ib.flex import statement_id
 from v6_assets.ib.flex_web import FlexWebClient, FlexWebError
@@ -128,7 +130,7 @@ def maybe_fetch(
 @sensor(
     name="flex_statements",
     job=reconciliation_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=daemon_minimum_interval(DefsEnvironment.read().statements_interval_s),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Ingests IB Flex statement files from the statements folder (V6_STATEMENTS_DIR, default $V6_HOME/statements) "

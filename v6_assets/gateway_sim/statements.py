@@ -288,14 +288,14 @@ def drop_demo_statements(
     scenario: Scenario, eod: Iterable[Mapping[str, Any]], folder: Path, sessions: Iterable[date]
 ) -> list[Path]:
     """``make demo``'s statements: one per seeded session, all agreeing with the simulator's book except ONE planted
-    discrepancy (IB's closing mark of the first open position of the newest session off by 0.50), which the
+    discrepancy (IB's closing mark of the first open option position of the newest session off by 0.50), which the
     ``marks_match_statement`` check shows red with its difference table."""
     lines = list(eod)
     days = sorted(sessions)
     if not days:
         return []
     newest = days[-1]
-    open_rows = [e for e in lines if e["session"] == newest.isoformat() and e["position"]]
+    open_rows = [e for e in lines if e["session"] == newest.isoformat() and e["position"] and e["right"]]
     faults = {}
     if open_rows:
         first = min(open_rows, key=lambda e: (e["account"], e["con_id"]))

@@ -122,8 +122,10 @@ def test_sensor_ingests_settled_files_once_and_reconciles(setup: Setup) -> None:
             selection=[reconciliation.key],
             raise_on_error=False,
         )
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        evaluations = result.get_asset_check_evaluations()
+        checks = {e.check_name: e.passed for e in evaluations}
         assert len(checks) == len(RECONCILIATION_CHECKS)
+        assert {e.partition for e in evaluations} == {day.isoformat()}  # the UI shows each session's verdict
         failing = {name for name, ok in checks.items() if not ok}
         assert failing == ({"marks_match_statement"} if i == RED else set()), (day, checks)
         materialization = result.asset_materializations_for_node("reconciliation")[0]

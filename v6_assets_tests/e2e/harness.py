@@ -259,7 +259,7 @@ mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $nam
 _RUN_LOGS = """
 query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on PythonError { message }
   ... on EventConnection { events { __typename ... on MessageEvent { message }
-    ... on ExecutionStepFailureEvent { error { message } } } } } }
+    ... on ExecutionStepFailureEvent { error { message stack } } } } } }
 """
 
 TERMINAL_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
@@ -405,6 +405,7 @@ class DagsterGraphQL:
             lines.append(str(event.get("message") or ""))
             if event.get("error"):
                 lines.append(str(event["error"].get("message") or ""))
+                lines.extend(str(frame) for frame in event["error"].get("stack") or [])
         return "\n".join(lines)
 
     def wait_for_runs(self, run_ids: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:

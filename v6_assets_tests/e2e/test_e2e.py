@@ -93,6 +93,7 @@ def _stack(workdir: Path, truth_dir: Path, offset_s: str) -> Iterator[Stack]:
                 "V6_IB_CLIENT_ID": str(CLIENT_ID),
                 "V6_SENSOR_INTERVAL_S": "2",
                 "V6_REFRESH_MINUTES": "1",  # the first refresh at once, then at most one a minute
+                "V6_STATEMENTS_INTERVAL_S": "5",
             },
         )
         env = dev.full_env()
@@ -458,15 +459,21 @@ class TestReconciliation:
                             ("trades_match_statement", "SUCCEEDED")):  # fmt: skip
             got = stack.gql.execute(_CHECK_EXECUTIONS, {"key": {"path": ["reconciliation"]}, "check": check,
                                                         "partition": newest})["assetCheckExecutions"]  # fmt: skip
-            assert got and got[0]["status"] == want, (check, got, stack.gql.run_log_text(runs_by_day[newest])[-6000:])
+            if not (got and got[0]["status"] == want):
+                log = stack.gql.run_log_text(runs_by_day[newest])
+                (browser.ARTIFACTS_DIR / "reconciliation_run.log").write_text(log)
+            assert got and got[0]["status"] == want, (check, got)
         meta = stack.gql.materializations("reconciliation", partitions=[newest], limit=1)[0]["metadata"]
         assert meta["trades_compared_by_exec_id"] in (True, "true", "True"), meta
         assert int(meta["blocking_differences"]) == 1, meta
         stack.gql.execute("mutation { setNuxSeen }")
         with browser.page() as pg:
             pg.goto(f"{stack.dev.url}/assets/reconciliation?view=checks", wait_until="networkidle")
-            pg.get_by_text("marks_match_statement").first.wait_for(state="visible", timeout=60_000)
-            pg.wait_for_timeout(1500)
+            failed = pg.get_by_text("marks_match_statement").first
+            failed.wait_for(state="visible", timeout=60_000)
+            failed.click()  # the red check's own page: its verdict, partition and differences
+            pg.get_by_text("Failed").first.wait_for(state="visible", timeout=30_000)
+            pg.wait_for_timeout(1000)
             browser.screenshot(pg, "reconciliation_checks")
             pg.goto(f"{stack.dev.url}/assets/reconciliation?view=events&partition={newest}", wait_until="networkidle")
             row = _metadata_row(pg, "differences")
