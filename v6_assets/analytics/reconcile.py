@@ -191,7 +191,10 @@ def _trades(pnl: pl.DataFrame, trades: pl.DataFrame, executions: pl.DataFrame | 
     moved = pnl.filter(pl.col("prev_position").is_not_null()).select(
         *KEY, (pl.col("position").fill_null(0) - pl.col("prev_position")).alias("ours")
     )
-    traded = trades.group_by(KEY).agg(pl.col("quantity").sum().alias("theirs"))
+    # a baseline row (the stream's first session of the position: no previous EOD) has no known change to compare;
+    # its trades are still matched by exec id below
+    baseline = pnl.filter(pl.col("prev_position").is_null()).select(KEY)
+    traded = trades.group_by(KEY).agg(pl.col("quantity").sum().alias("theirs")).join(baseline, on=KEY, how="anti")
     j = moved.join(traded, on=KEY, how="full", coalesce=True).with_columns(
         pl.col("ours").fill_null(0), pl.col("theirs").fill_null(0)
     )

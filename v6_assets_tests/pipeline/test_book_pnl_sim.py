@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,15 @@ import yaml
 
 from v6_assets.contracts.money import HALF_CENT, amounts_agree
 from v6_assets.gateway_sim import GatewaySimulator, parse_scenario
+from v6_assets.gateway_sim.scenario_model import Scenario
+from v6_assets.gateway_sim.statements import flex_statement_xml
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
 from v6_assets.ib.streamer import discard_process_streamer
 from v6_assets.lake import Lake
 from v6_assets.pipeline.book import refresh_book_pnl, statement_against_pnl
 from v6_assets.pipeline.daily import MissingUpstreamError, refresh_daily_pnl, refresh_eod_positions
 from v6_assets.pipeline.ingest import drain_spool_to_lake
+from v6_assets.pipeline.statements import ingest_statement, refresh_reconciliation
 
 CLIENT_ID = 72
 DAYS = [date(2025, 3, 3), date(2025, 3, 4)]
@@ -28,7 +31,7 @@ SCENARIO = """
 name: book
 seed: 9
 clock: {start: "2025-03-03T09:25:00-05:00", speed: 3000, min_real_interval_s: 0.02, tick_real_s: 0.02}
-accounts: [{id: DU1, base_currency: USD}, {id: DU2, base_currency: USD}]
+accounts: [{id: DU1, base_currency: USD}, {id: DU2, base_currency: EUR, fx_rates: {USD: 0.9231}}]
 underlyings: [{symbol: XYZ, spot: 100.0, vol: 0.000001}]
 contracts:
   - {con_id: 11, symbol: XYZ, sec_type: OPT, expiry: "20250321", strike: 100, right: C}
@@ -57,6 +60,7 @@ events:
 class Run:
     lake: Lake
     truth: list[dict[str, Any]]
+    scenario: Scenario
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     refresh_eod_positions(lake, DAYS)
     refresh_daily_pnl(lake, DAYS)
     refresh_book_pnl(lake, DAYS)
-    yield Run(lake, truth)
+    yield Run(lake, truth, scenario)
 
 
 def _book(run: Run) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -125,3 +129,27 @@ def test_a_session_without_daily_pnl_fails(run: Run, tmp_path: Path) -> None:
     with pytest.raises(MissingUpstreamError, match="daily_pnl for 2025-03-03"):
         refresh_book_pnl(lake, DAYS)
     assert not lake.exists("book_pnl") or lake.read_sessions("book_pnl", DAYS).height == 0
+
+
+def test_ibs_statements_reconcile_exactly_with_the_stream_built_book(run: Run) -> None:
+    """Issue 19's second ground truth: two accounts (one EUR-based holding USD options), a same-day round trip, an
+    execution correction, a commission that arrives an hour late, an expiry: every check agrees, and the trades are
+    matched by exec id to what the stream stored (the corrected revision's price)."""
+    trades_compared = 0
+    for day in DAYS:
+        xml = flex_statement_xml(run.scenario, run.truth, day)
+        outcomes = ingest_statement(run.lake, xml, file_name=f"{day}.xml", allowed_accounts=("DU1", "DU2"),
+                                    today=date(2025, 3, 5), now=datetime(2025, 3, 5, 12, 0, tzinfo=UTC))  # fmt: skip
+        assert {o.status for o in outcomes} == {"new"}
+        result = refresh_reconciliation(run.lake, day)
+        assert result.by_exec_id
+        rec = result.reconciliation
+        assert rec.blocking().height == 0, [
+            (r["field"], r["ours"], r["theirs"], r["cause"]) for r in rec.blocking().to_dicts()
+        ]
+        assert all(v.startswith("agrees") for v in rec.verdicts().values()), rec.verdicts()
+        trades_compared += rec.compared["trades"]
+    # 5 fills, each compared by position change and by exec id (the correction too)
+    assert trades_compared >= 5
+    mtm = run.lake.read_sessions("statement_mtm", DAYS)
+    assert set(mtm.filter(mtm["account"] == "DU2")["fx_rate_to_base"].to_list()) == {0.9231}
