@@ -22,6 +22,7 @@ from dagster import AssetMaterialization, DagsterInstance, SensorResult, build_s
 
 from v6_assets import sessions
 from v6_assets.cli.app import main as cli_main
+from v6_assets.contracts.settings import SettingsError
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.sensors import ib_position_stream
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
@@ -90,6 +91,12 @@ def said(result: Any) -> str:
     if isinstance(result, SensorResult):
         return result.skip_reason.skip_message if result.skip_reason else str(result.cursor)
     return str(result.skip_message)
+
+
+@pytest.fixture(autouse=True)
+def no_streamer_leak() -> Iterator[None]:
+    yield
+    discard_process_streamer()
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +237,30 @@ def test_cli_status_reports_every_gateway_by_name(run: Run) -> None:
     assert [(g["gateway"], g["stream_id"]) for g in doc["gateways"]] == [("alpha", "ib-alpha"), ("beta", "ib-beta")]
     assert all("the streamer is stopped" in g["problems"] for g in doc["gateways"])
     assert "gateway     alpha" in run.cli_status_text and "gateway     beta" in run.cli_status_text
+
+
+def test_a_damaged_spool_of_one_gateway_fails_the_tick_naming_it_after_the_others_were_drained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from v6_assets_tests.defs.test_sensor import free_port
+    from v6_assets_tests.ib.conftest import position_update
+
+    set_env(monkeypatch, "V6_IB_CIRCUIT_FAILURES", "1000000")  # no gateway listens: only "not connected"
+    gateways = f"alpha=127.0.0.1:{free_port()}/71/DU1; beta=127.0.0.1:{free_port()}/72/DU2"
+    ib = IBStreamResource(gateways=gateways, home=str(tmp_path))
+    lake = LakeResource(uri=str(tmp_path / "lake"))
+    alpha, beta = ib.gateway_settings()
+    with Spool(alpha.spool_path) as spool:
+        spool.append([position_update(i + 1, con_id=i, account="DU1") for i in range(5)])
+    beta.spool_path.write_bytes(b"not a spool" * 100)
+    with pytest.raises(RuntimeError, match=r"^gateway beta \(127\.0\.0\.1:\d+ client 72\): .*file is not a database"):
+        tick(DagsterInstance.ephemeral(), ib, lake, None)
+    assert rows_of(lake.lake(), "position_updates", "ib-alpha").height == 5  # alpha was drained all the same
+    assert not rows_of(lake.lake(), "position_updates", "ib-beta").height
+
+
+def test_a_bad_gateway_list_fails_the_tick_naming_the_variable(tmp_path: Path) -> None:
+    ib = IBStreamResource(gateways="a=127.0.0.1:4002/61/DU1; b=127.0.0.1:4012/62/DU1", home=str(tmp_path))
+    with pytest.raises(SettingsError, match=r"V6_IB_GATEWAYS=.* account DU1 is on two gateways, 'a' and 'b'"):
+        tick(DagsterInstance.ephemeral(), ib, LakeResource(uri=str(tmp_path / "lake")), None)
+    assert not (tmp_path / "spool").exists()  # nothing started
