@@ -11,6 +11,9 @@ Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon
 4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
    refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
 
+With several gateways (``V6_IB_GATEWAYS``) steps 1-3 are done for each gateway in turn (``defs/gateway_drain.py``):
+one that is down is named in the tick's text while the others keep draining.
+
 Every ``V6_INTEGRITY_MINUTES`` (default 5) it also checks the lake (``pipeline.integrity``: data files referenced by
 the Delta log exist, the stream's offsets are contiguous); a finding fails the tick, every tick, until repaired.
 
@@ -243,7 +246,8 @@ def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
     minimum_interval_seconds=daemon_minimum_interval(SENSOR_INTERVAL_S),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Keeps the one read-only IB connection streaming (in the code-server process holding the lease), appends the "
+        "Keeps the read-only IB connection streaming (one per gateway with V6_IB_GATEWAYS; in the code-server process "
+        "holding each one's lease), appends the "
         "spooled position and greeks updates to Delta exactly once (txn version = spool offset), reports a "
         "materialization per touched session, and requests a refresh of the day's eod_positions, daily_pnl and "
         "exposure at most every V6_REFRESH_MINUTES when new data arrived. Each tick's own text says what it did "
@@ -321,7 +325,7 @@ def ib_position_stream(
         )
         said = f"ingested {rows_written} rows for {len(touched)} session(s)"
         if len(drains) == 1:
-            said += _ingest_notes(drains[0].status, results[0]) + wait
+            said += _ingest_notes(drains[0].status, results[0], wait)
         else:
             said += wait + fleet
         return SensorResult(asset_events=events, skip_reason=said, cursor=_same_throttle(cursor, said))
@@ -329,11 +333,13 @@ def ib_position_stream(
     return SensorResult(skip_reason=said, cursor=_same_throttle(cursor, said))
 
 
-def _ingest_notes(status: StreamerStatus, result: DrainResult) -> str:
-    """After "ingested N rows ...": a backlog left for the next tick, the spool's trouble, the connection's gap."""
+def _ingest_notes(status: StreamerStatus, result: DrainResult, wait: str = "") -> str:
+    """After "ingested N rows ...": a backlog left for the next tick, ``wait`` (when the refresh is due), the
+    spool's trouble, the connection's gap."""
     more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
     return (
         more
+        + wait
         + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
         + (f"; {gap}" if (gap := _health_gap(status)) else "")
     )
