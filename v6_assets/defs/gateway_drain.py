@@ -89,7 +89,8 @@ def _drain_one(
         # The disk is full: what is in Delta stays, the ack catches up on a later tick; not a failed tick.
         return GatewayDrain(settings, status, skip=f"spool full, draining resumes when there is room: {exc}")
     except SpoolError as exc:
-        hint = f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}`."
+        which = f" --gateway {settings.gateway}" if settings.gateway else ""
+        hint = f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}{which}`."
         return GatewayDrain(settings, status, error=SpoolError(GatewayDrain(settings, status).named(hint)))
     return GatewayDrain(settings, status, result=result)
 
