@@ -264,3 +264,14 @@ def test_a_bad_gateway_list_fails_the_tick_naming_the_variable(tmp_path: Path) -
     with pytest.raises(SettingsError, match=r"V6_IB_GATEWAYS=.* account DU1 is on two gateways, 'a' and 'b'"):
         tick(DagsterInstance.ephemeral(), ib, LakeResource(uri=str(tmp_path / "lake")), None)
     assert not (tmp_path / "spool").exists()  # nothing started
+
+
+def test_cli_status_with_a_bad_gateway_list_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    twice = "a=127.0.0.1:4002/61/DU1;a=127.0.0.1:4012/62/DU2"
+    set_envs(monkeypatch, {"V6_IB_GATEWAYS": twice, "V6_HOME": str(tmp_path)})
+    result = CliRunner().invoke(cli_main, ["status", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.output) == {
+        "ok": False,
+        "problem": f"V6_IB_GATEWAYS={twice!r} is invalid: gateway name 'a' is used twice",
+    }
