@@ -24,9 +24,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from v6_assets.contracts.settings import csv_tuple
 
-GATEWAYS_VAR = "V6_IB_GATEWAYS"
 GATEWAY_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$"  # starts with a letter: never mistaken for a host
-_ACCOUNT_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+ACCOUNT_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"  # an IB account id (V6_IB_ACCOUNTS too)
 # name=host:port/client_id/ACCOUNT,ACCOUNT  (host may be a bracketed IPv6 literal; accounts may be empty)
 _COMPACT = re.compile(
     r"^(?P<name>[^=]+)=(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>[^/]+)/(?P<client_id>[^/]+)(?:/(?P<acc>.*))?$"
@@ -42,7 +41,7 @@ class GatewaySpec(BaseModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(ge=1, le=65535)
     client_id: int = Field(ge=0, le=2**31 - 1)
-    accounts: Annotated[tuple[Annotated[str, Field(pattern=_ACCOUNT_PATTERN)], ...], BeforeValidator(csv_tuple)] = ()
+    accounts: Annotated[tuple[Annotated[str, Field(pattern=ACCOUNT_PATTERN)], ...], BeforeValidator(csv_tuple)] = ()
 
 
 def parse_gateways(raw: Any) -> Any:

@@ -15,10 +15,15 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from v6_assets.contracts.settings import EnvSettings, SettingsError, csv_tuple
-from v6_assets.ib.gateway_config import GATEWAY_NAME_PATTERN as _GATEWAY_NAME_PATTERN
-from v6_assets.ib.gateway_config import GatewaySpec, check_gateways, parse_gateways
+from v6_assets.ib.gateway_config import (
+    ACCOUNT_PATTERN,
+    GATEWAY_NAME_PATTERN,
+    GatewaySpec,
+    check_gateways,
+    parse_gateways,
+)
 
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_ACCOUNT_RE = re.compile(ACCOUNT_PATTERN)
 _SEC_TYPE_RE = re.compile(r"^[A-Z]{2,8}$")
 
 
@@ -75,7 +80,7 @@ class StreamerSettings:
         _check(self.spool_max_bytes >= 0, "V6_IB_SPOOL_MAX_BYTES", "must be >= 0 (0 = unlimited)")
         _check(self.spool_max_held >= 4, "V6_IB_SPOOL_MAX_HELD", "must be >= 4")
         _check(
-            not self.gateway or bool(re.match(_GATEWAY_NAME_PATTERN, self.gateway)),
+            not self.gateway or bool(re.match(GATEWAY_NAME_PATTERN, self.gateway)),
             "V6_IB_GATEWAYS",
             f"gateway name {self.gateway!r} is not a name (a letter, then letters, digits, - or _)",
         )
