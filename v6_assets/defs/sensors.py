@@ -283,7 +283,7 @@ def ib_position_stream(
         *(e for _, result in drained for e in landed_check_evaluations(lake.lake(), result, _partition_exists)),
     ]
     results = [result for _, result in drained]
-    # one number that only grows: the sum of the gateways' acked spool offsets (the one spool's offset for one)
+    # the refresh throttle's offset: the sum of the gateways' acked spool offsets (the one spool's offset for one)
     acked = sum(r.acked_offset for r in results)
     rows_written = sum(r.rows_written for r in results)
     touched = sorted({day for r in results for day in r.sessions})
