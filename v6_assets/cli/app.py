@@ -20,8 +20,9 @@ import polars as pl
 from v6_assets import sessions as nyse
 from v6_assets.cli.render import emit_json, frame_records, print_table
 from v6_assets.contracts.clock import utc_now
+from v6_assets.contracts.settings import SettingsError
 from v6_assets.contracts.tables import ROLLUP_COLUMN, ROLLUP_DETAIL
-from v6_assets.ib.settings import StreamerSettings
+from v6_assets.ib.settings import IBEnvironment
 from v6_assets.lake import Lake
 
 EXIT_PROBLEM = 1
@@ -240,7 +241,8 @@ def _status_lines(report: Any) -> list[str]:
     status = report.status or {}
     conn = status.get("connection") or {}
     subs = status.get("subscriptions") or {}
-    lines = [
+    lines = [f"gateway     {report.gateway}"] if report.gateway else []
+    lines += [
         f"stream      {report.stream_id}: {'HEALTHY' if report.healthy else 'UNHEALTHY'}",
         f"lease       {report.lease or 'nobody holds it'}",
         f"connected   {conn.get('connected')} since {conn.get('connected_since')} "
@@ -262,16 +264,25 @@ def _status_lines(report: Any) -> list[str]:
 @json_option
 @lake_option
 def status(quiet: bool, as_json: bool, lake_uri: str | None) -> None:
-    """The stream's health without Dagster: exit 0 healthy, 1 unhealthy (usable as a health check)."""
+    """The stream's health without Dagster, every gateway's with V6_IB_GATEWAYS: exit 0 healthy (all of them), 1
+    unhealthy (usable as a health check)."""
     from v6_assets.pipeline.stream_status import stream_report
 
-    settings = StreamerSettings.from_env()
-    report = stream_report(settings, None if quiet else _lake(lake_uri), utc_now())
+    try:
+        gateways = IBEnvironment.read().gateway_settings()
+    except SettingsError as exc:
+        _problem(str(exc), as_json)
+        return
+    lake = None if quiet else _lake(lake_uri)
+    now = utc_now()
+    reports = [stream_report(settings, lake, now) for settings in gateways]
+    healthy = all(report.healthy for report in reports)
     if as_json:
-        emit_json(report.as_json())
+        one = len(reports) == 1 and not reports[0].gateway
+        emit_json(reports[0].as_json() if one else {"healthy": healthy, "gateways": [r.as_json() for r in reports]})
     elif not quiet:
-        click.echo("\n".join(_status_lines(report)))
-    sys.exit(0 if report.healthy else EXIT_PROBLEM)
+        click.echo("\n\n".join("\n".join(_status_lines(report)) for report in reports))
+    sys.exit(0 if healthy else EXIT_PROBLEM)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -70,5 +70,7 @@ def _describe(exc: ValidationError, data: Mapping[str, str]) -> str:
         var = str(error["loc"][0]) if error["loc"] else "?"
         shown = f"{var}={data[var]!r}" if var in data else var
         message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{shown} is invalid: {message}")
+        # where inside a structured value (a list of gateways): "[1].port: ..."
+        inner = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"][1:]).lstrip(".")
+        problems.append(f"{shown} is invalid: {inner + ': ' if inner else ''}{message}")
     return "; ".join(problems)

@@ -39,7 +39,7 @@ def _env_or(name: str, default: Any, environ: Mapping[str, str], *, integer: boo
 
 
 class IBStreamResource(ConfigurableResource):
-    """Where the one read-only IB connection goes and where its local state lives.
+    """Where the read-only IB connection goes (one per gateway with ``gateways``) and where its local state lives.
 
     A handle, not a connection: ``settings()`` gives the streamer settings (these fields over the tuning knobs of
     ``IBEnvironment``; no environment round-trip), ``open_spool()`` the durable spool the streamer writes and the
@@ -51,6 +51,10 @@ class IBStreamResource(ConfigurableResource):
     client_id: int = Field(default=_DEFAULTS.client_id, description="API client id of the streaming connection.")
     accounts: str = Field(default="", description="Comma-separated account allowlist (V6_IB_ACCOUNTS); empty = all.")
     home: str = Field(default=str(_DEFAULTS.home), description="Local state directory: spool, lease (V6_HOME).")
+    gateways: str = Field(
+        default="",
+        description="Several IB logins (V6_IB_GATEWAYS: name=host:port/client_id/ACCOUNTS;...); empty = the one above.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IBStreamResource:
@@ -61,6 +65,7 @@ class IBStreamResource(ConfigurableResource):
             client_id=_env_or("V6_IB_CLIENT_ID", _DEFAULTS.client_id, env, integer=True),
             accounts=_env_or("V6_IB_ACCOUNTS", "", env),
             home=_env_or("V6_HOME", str(_DEFAULTS.home), env),
+            gateways=_env_or("V6_IB_GATEWAYS", "", env),
         )
 
     def settings(self, environ: Mapping[str, str] | None = None) -> StreamerSettings:
@@ -76,13 +81,28 @@ class IBStreamResource(ConfigurableResource):
             home=Path(self.home),
         )
 
+    def gateway_settings(self, environ: Mapping[str, str] | None = None) -> tuple[StreamerSettings, ...]:
+        """Streamer settings of every gateway: ``(self.settings(),)`` while ``gateways`` is empty (one gateway, as
+        before ``V6_IB_GATEWAYS`` existed), else one per listed gateway (``ib/gateway_config.py``), all under ``home``.
+
+        Raises ``SettingsError`` naming V6_IB_GATEWAYS for a bad list (an account on two gateways...)."""
+        if not self.gateways.strip():
+            return (self.settings(environ),)
+        env = os.environ if environ is None else environ
+        return IBEnvironment.read({**env, "V6_IB_GATEWAYS": self.gateways}).gateway_settings(home=Path(self.home))
+
+    def allowed_accounts(self) -> tuple[str, ...]:
+        """Every gateway's account allowlist together; empty (= all accounts) when a gateway allows all."""
+        lists = [settings.accounts for settings in self.gateway_settings()]
+        return () if any(not accounts for accounts in lists) else tuple(a for accounts in lists for a in accounts)
+
     @property
     def stream_id(self) -> str:
         return self.settings().stream_id
 
-    def open_spool(self) -> Spool:
-        """The spool of this stream (close it after use; any process may open it)."""
-        settings = self.settings()
+    def open_spool(self, settings: StreamerSettings | None = None) -> Spool:
+        """The spool of this stream, or of one gateway's (close it after use; any process may open it)."""
+        settings = settings or self.settings()
         return Spool(settings.spool_path, max_bytes=settings.spool_max_bytes)
 
 

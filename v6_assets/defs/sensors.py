@@ -11,6 +11,9 @@ Each tick (default every 5 s, ``V6_SENSOR_INTERVAL_S``, rounded up to the daemon
 4. when new data arrived and the last refresh is at least ``V6_REFRESH_MINUTES`` (default 5) old, request a run
    refreshing ``eod_positions``, ``daily_pnl`` and ``exposure`` for the newest session with data.
 
+With several gateways (``V6_IB_GATEWAYS``) steps 1-3 are done for each gateway in turn (``defs/gateway_drain.py``):
+one that is down is named in the tick's text while the others keep draining.
+
 Every ``V6_INTEGRITY_MINUTES`` (default 5) it also checks the lake (``pipeline.integrity``: data files referenced by
 the Delta log exist, the stream's offsets are contiguous); a finding fails the tick, every tick, until repaired.
 
@@ -37,16 +40,15 @@ from dagster import (
 
 from v6_assets import sessions
 from v6_assets.contracts.clock import utc_now
+from v6_assets.defs.gateway_drain import GatewayDrain, drain_gateways, raise_first_error, take_drain_locks
 from v6_assets.defs.jobs import daily_assets_job
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import IBStreamResource, LakeResource, is_simulated
 from v6_assets.defs.settings import DefsEnvironment
 from v6_assets.defs.stream_checks import landed_check_evaluations
-from v6_assets.ib.spool import SpoolError, SpoolFullError
 from v6_assets.ib.status import StreamerStatus
-from v6_assets.ib.streamer import IBPositionStreamer
 from v6_assets.lake import Lake
-from v6_assets.pipeline.ingest import RECOVER_COMMAND, DrainLimits, DrainResult, drain_lock, drain_spool_to_lake
+from v6_assets.pipeline.ingest import DrainLimits, DrainResult
 from v6_assets.pipeline.integrity import LakeIntegrityError, check_lake
 
 REFRESH_TAG = "v6/kind"
@@ -102,6 +104,7 @@ def _check_integrity_if_due(context: SensorEvaluationContext, lake: Lake, stream
 
 def _status_metadata(status: StreamerStatus) -> dict[str, Any]:
     return {
+        **({"gateway": status.gateway} if status.gateway else {}),
         "connection": status.describe(),
         "connected": status.connection.connected,
         "lease_held_here": status.connection.lease_held,
@@ -195,14 +198,19 @@ def _spool_trouble(status: StreamerStatus) -> str:
     return f"{kind}: {spool.pending} updates held in memory (at most {spool.max_held}){shed}: {spool.error}"
 
 
-def refresh_reason(result: DrainResult, session: date, cursor: dict[str, Any]) -> str:
+def refresh_reason(drained: list[tuple[GatewayDrain, DrainResult]], session: date, cursor: dict[str, Any]) -> str:
     """Why this tick requests a refresh, in words (the run request's ``v6/why`` tag)."""
     last = cursor["refreshed_at"]
     since = f"last refresh {time.time() - last:.0f} s ago" if last else "first refresh since the sensor started"
+    rows = sum(r.rows_written for _, r in drained)
+    touched = {day for _, r in drained for day in r.sessions}
+    if len(drained) == 1 and not drained[0][0].settings.gateway:
+        up_to = f"spool offset {drained[0][1].acked_offset}"
+    else:
+        up_to = "spool offsets " + ", ".join(f"{d.settings.gateway} {r.acked_offset}" for d, r in drained)
     return (
-        f"ingested {result.rows_written} rows for {len(result.sessions)} session(s); new data up to spool offset "
-        f"{result.acked_offset}; {since} (every V6_REFRESH_MINUTES={refresh_minutes():g} min at most): "
-        f"refreshing {session}"
+        f"ingested {rows} rows for {len(touched)} session(s); new data up to {up_to}; {since} "
+        f"(every V6_REFRESH_MINUTES={refresh_minutes():g} min at most): refreshing {session}"
     )
 
 
@@ -238,7 +246,8 @@ def _idle_reason(status: StreamerStatus, result: DrainResult) -> str:
     minimum_interval_seconds=daemon_minimum_interval(SENSOR_INTERVAL_S),
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Keeps the one read-only IB connection streaming (in the code-server process holding the lease), appends the "
+        "Keeps the read-only IB connection streaming (one per gateway with V6_IB_GATEWAYS; in the code-server process "
+        "holding each one's lease), appends the "
         "spooled position and greeks updates to Delta exactly once (txn version = spool offset), reports a "
         "materialization per touched session, and requests a refresh of the day's eod_positions, daily_pnl and "
         "exposure at most every V6_REFRESH_MINUTES when new data arrived. Each tick's own text says what it did "
@@ -252,81 +261,103 @@ def ib_position_stream(
     context: SensorEvaluationContext, ib_stream: IBStreamResource, lake: LakeResource
 ) -> SensorResult | SkipReason:
     started = time.monotonic()
-    settings = ib_stream.settings()
-    status = IBPositionStreamer().ensure_started(settings)
-    lock = drain_lock(settings.stream_id)
-    if not lock.acquire(blocking=False):
+    gateways = ib_stream.gateway_settings()
+    locks = take_drain_locks(gateways)
+    if locks is None:
         return SkipReason("another evaluation of this sensor is still draining the spool in this process")
     try:
-        spool = ib_stream.open_spool()
-        try:
-            result = drain_spool_to_lake(
-                spool,
-                lake.lake(),
-                settings.stream_id,
-                max_rows=TICK_LIMITS.max_rows,
-                batch_rows=TICK_LIMITS.batch_rows,
-                deadline=started + TICK_LIMITS.budget_s,
-            )
-        finally:
-            spool.close()
-    except SpoolFullError as exc:
-        # The disk is full: what is in Delta stays, the ack catches up on a later tick; not a failed tick.
-        return SkipReason(f"spool full, draining resumes when there is room: {exc}")
-    except SpoolError as exc:
-        raise SpoolError(f"{exc}. If the spool file is damaged, run `{RECOVER_COMMAND}`.") from exc
+        drains = drain_gateways(gateways, lake.lake(), TICK_LIMITS, started)
     finally:
-        lock.release()
-    _check_integrity_if_due(context, lake.lake(), settings.stream_id)
+        for lock in locks:
+            lock.release()
+    raise_first_error(drains)
+    if len(drains) == 1 and drains[0].skip is not None:
+        return SkipReason(drains[0].skip)
+    drained = [(d, d.result) for d in drains if d.result is not None]
+    for d, _ in drained:
+        _check_integrity_if_due(context, lake.lake(), d.settings.stream_id)
     simulated = is_simulated()
-    # the stream checks evaluated on the rows just appended, reported after the materialization they check
+    # the stream checks evaluated on the rows just appended, reported after the materializations they check
     events: list[AssetMaterialization | AssetCheckEvaluation] = [
-        *_materializations(result, status, simulated),
-        *landed_check_evaluations(lake.lake(), result, _partition_exists),
+        *(e for d, result in drained for e in _materializations(result, d.status, simulated)),
+        *(e for _, result in drained for e in landed_check_evaluations(lake.lake(), result, _partition_exists)),
     ]
+    results = [result for _, result in drained]
+    # the refresh throttle's offset: the sum of the gateways' acked spool offsets (the one spool's offset for one)
+    acked = sum(r.acked_offset for r in results)
+    rows_written = sum(r.rows_written for r in results)
+    touched = sorted({day for r in results for day in r.sessions})
     cursor = _read_cursor(context.cursor)
     now = utc_now()
-    new_data = result.acked_offset > cursor["refreshed_offset"]
+    new_data = acked > cursor["refreshed_offset"]
     due = time.time() - cursor["refreshed_at"] >= refresh_minutes() * 60
-    context.log.info(
-        "drained %d rows in %d batches (%s), acked to %d, backlog %d",
-        result.rows_read,
-        result.batches,
-        result.stopped_by,
-        result.acked_offset,
-        result.backlog,
-    )
+    for d, result in drained:
+        context.log.info(
+            d.named("drained %d rows in %d batches (%s), acked to %d, backlog %d"),
+            result.rows_read,
+            result.batches,
+            result.stopped_by,
+            result.acked_offset,
+            result.backlog,
+        )
+    fleet = _gateways_said(drains)
     if new_data and due:
-        session = _refresh_session(result.sessions, now)
+        session = _refresh_session(touched, now)
         if _partition_exists(session.isoformat()):
             run = RunRequest(
-                run_key=f"refresh:{session.isoformat()}:{result.acked_offset}",
+                run_key=f"refresh:{session.isoformat()}:{acked}",
                 partition_key=session.isoformat(),
                 tags={
                     REFRESH_TAG: REFRESH_TAG_VALUE,
-                    "v6/refresh_offset": str(result.acked_offset),
+                    "v6/refresh_offset": str(acked),
                     # the tick's own explanation, shown with the requested run in the sensor's tick history
-                    REASON_TAG: refresh_reason(result, session, cursor),
+                    REASON_TAG: refresh_reason(drained, session, cursor),
                 },
             )
-            said = run.tags[REASON_TAG]
-            new_cursor = cursor_text(result.acked_offset, time.time(), said)
+            said = run.tags[REASON_TAG] + fleet
+            new_cursor = cursor_text(acked, time.time(), said)
             return SensorResult(run_requests=[run], asset_events=events, cursor=new_cursor)
-    if result.rows_written or events:
-        more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
+    if rows_written or events:
         wait = (
             ""
             if not new_data
             else f"; refresh due in {max(0.0, cursor['refreshed_at'] + refresh_minutes() * 60 - time.time()):.0f} s"
         )
-        said = (
-            f"ingested {result.rows_written} rows for {len(result.sessions)} session(s){more}{wait}"
-            + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
-            + (f"; {gap}" if (gap := _health_gap(status)) else "")
-        )
+        said = f"ingested {rows_written} rows for {len(touched)} session(s)"
+        if len(drains) == 1:
+            said += _ingest_notes(drains[0].status, results[0], wait)
+        else:
+            said += wait + fleet
         return SensorResult(asset_events=events, skip_reason=said, cursor=_same_throttle(cursor, said))
-    said = _idle_reason(status, result)
+    said = _idle_reason(drains[0].status, results[0]) if len(drains) == 1 else f"no new updates{fleet}"
     return SensorResult(skip_reason=said, cursor=_same_throttle(cursor, said))
+
+
+def _ingest_notes(status: StreamerStatus, result: DrainResult, wait: str = "") -> str:
+    """After "ingested N rows ...": a backlog left for the next tick, ``wait`` (when the refresh is due), the
+    spool's trouble, the connection's gap."""
+    more = f"; {result.backlog} more spooled, continuing next tick" if result.stopped_by != "drained" else ""
+    return (
+        more
+        + wait
+        + (f"; {trouble}" if (trouble := _spool_trouble(status)) else "")
+        + (f"; {gap}" if (gap := _health_gap(status)) else "")
+    )
+
+
+def _gateways_said(drains: list[GatewayDrain]) -> str:
+    """With several gateways, what each did, each named ("" with one: its texts are the tick's own)."""
+    if len(drains) == 1:
+        return ""
+    parts = []
+    for d in drains:
+        if d.result is None:
+            parts.append(d.named(d.skip or str(d.error)))
+        elif d.result.rows_written:
+            parts.append(d.named(f"{d.result.rows_written} rows{_ingest_notes(d.status, d.result)}"))
+        else:
+            parts.append(d.named(_idle_reason(d.status, d.result)))
+    return "".join(f"; {part}" for part in parts)
 
 
 def _same_throttle(cursor: dict[str, Any], said: str) -> str:

@@ -146,7 +146,7 @@ def flex_statements(
     done: dict[str, str] = state.setdefault("done", {})  # name -> sha256 of the bytes handled
     folder = flex.statements_folder(ib_stream.home)
     notes = [n for n in [maybe_fetch(context.log, flex, folder, state, lake)] if n]
-    allowed = ib_stream.settings().accounts
+    allowed = ib_stream.allowed_accounts()
     events: list[AssetMaterialization] = []
     runs: list[RunRequest] = []
     current = _candidates(folder)

@@ -392,6 +392,7 @@ class ConnectionLoop:
                 **self._execution_counters(),
             ),
             handlers=tuple(self._fanout.stats()) if self._fanout else (),
+            gateway=settings.gateway,
         )
 
     def _execution_counters(self) -> dict[str, int]:

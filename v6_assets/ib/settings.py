@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from v6_assets.contracts.settings import EnvSettings, SettingsError, csv_tuple
+from v6_assets.ib.gateway_config import (
+    ACCOUNT_PATTERN,
+    GATEWAY_NAME_PATTERN,
+    GatewaySpec,
+    check_gateways,
+    parse_gateways,
+)
 
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_ACCOUNT_RE = re.compile(ACCOUNT_PATTERN)
 _SEC_TYPE_RE = re.compile(r"^[A-Z]{2,8}$")
 
 
@@ -49,6 +56,8 @@ class StreamerSettings:
     spool_max_bytes: int = 0
     # Updates held in memory while the spool refuses writes; past it they are shed (greeks first) and counted.
     spool_max_held: int = 50_000
+    # The gateway's name in V6_IB_GATEWAYS ("" for the one gateway of V6_IB_HOST...): its stream id is ib-<name>.
+    gateway: str = ""
 
     def __post_init__(self) -> None:
         _check(1 <= self.port <= 65535, "V6_IB_PORT", f"port {self.port} is not in 1..65535")
@@ -70,11 +79,18 @@ class StreamerSettings:
         )
         _check(self.spool_max_bytes >= 0, "V6_IB_SPOOL_MAX_BYTES", "must be >= 0 (0 = unlimited)")
         _check(self.spool_max_held >= 4, "V6_IB_SPOOL_MAX_HELD", "must be >= 4")
+        _check(
+            not self.gateway or bool(re.match(GATEWAY_NAME_PATTERN, self.gateway)),
+            "V6_IB_GATEWAYS",
+            f"gateway name {self.gateway!r} is not a name (a letter, then letters, digits, - or _)",
+        )
         _check(self.handler_queue_size >= 1, "V6_IB_HANDLER_QUEUE_SIZE", "queue size must be >= 1")
 
     @property
     def stream_id(self) -> str:
-        """Stable id of host:port:client_id (the Delta txn app id, the spool and lease file names)."""
+        """Stable id of host:port:client_id, or of the gateway's name (the Delta txn app id, the spool file name)."""
+        if self.gateway:
+            return f"ib-{self.gateway}"
         host = re.sub(r"[^A-Za-z0-9.-]", "_", self.host)
         return f"ib-{host}-{self.port}-{self.client_id}"
 
@@ -122,6 +138,13 @@ class IBEnvironment(EnvSettings):
     )
     accounts: _Csv = Field(
         _D.accounts, validation_alias="V6_IB_ACCOUNTS", description="comma-separated account allowlist; empty = all"
+    )
+    gateways: Annotated[
+        tuple[GatewaySpec, ...], NoDecode, BeforeValidator(parse_gateways), AfterValidator(check_gateways)
+    ] = Field(
+        (),
+        validation_alias="V6_IB_GATEWAYS",
+        description="several IB logins, each with its own connection, lease, spool and stream id ib-<name>",
     )
     home: Path = Field(_D.home, validation_alias="V6_HOME", description="local state: spool, connection lease, demo")
     connect_timeout_s: _PositiveFinite = Field(
@@ -187,3 +210,26 @@ class IBEnvironment(EnvSettings):
         }
         values.update(overrides)
         return StreamerSettings(**values)
+
+    def gateway_settings(self, **overrides: Any) -> tuple[StreamerSettings, ...]:
+        """One ``StreamerSettings`` per gateway: the one of ``V6_IB_HOST``... while ``V6_IB_GATEWAYS`` is unset (as
+        before it existed), else one per listed gateway (``overrides`` such as ``home`` apply to each)."""
+        if not self.gateways:
+            return (self.streamer_settings(**overrides),)
+        single = sorted(v for v, name in self.variables().items() if name in _SINGLE_GATEWAY_FIELDS)
+        if _SINGLE_GATEWAY_FIELDS & self.model_fields_set:
+            raise SettingsError(f"V6_IB_GATEWAYS: set it or {', '.join(single)}, not both (it lists every gateway)")
+        return tuple(
+            self.streamer_settings(
+                **overrides,
+                gateway=g.name,
+                host=g.host,
+                port=g.port,
+                client_id=g.client_id,
+                accounts=g.accounts,
+            )
+            for g in self.gateways
+        )
+
+
+_SINGLE_GATEWAY_FIELDS = frozenset({"host", "port", "client_id", "accounts"})

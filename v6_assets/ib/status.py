@@ -85,6 +85,7 @@ class StreamerStatus:
     spool: SpoolStatus
     counters: StreamCounters
     handlers: tuple[HandlerStats, ...] = ()
+    gateway: str = ""  # the gateway's name in V6_IB_GATEWAYS ("" for the one gateway of V6_IB_HOST...)
 
     @classmethod
     def not_started(cls, malformed_messages: int = 0) -> StreamerStatus:

@@ -34,13 +34,24 @@ _START_WAIT_S = 10.0  # start() waits this long for the first lease attempt
 
 
 class IBPositionStreamer:
-    """Process-wide singleton: ``IBPositionStreamer() is IBPositionStreamer()`` from any thread."""
+    """Process-wide singleton: ``IBPositionStreamer() is IBPositionStreamer()`` from any thread.
+
+    With several gateways (``V6_IB_GATEWAYS``, ``ib/gateways.py``) each named gateway has its own:
+    ``IBPositionStreamer("fund-a") is IBPositionStreamer("fund-a")``; ``IBPositionStreamer()`` is the unnamed one.
+    """
 
     _instance: ClassVar[IBPositionStreamer | None] = None
+    _named: ClassVar[dict[str, IBPositionStreamer]] = {}
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __new__(cls) -> IBPositionStreamer:
+    def __new__(cls, gateway: str | None = None) -> IBPositionStreamer:
         with cls._instance_lock:
+            if gateway is not None:
+                if gateway not in cls._named:
+                    named = super().__new__(cls)
+                    named._setup()
+                    cls._named[gateway] = named
+                return cls._named[gateway]
             if cls._instance is None:
                 instance = super().__new__(cls)
                 instance._setup()
@@ -188,13 +199,16 @@ class IBPositionStreamer:
 
 
 def discard_process_streamer() -> None:
-    """Stop the process-wide streamer and forget it, handlers included: the next ``IBPositionStreamer()`` is new.
+    """Stop the process-wide streamers (every gateway's) and forget them, handlers included: the next
+    ``IBPositionStreamer()`` is new.
 
     The seam for tests, benchmarks and chaos runs, which start many streamers in one process and must not leak one
     (or its handlers) into the next. Production processes keep their streamer until they exit.
     """
     with IBPositionStreamer._instance_lock:
-        instance = IBPositionStreamer._instance
+        instances = [IBPositionStreamer._instance, *IBPositionStreamer._named.values()]
         IBPositionStreamer._instance = None
-    if instance is not None:
-        instance.stop()
+        IBPositionStreamer._named = {}
+    for instance in instances:
+        if instance is not None:
+            instance.stop()

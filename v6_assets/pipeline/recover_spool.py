@@ -16,6 +16,7 @@ held updates then go into the new epoch and it resyncs); a damaged file is only 
    ``--keep-unacked`` renumbers them above the lake, in order) but may be ingested already if an old copy was
    restored (``--discard-unacked``); with such events and neither flag it stops and says which is which.
 
+With several gateways (``V6_IB_GATEWAYS``) ``--gateway NAME`` says whose spool.
 ``--check`` only reports (exit 1 when recovery is needed). Exit codes: 0 done or nothing to do, 1 recovery needed
 (``--check``), 2 refused (a damaged spool while the stream runs, or a choice is needed). The streamer's next
 connection resyncs the current positions; what happened between the fault and the recovery is not in the history.
@@ -31,8 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from v6_assets.contracts.settings import SettingsError
 from v6_assets.ib.lease import ConnectionLease
-from v6_assets.ib.settings import StreamerSettings
+from v6_assets.ib.settings import IBEnvironment, StreamerSettings
 from v6_assets.ib.spool import Spool, SpoolError
 
 EXIT_OK, EXIT_NEEDED, EXIT_REFUSED = 0, 1, 2
@@ -181,9 +183,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--check", action="store_true", help="only report; exit 1 when recovery is needed")
     parser.add_argument("--keep-unacked", action="store_true", help="renumber unacked events above the lake")
     parser.add_argument("--discard-unacked", action="store_true", help="drop unacked events at committed offsets")
+    parser.add_argument("--gateway", metavar="NAME", help="with V6_IB_GATEWAYS: the gateway whose spool to recover")
     args = parser.parse_args(argv)
     env = os.environ if environ is None else environ
-    settings = StreamerSettings.from_env(env)
+    try:
+        gateways = IBEnvironment.read(env).gateway_settings()
+    except SettingsError as exc:
+        parser.error(str(exc))
+    chosen = [g for g in gateways if g.gateway == (args.gateway or "")]
+    if len(chosen) != 1:
+        names = ", ".join(g.gateway for g in gateways) or "none: V6_IB_GATEWAYS is unset"
+        parser.error(f"--gateway {args.gateway or '(missing)'}: not a gateway of V6_IB_GATEWAYS ({names})")
+    settings = chosen[0]
     committed = lake_committed(env, settings.stream_id)
     if args.check:
         state = check(settings, committed)

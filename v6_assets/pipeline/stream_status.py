@@ -38,6 +38,7 @@ class StreamReport:
     last_commits: dict[str, str | None] = field(default_factory=dict)
     health_24h: list[str] = field(default_factory=list)  # the stream_health intervals of the last 24 h, in words
     problems: list[str] = field(default_factory=list)
+    gateway: str = ""  # its name in V6_IB_GATEWAYS ("" for the one gateway of V6_IB_HOST...)
 
     @property
     def healthy(self) -> bool:
@@ -45,6 +46,7 @@ class StreamReport:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            **({"gateway": self.gateway} if self.gateway else {}),
             "stream_id": self.stream_id,
             "checked_at": self.checked_at.isoformat(),
             "healthy": self.healthy,
@@ -125,7 +127,7 @@ def _health_24h(lake: Lake, stream_id: str, now: datetime) -> list[str]:
 
 
 def stream_report(settings: StreamerSettings, lake: Lake | None, now: datetime) -> StreamReport:
-    report = StreamReport(stream_id=settings.stream_id, checked_at=now)
+    report = StreamReport(stream_id=settings.stream_id, checked_at=now, gateway=settings.gateway)
     try:
         report.status = read_status(settings.status_path)
     except ValueError as exc:
