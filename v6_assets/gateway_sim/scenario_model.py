@@ -17,6 +17,8 @@ EVENT_KINDS = (
     "underlying",
     "mark",
     "expire",
+    "exercise",
+    "assign",
     "disconnect",
     "refuse",
     "stall",

@@ -56,8 +56,9 @@ class Book:
 
 
 def _executions(book: Book, day: date) -> pl.DataFrame:
+    # what the executions stream holds: the fills, not IB's bookings of an expiry/exercise/assignment (no execDetails)
     rows = [{k: x[k] for k in ("account", "con_id", "exec_id", "quantity", "price", "commission")}
-            for x in session_executions(book.eod_truth, day)]  # fmt: skip
+            for x in session_executions(book.eod_truth, day) if not x["code"]]  # fmt: skip
     schema = {"account": pl.String, "con_id": pl.Int64, "exec_id": pl.String, "quantity": pl.Float64,
               "price": pl.Float64, "commission": pl.Float64}  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
