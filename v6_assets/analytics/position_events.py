@@ -82,8 +82,9 @@ def position_events(
         .sort([*KEY, "exec_time", "exec_id"])
         .with_columns(position_after=pl.col("prev_position") + pl.col("quantity").cum_sum().over(KEY))
         .with_columns(position_before=pl.col("position_after") - pl.col("quantity"))
-        .with_columns(event=_trade_event(pl.col("position_before"), pl.col("position_after")),
-                      event_at=pl.col("exec_time"))  # fmt: skip
+        .with_columns(
+            event=_trade_event(pl.col("position_before"), pl.col("position_after")), event_at=pl.col("exec_time")
+        )
     )
     executed = fills.group_by(KEY).agg(pl.col("quantity").sum().alias("executed"))
     rest = (
@@ -95,13 +96,40 @@ def position_events(
     lifecycle = _lifecycle(rest)
     rows = pl.concat(
         [
-            fills.select(*KEY, *contract, "event", "event_at", "quantity", "position_before", "position_after",
-                         "price", "commission", "exec_id", pl.lit(None, pl.Int64).alias("linked_con_id"),
-                         pl.lit(None, pl.Float64).alias("linked_quantity"), pl.lit(0).alias("_order")),  # fmt: skip
-            lifecycle.with_columns(pl.lit(None, pl.Float64).alias("commission"), pl.lit(None, pl.String).alias("exec_id"),
-                                   pl.lit(1).alias("_order")).select(*KEY, *contract, "event", "event_at", "quantity",
-                                   "position_before", "position_after", "price", "commission", "exec_id",
-                                   "linked_con_id", "linked_quantity", "_order"),  # fmt: skip
+            fills.select(
+                *KEY,
+                *contract,
+                "event",
+                "event_at",
+                "quantity",
+                "position_before",
+                "position_after",
+                "price",
+                "commission",
+                "exec_id",
+                pl.lit(None, pl.Int64).alias("linked_con_id"),
+                pl.lit(None, pl.Float64).alias("linked_quantity"),
+                pl.lit(0).alias("_order"),
+            ),
+            lifecycle.with_columns(
+                pl.lit(None, pl.Float64).alias("commission"),
+                pl.lit(None, pl.String).alias("exec_id"),
+                pl.lit(1).alias("_order"),
+            ).select(
+                *KEY,
+                *contract,
+                "event",
+                "event_at",
+                "quantity",
+                "position_before",
+                "position_after",
+                "price",
+                "commission",
+                "exec_id",
+                "linked_con_id",
+                "linked_quantity",
+                "_order",
+            ),
         ],
         how="vertical_relaxed",
     )
@@ -121,9 +149,11 @@ def _lifecycle(rest: pl.DataFrame) -> pl.DataFrame:
         side=pl.when(pl.col("start") > 0).then(pl.lit("exercised")).otherwise(pl.lit("assigned")),
     )
     stock = rest.filter(pl.col("sec_type") == DELIVERY_SEC_TYPE).select(
-        *where, pl.col("con_id").alias("stock_con_id"), pl.col("quantity").alias("stock_change"),
+        *where,
+        pl.col("con_id").alias("stock_con_id"),
+        pl.col("quantity").alias("stock_change"),
         pl.col("start").alias("stock_start"),
-    )  # fmt: skip
+    )
     # one option delivering the stock's whole change, or every option of the underlying together
     total = options.group_by(where).agg(pl.col("shares").sum().alias("_all"))
     linked = (
@@ -158,10 +188,16 @@ def _lifecycle(rest: pl.DataFrame) -> pl.DataFrame:
             position_after=pl.col("stock_start") + pl.col("shares").cum_sum().over(where),
         )
         .select(
-            *where, "event", "event_at", "quantity", "position_after",
-            pl.col("strike").alias("price"), pl.col("con_id").alias("linked_con_id"),
-            pl.col("quantity").alias("linked_quantity"), pl.col("stock_con_id").alias("con_id"),
-        )  # fmt: skip
+            *where,
+            "event",
+            "event_at",
+            "quantity",
+            "position_after",
+            pl.col("strike").alias("price"),
+            pl.col("con_id").alias("linked_con_id"),
+            pl.col("quantity").alias("linked_quantity"),
+            pl.col("stock_con_id").alias("con_id"),
+        )
         .with_columns(position_before=pl.col("position_after") - pl.col("quantity"))
     )
     legs_of = matched.select(*where, pl.col("stock_con_id").alias("con_id")).unique()
@@ -171,16 +207,27 @@ def _lifecycle(rest: pl.DataFrame) -> pl.DataFrame:
         stock_info.select(TRADE_DATE, "account", "con_id", *contract, pl.col("position_changed_at").alias("_at")),
         on=[TRADE_DATE, "account", "con_id"],
     ).with_columns(pl.coalesce("_at", "event_at").alias("event_at"))
-    unmatched_stock = (
-        stock_info.join(legs_of, on=[*where, "con_id"], how="anti")
-        .with_columns(
-            event=pl.lit(UNEXPLAINED), price=pl.lit(None, pl.Float64), linked_con_id=pl.lit(None, pl.Int64),
-            linked_quantity=pl.lit(None, pl.Float64), position_before=pl.col("start"),
-            position_after=pl.col("position"), event_at=pl.col("position_changed_at"),
-        )  # fmt: skip
+    unmatched_stock = stock_info.join(legs_of, on=[*where, "con_id"], how="anti").with_columns(
+        event=pl.lit(UNEXPLAINED),
+        price=pl.lit(None, pl.Float64),
+        linked_con_id=pl.lit(None, pl.Int64),
+        linked_quantity=pl.lit(None, pl.Float64),
+        position_before=pl.col("start"),
+        position_after=pl.col("position"),
+        event_at=pl.col("position_changed_at"),
     )
-    cols = [*KEY, *[c for c in CONTRACT_COLUMNS if c not in ("account", "con_id")], "event", "event_at", "quantity",
-            "position_before", "position_after", "price", "linked_con_id", "linked_quantity"]  # fmt: skip
+    cols = [
+        *KEY,
+        *[c for c in CONTRACT_COLUMNS if c not in ("account", "con_id")],
+        "event",
+        "event_at",
+        "quantity",
+        "position_before",
+        "position_after",
+        "price",
+        "linked_con_id",
+        "linked_quantity",
+    ]
     return pl.concat(
         [option_rows.select(cols), stock_rows.select(cols), unmatched_stock.select(cols)], how="vertical_relaxed"
     )

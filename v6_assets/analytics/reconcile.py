@@ -260,7 +260,7 @@ def _lifecycle(
             .agg(pl.col("event").first(), pl.col("quantity").sum())
         )
     theirs = (
-        trades.filter(pl.col("lifecycle").is_not_null())
+        trades.filter(pl.col("lifecycle").is_not_null() & pl.col("asset_category").is_in(OPTION_CATEGORIES))
         .group_by(KEY)
         .agg(pl.col("lifecycle").first(), pl.col("quantity").sum().alias("quantity_s"))
     )

@@ -14,7 +14,7 @@ def _c(name: str, arrow_type: pa.DataType, description: str, nullable: bool = Tr
     return ColumnDef(name, arrow_type, description, nullable=nullable)
 
 
-POSITION_EVENTS = TableDef(
+POSITION_EVENTS: TableDef = TableDef(
     name="position_events",
     description=(
         "What happened to each position (account x con_id) in each NYSE session: one row per execution (opened, "
@@ -25,7 +25,7 @@ POSITION_EVENTS = TableDef(
         "strike) linked to the option by linked_con_id. A change nothing accounts for is 'unexplained'."
     ),
     columns=(
-        _c(TRADE_DATE, pa.date32(), "NYSE session of the event (the session whose EOD cut follows it). Partition.", False),
+        _c(TRADE_DATE, pa.date32(), "NYSE session of the event (the one whose EOD cut follows it). Partition.", False),
         *(EOD_POSITIONS.column(name) for name in CONTRACT_COLUMNS),
         _c("seq", _I, "Order of the event within the position's session (1, 2, ...).", False),
         _c("event", _S, f"One of {', '.join(EVENTS)}.", False),
@@ -39,9 +39,13 @@ POSITION_EVENTS = TableDef(
             "Execution price; for a lifecycle row IB's booking price: 0 for an expired or physically settled "
             "option, the strike for the stock leg, the intrinsic value (the cut mark) for a cash-settled one.",
         ),
-        _c("commission", _F, "Commission of the execution (null until known, never 0 for unknown; null for lifecycle)."),
+        _c("commission", _F, "The execution's commission (null until known, never 0 for unknown; null for lifecycle)."),
         _c("exec_id", _S, "The execution's exec id (latest revision); null for a lifecycle row (IB sends none)."),
-        _c("linked_con_id", _I, "Exercise/assignment: the stock leg's con_id on the option row, the option's on the stock row."),
+        _c(
+            "linked_con_id",
+            _I,
+            "Exercise/assignment: the stock leg's con_id on the option row, the option's on the stock row.",
+        ),
         _c("linked_quantity", _F, "The linked row's quantity (shares on the option row, contracts on the stock row)."),
     ),
     key=("account", "con_id", "seq"),

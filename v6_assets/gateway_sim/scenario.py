@@ -458,6 +458,11 @@ def _parse_event(
         raw = params.get("contracts")
         n = None if raw is None else _num(raw, f"{where}.contracts", positive=True, allow_zero=False)
         params = {"account": account, "con_id": int(con_id), "contracts": n}
+        day = at.astimezone(NEW_YORK).date()
+        cut = sessions.eod_cut(day) if sessions.is_session(day) else None
+        if cut is not None and cut - sessions.EOD_CUT_AFTER_CLOSE <= at < cut:
+            # the EOD truth is the close refresh: nothing may change the book between the close and the cut
+            raise ScenarioError(f"{where}: {kind} at {at.isoformat()} falls between the close and the EOD cut")
     elif kind == "expire":
         con_ids = params.get("con_ids")
         if con_ids is not None and any(c not in contracts for c in con_ids):
@@ -475,10 +480,12 @@ def _check_settlements(
     held = {(p.account, p.con_id): p.qty for p in positions}
     for event in events:
         p = event.params
-        key = (p.get("account"), p.get("con_id"))
+        if event.kind not in ("trade", "exercise", "assign"):
+            continue
+        key: tuple[str, int] = (p["account"], p["con_id"])
         if event.kind == "trade":
             held[key] = held.get(key, 0.0) + p["qty"]
-        elif event.kind in ("exercise", "assign"):
+        else:
             where = wheres[id(event)]
             qty = held.get(key, 0.0)
             long = event.kind == "exercise"

@@ -179,7 +179,6 @@ class _PositionState:
 DELIVERY_WINDOW_S = 300.0
 
 
-
 class PositionMerger:
     """Merges the portfolio, position and PnL-single streams into one state per (account, con_id).
 

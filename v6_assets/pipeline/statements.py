@@ -9,9 +9,10 @@
   table; other accounts' rows of the session are kept) and the ledger row is written LAST, naming the statement it
   replaced ("replaced") or none ("new"). A crash in between leaves no ledger row: the next drop redoes it whole.
 
-``refresh_reconciliation(lake, session)`` reads the session's EOD (and the previous one), daily_pnl, the
-statement tables and the session's position events (computed as the ``position_events`` asset does), compares them (``v6_assets.analytics.reconcile``) and overwrites the session's ``reconciliation``
-rows. It fails (``MissingUpstreamError``) when there is no statement or no eod_positions/daily_pnl for the session.
+``refresh_reconciliation(lake, session)`` reads the session's EOD (and the previous one), daily_pnl, the statement
+tables and the session's position events (computed as the ``position_events`` asset does), compares them
+(``v6_assets.analytics.reconcile``) and overwrites the session's ``reconciliation`` rows. It fails
+(``MissingUpstreamError``) when there is no statement or no eod_positions/daily_pnl for the session.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ibflex import parser
 
 from v6_assets.contracts.money import Money
@@ -18,8 +19,6 @@ from v6_assets.gateway_sim import load_scenario
 from v6_assets.gateway_sim.scenario import parse_scenario
 from v6_assets.gateway_sim.scenario_model import ScenarioError
 from v6_assets.gateway_sim.statements import StatementFaults, flex_statement_xml, offline_run
-
-import yaml
 
 SCENARIO = Path(__file__).with_name("lifecycle.yaml")
 ACCOUNT = "DU3000001"
@@ -65,7 +64,7 @@ def test_daily_pnl_of_both_legs_is_the_statement_formula(run: Any) -> None:
     assert Money(opt["daily_pnl"]) == Money(expected)
     # the assignment day: the short put's previous value is gained back, the 200 shares bought at 110 are marked
     put, stock = _eod(run, "2025-03-06", 503), _eod(run, "2025-03-06", STOCK)
-    assert Money(put["daily_pnl"]) == Money(-(-2) * put["prev_mark"] * m)
+    assert Money(put["daily_pnl"]) == Money(2 * put["prev_mark"] * m)  # -(prev qty -2) x prev mark
     assert Money(stock["daily_pnl"]) == Money(300 * (stock["mark"] - stock["prev_mark"]) + 200 * (stock["mark"] - 110))
 
 
@@ -105,22 +104,42 @@ def _with_event(event: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ({"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 503},
-         r"events\[5\]: exercise of DU3000001 503: the position is short"),
-        ({"kind": "assign", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 501},
-         r"events\[5\]: assign of DU3000001 501: the position is long"),
-        ({"kind": "exercise", "session": 3, "time": "11:00", "account": ACCOUNT, "con_id": 503, "contracts": 1},
-         r"events\[5\]: exercise of DU3000001 503: the position is flat"),  # assigned overnight before
-        ({"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 501, "contracts": 3},
-         r"events\[5\]: exercise of 3.0 contracts; DU3000001 holds 2"),
-        ({"kind": "assign", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 999},
-         r"events\[5\]: con_id 999 is not an option of the scenario"),
-        ({"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": STOCK},
-         r"events\[5\]: con_id 500 is not an option of the scenario"),
-        ({"kind": "assign", "session": 0, "time": "11:00", "account": "DU9", "con_id": 503},
-         r"events\[5\]: unknown account 'DU9'"),
-        ({"kind": "exercise", "session": 3, "time": "11:00", "account": ACCOUNT, "con_id": 501},
-         r"events\[5\]: exercise of 501 after its expiry"),
+        (
+            {"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 503},
+            r"events\[5\]: exercise of DU3000001 503: the position is short",
+        ),
+        (
+            {"kind": "assign", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 501},
+            r"events\[5\]: assign of DU3000001 501: the position is long",
+        ),
+        (
+            {"kind": "exercise", "session": 3, "time": "11:00", "account": ACCOUNT, "con_id": 503, "contracts": 1},
+            r"events\[5\]: exercise of DU3000001 503: the position is flat",
+        ),  # assigned overnight before
+        (
+            {"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 501, "contracts": 3},
+            r"events\[5\]: exercise of 3.0 contracts; DU3000001 holds 2",
+        ),
+        (
+            {"kind": "assign", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": 999},
+            r"events\[5\]: con_id 999 is not an option of the scenario",
+        ),
+        (
+            {"kind": "exercise", "session": 0, "time": "11:00", "account": ACCOUNT, "con_id": STOCK},
+            r"events\[5\]: con_id 500 is not an option of the scenario",
+        ),
+        (
+            {"kind": "assign", "session": 0, "time": "11:00", "account": "DU9", "con_id": 503},
+            r"events\[5\]: unknown account 'DU9'",
+        ),
+        (
+            {"kind": "exercise", "session": 3, "time": "11:00", "account": ACCOUNT, "con_id": 501},
+            r"events\[5\]: exercise of 501 after its expiry",
+        ),
+        (
+            {"kind": "assign", "session": 1, "time": "16:05", "account": ACCOUNT, "con_id": 503},
+            r"events\[5\]: assign at 2025-03-04T21:05:00\+00:00 falls between the close and the EOD cut",
+        ),
     ],
 )
 def test_a_bad_settlement_event_is_refused_naming_the_entry(event: dict[str, Any], message: str) -> None:

@@ -22,13 +22,12 @@ from v6_assets.analytics.reconcile import Reconciliation, reconcile
 from v6_assets.contracts.money import Money
 from v6_assets.gateway_sim import GatewaySimulator, load_scenario
 from v6_assets.gateway_sim.scenario_model import Scenario
-from v6_assets.gateway_sim.statements import StatementFaults, flex_statement_xml
+from v6_assets.gateway_sim.statements import StatementFaults, flex_statement_xml, session_executions
 from v6_assets.ib import IBPositionStreamer, Spool
 from v6_assets.ib.flex import parse_flex
 from v6_assets.ib.settings import StreamerSettings
 from v6_assets.lake import Lake
 from v6_assets.pipeline import daily
-from v6_assets.pipeline.book import session_executions
 from v6_assets.pipeline.ingest import drain_spool_to_lake
 from v6_assets.pipeline.position_events import compute_position_events, refresh_position_events
 
@@ -37,7 +36,7 @@ NY = sessions.NEW_YORK
 START = datetime(2025, 3, 3, 9, 0, tzinfo=NY)
 DAYS = sessions.sessions_between(date(2025, 3, 3), date(2025, 3, 7))
 ACCOUNT, STOCK = "DU3000001", 500
-SPEED = 4000.0
+SPEED = 20000.0
 CLIENT_ID = 68
 TODAY = date(2025, 3, 11)
 
@@ -69,8 +68,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             time.sleep(1.0)
         finally:
             streamer.stop()
-        truth = {k: [dict(e) for e in v] for k, v in sim.truth.items() if k in ("eod", "lifecycle")}
-        history = list(sim.state.executions.history)
+        # the simulator may have run past the last cut by the time it is read: the run's sessions only
+        days = {d.isoformat() for d in DAYS}
+        truth = {
+            "eod": [dict(e) for e in sim.truth["eod"] if e["session"] in days],
+            "lifecycle": [dict(e) for e in sim.truth["lifecycle"] if datetime.fromisoformat(e["sim_time"]) < end],
+        }
+        history = [x for x in sim.state.executions.history if datetime.fromisoformat(str(x["time"])) < end]
     with Spool(settings.spool_path) as spool:
         drain_spool_to_lake(spool, lake, settings.stream_id, max_rows=10_000_000)
     daily.refresh_eod_positions(lake, DAYS)
@@ -104,31 +108,45 @@ class TestPositionEvents:
     def test_lifecycle_rows_and_stock_legs_equal_the_truth(self, run: Run) -> None:
         events = run.lake.read_sessions("position_events", DAYS)
         names = {"Ep": "expired", "Ex": "exercised", "A": "assigned"}
-        expected_options = sorted((e["sim_time"][:10], e["con_id"], names[e["code"]], e["quantity"])
-                                  for e in run.truth["lifecycle"])  # fmt: skip
+        expected_options = sorted(
+            (e["sim_time"][:10], e["con_id"], names[e["code"]], e["quantity"]) for e in run.truth["lifecycle"]
+        )
         lifecycle = events.filter(pl.col("event").is_in(list(names.values())))
         options = lifecycle.filter(pl.col("sec_type") == "OPT")
-        got = sorted((str(r["trade_date"]), r["con_id"], r["event"], r["quantity"]) for r in options.iter_rows(named=True))
+        got = sorted(
+            (str(r["trade_date"]), r["con_id"], r["event"], r["quantity"]) for r in options.iter_rows(named=True)
+        )
         assert got == expected_options
         assert options["exec_id"].null_count() == options.height  # IB sends no execution for a booking
         legs = lifecycle.filter(pl.col("sec_type") == "STK").sort("trade_date", "linked_con_id")
-        expected_legs = sorted((e["sim_time"][:10], e["con_id"], names[e["code"]], e["stock_quantity"], e["stock_price"])
-                               for e in run.truth["lifecycle"] if e["stock_con_id"] is not None)  # fmt: skip
-        assert sorted((str(r["trade_date"]), r["linked_con_id"], r["event"], r["quantity"], r["price"])
-                      for r in legs.iter_rows(named=True)) == expected_legs  # fmt: skip
+        expected_legs = sorted(
+            (e["sim_time"][:10], e["con_id"], names[e["code"]], e["stock_quantity"], e["stock_price"])
+            for e in run.truth["lifecycle"]
+            if e["stock_con_id"] is not None
+        )
+        assert (
+            sorted(
+                (str(r["trade_date"]), r["linked_con_id"], r["event"], r["quantity"], r["price"])
+                for r in legs.iter_rows(named=True)
+            )
+            == expected_legs
+        )
         assert events.filter(pl.col("event") == "unexplained").height == 0
 
     def test_trade_rows_carry_the_executions(self, run: Run) -> None:
         events = run.lake.read_sessions("position_events", DAYS).filter(pl.col("exec_id").is_not_null())
         got = sorted((r["con_id"], r["event"], r["quantity"], r["exec_id"]) for r in events.iter_rows(named=True))
-        assert got == sorted([
-            (502, "increased", 1.0, run.executions[0]["exec_id"]),
-            (504, "reduced", -1.0, run.executions[1]["exec_id"]),
-        ])  # fmt: skip
+        assert got == sorted(
+            [
+                (502, "increased", 1.0, run.executions[0]["exec_id"]),
+                (504, "reduced", -1.0, run.executions[1]["exec_id"]),
+            ]
+        )
 
 
-def _reconcile(run: Run, day: date, faults: StatementFaults = StatementFaults()) -> Reconciliation:
-    statements = parse_flex(flex_statement_xml(run.scenario, run.truth["eod"], day, faults=faults), today=TODAY)
+def _reconcile(run: Run, day: date, faults: StatementFaults | None = None) -> Reconciliation:
+    xml = flex_statement_xml(run.scenario, run.truth["eod"], day, faults=faults or StatementFaults())
+    statements = parse_flex(xml, today=TODAY)
     frames = {name: pl.concat([s.frames[name] for s in statements]) for name in statements[0].frames}
     lake = run.lake
     return reconcile(
@@ -140,7 +158,22 @@ def _reconcile(run: Run, day: date, faults: StatementFaults = StatementFaults())
         trades=frames["statement_trades"],
         mtm=frames["statement_mtm"],
         accounts=[ACCOUNT],
-        executions=session_executions(lake, [day]),
+        # the statement's exec ids are the simulator's truth's (as in test_statements): its fills, not the bookings
+        executions=pl.DataFrame(
+            [
+                {k: x[k] for k in ("account", "con_id", "exec_id", "quantity", "price", "commission")}
+                for x in session_executions(run.truth["eod"], day)
+                if not x["code"]
+            ],
+            schema={
+                "account": pl.String,
+                "con_id": pl.Int64,
+                "exec_id": pl.String,
+                "quantity": pl.Float64,
+                "price": pl.Float64,
+                "commission": pl.Float64,
+            },
+        ),
         events=compute_position_events(lake, [day])[0],
     )
 
