@@ -137,8 +137,9 @@ class MarketState:
         return pos
 
     def delivery_contract(self, option: ContractSpec) -> ContractSpec | None:
-        """The stock an equity option delivers (the scenario's STK contract of its symbol); None: cash-settled."""
-        if option.sec_type != "OPT":
+        """The stock an equity option delivers (the scenario's STK contract of its symbol) when the scenario settles
+        physically (``nastiness.physical_delivery``); None: cash-settled."""
+        if option.sec_type != "OPT" or not self.scenario.nastiness.physical_delivery:
             return None
         return next((c for c in self.scenario.contracts.values() if c.sec_type == "STK" and c.symbol == option.symbol),
                     None)  # fmt: skip

@@ -35,6 +35,7 @@ def test_definitions_load_and_validate() -> None:
         "executions",
         "account_values",
         "book_pnl",
+        "position_events",
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
@@ -87,6 +88,7 @@ def test_lineage_is_as_specified() -> None:
         "executions": set(),
         "account_values": set(),
         "book_pnl": {"eod_positions", "daily_pnl", "executions"},
+        "position_events": {"eod_positions", "executions"},
         "pnl_explain": {"daily_pnl", "eod_positions"},
         "risk_scenarios": {"eod_positions"},
         "expiry_ladder": {"eod_positions"},
@@ -172,6 +174,7 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("account_values", "no_duplicate_offsets"),
         ("account_values", "no_sentinel_values"),
         ("book_pnl", "statement_matches_pnl"),
+        ("position_events", "every_change_explained"),
         ("reconciliation", "positions_match_statement"),
         ("reconciliation", "marks_match_statement"),
         ("reconciliation", "pnl_matches_statement_mtm"),
@@ -188,7 +191,7 @@ def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> N
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
     daily = {name: policy for name, policy in policies.items() if policy is not None}
     assert set(daily) == {
-        *("eod_positions", "daily_pnl", "exposure", "book_pnl"),
+        *("eod_positions", "daily_pnl", "exposure", "book_pnl", "position_events"),
         *("pnl_explain", "risk_scenarios", "expiry_ladder"),
     }
     # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri
