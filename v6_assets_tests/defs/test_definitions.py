@@ -174,7 +174,6 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
         ("account_values", "no_duplicate_offsets"),
         ("account_values", "no_sentinel_values"),
         ("book_pnl", "statement_matches_pnl"),
-        ("position_events", "every_change_explained"),
         ("reconciliation", "positions_match_statement"),
         ("reconciliation", "marks_match_statement"),
         ("reconciliation", "pnl_matches_statement_mtm"),
@@ -183,6 +182,8 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
     assert ("expiry_ladder", "within_greek_limits") in checks
+    # an unexplained position change warns (executions can be missed); the PnL does not depend on it
+    assert ("position_events", "every_change_explained") in set(checks) - blocking
     assert ("risk_scenarios", "within_worst_loss_limits") in checks
 
 
