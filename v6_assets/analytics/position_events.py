@@ -7,7 +7,7 @@ sends no execution for an expiry, exercise or assignment (``contracts.lifecycle`
 lifecycle:
 
 - an option whose remainder is matched by a stock position of the same account and underlying changing by the
-  delivered shares (``delivered_shares``; the stock's own remainder, one option or several at once) was
+  delivered shares (``delivered_shares``; the stock's own remainder: the fewest options whose shares add up) was
   **exercised** (a long option) or **assigned** (a short one); the stock gets a row of the same event, linked;
 - otherwise an option at or past its expiry **expired** -- or was exercised/assigned for cash when its cut mark
   (the intrinsic value) is above 0 (index and futures options settle in cash);
@@ -19,6 +19,7 @@ Pure polars, no I/O.
 from __future__ import annotations
 
 from collections.abc import Collection
+from itertools import combinations
 from datetime import date
 
 import polars as pl
@@ -34,6 +35,7 @@ EOD_INPUT = (*KEY, *CONTRACT_COLUMNS[2:], "position", "market_price", "position_
 PREV_INPUT = (*KEY, "prev_position")
 EXEC_INPUT = (TRADE_DATE, "account", "con_id", "exec_id", "exec_time", "quantity", "price", "commission")
 _EPS = 1e-9
+MAX_DELIVERING = 8  # options tried together for one stock change (a day's lifecycle remainders: a handful)
 
 
 def _trade_event(before: pl.Expr, after: pl.Expr) -> pl.Expr:
@@ -154,15 +156,10 @@ def _lifecycle(rest: pl.DataFrame) -> pl.DataFrame:
         pl.col("quantity").alias("stock_change"),
         pl.col("start").alias("stock_start"),
     )
-    # one option delivering the stock's whole change, or every option of the underlying together
-    total = options.group_by(where).agg(pl.col("shares").sum().alias("_all"))
+    legs = _delivering(options, stock, where)
     linked = (
         options.join(stock, on=where, how="left")
-        .join(total, on=where, how="left")
-        .with_columns(
-            matched=((pl.col("shares") - pl.col("stock_change")).abs() < _EPS)
-            | ((pl.col("_all") - pl.col("stock_change")).abs() < _EPS)
-        )
+        .join(legs.with_columns(matched=pl.lit(True)), on=KEY, how="left")
         .with_columns(pl.col("matched").fill_null(False))
     )
     expired = (pl.col("expiry") <= pl.col(TRADE_DATE)).fill_null(False)
@@ -231,3 +228,19 @@ def _lifecycle(rest: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(
         [option_rows.select(cols), stock_rows.select(cols), unmatched_stock.select(cols)], how="vertical_relaxed"
     )
+
+
+def _delivering(options: pl.DataFrame, stock: pl.DataFrame, where: list[str]) -> pl.DataFrame:
+    """The options (KEY rows) whose delivered shares add up to their stock's change: the fewest options that do, per
+    account x underlying x session (groups are a handful of rows: the lifecycle remainders of one day)."""
+    out: list[dict[str, object]] = []
+    candidates = options.filter(pl.col("sec_type") == "OPT").join(stock, on=where, how="inner")
+    for (day, account, _symbol), group in candidates.group_by(where, maintain_order=True):
+        rows = [(r["con_id"], r["shares"]) for r in group.iter_rows(named=True) if r["shares"] is not None]
+        target = group["stock_change"][0]
+        for size in range(1, min(len(rows), MAX_DELIVERING) + 1):
+            found = next((c for c in combinations(rows, size) if abs(sum(s for _, s in c) - target) < _EPS), None)
+            if found is not None:
+                out += [{TRADE_DATE: day, "account": account, "con_id": con_id} for con_id, _ in found]
+                break
+    return pl.DataFrame(out, schema={TRADE_DATE: pl.Date, "account": pl.String, "con_id": pl.Int64})
