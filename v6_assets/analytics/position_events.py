@@ -19,8 +19,8 @@ Pure polars, no I/O.
 from __future__ import annotations
 
 from collections.abc import Collection
-from itertools import combinations
 from datetime import date
+from itertools import combinations
 
 import polars as pl
 

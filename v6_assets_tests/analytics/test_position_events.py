@@ -46,7 +46,7 @@ def _fills(rows: list[tuple[int, float, float]]) -> pl.DataFrame:
                 "commission": 1.0,
             }
             for i, (c, q, p) in enumerate(rows)
-        ],  # fmt: skip
+        ],
         schema=EXEC_SCHEMA,
     ).select(EXEC_INPUT)
 
