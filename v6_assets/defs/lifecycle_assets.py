@@ -24,6 +24,7 @@ from dagster import (
     asset_check,
 )
 
+from v6_assets import sessions
 from v6_assets.contracts.lifecycle import EVENTS, LIFECYCLE_EVENTS, UNEXPLAINED
 from v6_assets.contracts.lifecycle_tables import POSITION_EVENTS
 from v6_assets.contracts.tables import EOD_POSITIONS, EXECUTIONS, TRADE_DATE
@@ -109,7 +110,10 @@ def every_change_explained(context: AssetCheckExecutionContext, lake: LakeResour
     frame = lk.read_sessions(POSITION_EVENTS, days) if days else pl.DataFrame(schema=POSITION_EVENTS.polars_schema)
     unexplained = frame.filter(pl.col("event") == UNEXPLAINED)
     eod = lk.read_sessions(EOD_POSITIONS, days) if days else pl.DataFrame(schema=EOD_POSITIONS.polars_schema)
-    changed = eod.filter(pl.col("position_changed_at").is_not_null() & ~pl.col("carried_forward").fill_null(False))
+    # positions whose quantity changed during their session (not merely updated)
+    changed = eod.filter(pl.col("position_changed_at").is_not_null()).filter(
+        sessions.trade_date_expr("position_changed_at") == pl.col(TRADE_DATE)
+    )
     nothing = frame.height == 0 and changed.height > 0
     return AssetCheckResult(
         passed=unexplained.height == 0 and not nothing,

@@ -5,6 +5,7 @@ refused naming the entry."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import date
 from pathlib import Path
@@ -145,3 +146,9 @@ def _with_event(event: dict[str, Any]) -> dict[str, Any]:
 def test_a_bad_settlement_event_is_refused_naming_the_entry(event: dict[str, Any], message: str) -> None:
     with pytest.raises(ScenarioError, match=message):
         parse_scenario(_with_event(event))
+
+
+def test_the_truth_files_carry_the_lifecycle(run: Any, tmp_path: Path) -> None:
+    run.write_truth(tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "lifecycle.jsonl").read_text().splitlines()]
+    assert lines == run.truth["lifecycle"] and len(lines) == 5
