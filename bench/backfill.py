@@ -165,7 +165,8 @@ def run(
         result.add(Record(f"{label}, peak RSS (polled, until it stopped)", polled, "GiB",
                           target=f"<= {TARGET_RSS_GB:g} GiB", met=polled <= TARGET_RSS_GB))  # fmt: skip
         return result
-    daily = ("eod_positions", "daily_pnl", "exposure", "book_pnl", "pnl_explain", "risk_scenarios", "expiry_ladder")
+    daily = ("eod_positions", "daily_pnl", "exposure", "book_pnl", "position_events", "pnl_explain", "risk_scenarios",
+             "expiry_ladder")  # fmt: skip
     expected = {name: n_sessions for name in daily}
     if m["materialized_partitions"] != expected:
         raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")

@@ -10,6 +10,7 @@ from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
+from v6_assets.defs.lifecycle_assets import LIFECYCLE_ASSETS, LIFECYCLE_CHECKS
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import ALL_SCHEDULES
@@ -23,11 +24,12 @@ defs = Definitions(
         *BOOK_STREAM_SPECS,
         *DAILY_ASSETS,
         *BOOK_ASSETS,
+        *LIFECYCLE_ASSETS,
         *RISK_ASSETS,
         *STATEMENT_SPECS,
         reconciliation,
     ],
-    asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS, *RECONCILIATION_CHECKS],
+    asset_checks=[*all_checks(), *book_checks(), *LIFECYCLE_CHECKS, *RISK_CHECKS, *RECONCILIATION_CHECKS],
     jobs=[daily_assets_job, table_maintenance, reconciliation_job],
     sensors=[ib_position_stream, flex_statements],
     schedules=ALL_SCHEDULES,

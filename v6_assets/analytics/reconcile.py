@@ -15,9 +15,12 @@ What each comparison does (rows of ``reconciliation``; ``blocking`` rows fail th
   EOD alone); with executions given (issue 15's table, or the simulator's truth), by exec id without its revision
   suffix (a correction raises it; the highest revision wins): nothing missing either way, quantity, price and
   commission equal.
-- ``lifecycle``: our expiries (eod_positions.is_expired, or flat at/after the close of the expiry session: the
-  gateway reports expiry/exercise/assignment as the position going to 0 then) vs the statement's trades coded
-  Ep / Ex / A.
+- ``lifecycle``: our option lifecycle rows (position_events: expired / exercised / assigned and the contracts
+  settled) vs the statement's option trades coded Ep / Ex / A, per position: missing on either side, a different
+  event, a different quantity. Without position_events: the EOD's expiries (is_expired, or flat at/after the close
+  of the expiry session), compared for presence only.
+- Statement trades coded Ep / Ex / A are bookings, not executions (IB sends no execDetails for them): the exec-id
+  comparison of ``trades`` leaves them out (their quantities still count in the position change).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from datetime import date
 import polars as pl
 
 from v6_assets import sessions
+from v6_assets.contracts.lifecycle import DELIVERY_SEC_TYPE, LIFECYCLE_EVENTS
 from v6_assets.contracts.money import HALF_CENT, amounts_disagree_expr
 from v6_assets.contracts.statement_tables import RECONCILIATION
 from v6_assets.contracts.tables import TRADE_DATE
@@ -231,24 +235,55 @@ def _trades(pnl: pl.DataFrame, trades: pl.DataFrame, executions: pl.DataFrame | 
     return out, compared
 
 
-def _lifecycle(eod: pl.DataFrame, trades: pl.DataFrame, session: date) -> tuple[list[pl.DataFrame], int]:
-    # Ours: closed by its expiry -- flagged by the EOD (no close was streamed), or went flat at or after the close of
-    # its expiry session (the gateway reports the expiry/exercise/assignment as a position going to 0 then; trades
-    # happen before the close).
+def _lifecycle_from_eod(eod: pl.DataFrame, session: date) -> pl.DataFrame:
+    """Without position_events: closed by its expiry -- flagged by the EOD, or flat at or after the close of its
+    expiry session (the gateway reports the expiry as the position going to 0 then; trades happen before the
+    close). The event is unknown then (compared: that there was one)."""
     close = sessions.eod_cut(session) - sessions.EOD_CUT_AFTER_CLOSE
     at_expiry = (
         pl.col("is_closed").fill_null(False)
         & (pl.col("expiry") <= session).fill_null(False)
         & (pl.col("position_changed_at") >= close).fill_null(False)
     )
-    ours = eod.filter(pl.col("is_expired").fill_null(False) | at_expiry).select(KEY).with_columns(ours=pl.lit(1.0))
-    theirs = trades.filter(pl.col("lifecycle").is_not_null()).group_by(KEY).agg(pl.col("lifecycle").first())
-    j = ours.join(theirs.with_columns(theirs=pl.lit(1.0)), on=KEY, how="full", coalesce=True)
+    return eod.filter(pl.col("is_expired").fill_null(False) | at_expiry).select(
+        *KEY, pl.lit(None, pl.String).alias("event"), pl.lit(None, pl.Float64).alias("quantity")
+    )
+
+
+def _lifecycle(
+    eod: pl.DataFrame, trades: pl.DataFrame, session: date, events: pl.DataFrame | None
+) -> tuple[list[pl.DataFrame], int]:
+    """Our option lifecycle rows (position_events: expired / exercised / assigned, with the quantity) vs the
+    statement's option trades coded Ep / Ex / A: one on each side per position, the same event, the same quantity."""
+    if events is None:
+        ours = _lifecycle_from_eod(eod, session)
+    else:
+        ours = (
+            events.filter(pl.col("sec_type").is_in(OPTION_CATEGORIES) & pl.col("event").is_in(LIFECYCLE_EVENTS))
+            .group_by(KEY)
+            .agg(pl.col("event").first(), pl.col("quantity").sum())
+        )
+    theirs = (
+        trades.filter(pl.col("lifecycle").is_not_null() & pl.col("asset_category").is_in(OPTION_CATEGORIES))
+        .group_by(KEY)
+        .agg(pl.col("lifecycle").first(), pl.col("quantity").sum().alias("quantity_s"))
+    )
+    j = ours.with_columns(_ours=pl.lit(True)).join(
+        theirs.with_columns(_theirs=pl.lit(True)), on=KEY, how="full", coalesce=True
+    )
+    both = j.filter(pl.col("_ours").is_not_null() & pl.col("_theirs").is_not_null())
     out = [
-        _rows(j.filter(pl.col("theirs").is_null()), "lifecycle", "missing_statement",
-              "our EOD closed it by expiry; the statement has no Ep/Ex/A trade", True),
-        _rows(j.filter(pl.col("ours").is_null()), "lifecycle", "missing_ours",
-              pl.format("the statement says {}; our EOD does not show an expiry", pl.col("lifecycle")), True),
+        _rows(j.filter(pl.col("_theirs").is_null()).with_columns(ours=pl.col("quantity")), "lifecycle",
+              "missing_statement", pl.format("we saw it {}; the statement has no Ep/Ex/A trade",
+                                             pl.col("event").fill_null("closed by its expiry")), True),
+        _rows(j.filter(pl.col("_ours").is_null()).with_columns(theirs=pl.col("quantity_s")), "lifecycle",
+              "missing_ours", pl.format("the statement says {}; our position_events show no expiry, exercise or "
+                                        "assignment", pl.col("lifecycle")), True),
+        _rows(both.filter(pl.col("event").is_not_null() & (pl.col("event") != pl.col("lifecycle"))), "lifecycle",
+              "event", pl.format("ours {}, the statement's {}", pl.col("event"), pl.col("lifecycle")), True),
+        _rows(both.filter(pl.col("quantity").is_not_null() & (pl.col("quantity") != pl.col("quantity_s")))
+              .with_columns(ours=pl.col("quantity"), theirs=pl.col("quantity_s")), "lifecycle", "quantity",
+              "contracts settled differ", True),
     ]  # fmt: skip
     return out, j.height
 
@@ -264,11 +299,17 @@ def reconcile(
     mtm: pl.DataFrame,
     accounts: Sequence[str],
     executions: pl.DataFrame | None = None,
+    events: pl.DataFrame | None = None,
     mark_rel_tolerance: float = 0.01,
 ) -> Reconciliation:
-    """Compare one session; only the ``accounts`` that have a statement for it are reconciled."""
+    """Compare one session; only the ``accounts`` that have a statement for it are reconciled. ``events``: the
+    session's position_events (the lifecycle comparison; without them it falls back to the EOD's expiries).
+
+    Stock is compared only where our book holds it (a stock leg an exercise/assignment created: the stream keeps
+    no other stock); the statement's other stock positions are not ours to compare."""
     wanted = pl.col("account").is_in(list(accounts))
-    options = pl.col("asset_category").is_in(OPTION_CATEGORIES)
+    stock_keys = eod.filter(pl.col("sec_type") == DELIVERY_SEC_TYPE).select(KEY).unique()
+    options = pl.col("asset_category").is_in(OPTION_CATEGORIES) | pl.struct(KEY).is_in(stock_keys.to_struct().implode())
     eod, eod_prev, daily_pnl = eod.filter(wanted), eod_prev.filter(wanted), daily_pnl.filter(wanted)
     positions, trades, mtm = (
         positions.filter(wanted & options),
@@ -286,7 +327,9 @@ def reconcile(
     parts += rows
     rows, compared["trades"] = _trades(daily_pnl, trades, executions)
     parts += rows
-    rows, compared["lifecycle"] = _lifecycle(eod, trades, session)
+    if events is not None:
+        events = events.filter(wanted)
+    rows, compared["lifecycle"] = _lifecycle(eod, trades, session, events)
     parts += rows
     diffs = pl.concat(parts, how="vertical_relaxed").with_columns(pl.lit(session).alias(TRADE_DATE))
     diffs = diffs.select(RECONCILIATION.column_names).sort(

@@ -537,3 +537,6 @@ def polars_dtypes(table: TableDef, *, without: tuple[str, ...] = ()) -> dict[str
 from v6_assets.contracts.statement_tables import ALL_STATEMENT_TABLES  # noqa: E402
 
 TABLES.update(ALL_STATEMENT_TABLES)
+from v6_assets.contracts.lifecycle_tables import POSITION_EVENTS  # noqa: E402
+
+TABLES[POSITION_EVENTS.name] = POSITION_EVENTS

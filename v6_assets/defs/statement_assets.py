@@ -179,7 +179,8 @@ RECONCILIATION_CHECKS = [
            "IB's trades add up to our position change per position (and, with executions, match by exec id: "
            "quantity, price, commission)."),
     _check("lifecycle_matches_statement", ("lifecycle",),
-           "Our expiries/exercises/assignments equal the statement's trades coded Ep / Ex / A."),
+           "Our expiries/exercises/assignments (position_events' option rows: event and contracts) equal the "
+           "statement's option trades coded Ep / Ex / A, per position, nothing missing either way."),
 ]  # fmt: skip
 
 reconciliation_job = define_asset_job(

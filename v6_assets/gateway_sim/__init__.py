@@ -28,16 +28,21 @@ Ground truth (``--truth-out DIR`` / ``sim.write_truth(DIR)``):
   pnl: req_id, daily_pnl, unrealized_pnl, realized_pnl; greeks: req_id, tick_type, implied_vol, delta, opt_price,
   pv_dividend, gamma, vega, theta, und_price. Blast-mode benchmark traffic is not recorded.
 - ``eod.jsonl``: one line per account x option con_id x session closed (stock positions excluded: clients ignore
-  them): session, account, con_id, symbol, sec_type, expiry (ISO date, New York), expiry_wire, strike, right,
-  multiplier, currency, position, prev_position, prev_mark, mark (the close mark), market_value, average_cost,
-  unrealized_pnl, realized_pnl (this session, 0 when none), realized_pnl_sent (as the portfolio row sends it),
-  commissions, daily_pnl, baseline, closed, und_price, delta, gamma, vega, theta, implied_vol.
-  ``daily_pnl`` is the statement formula: prev_position * (mark - prev_mark) * m + sum(fill_qty * (mark - fill_price)
-  * m) - commissions. It is ``null`` with ``baseline: true`` in the first session of a position that pre-existed the
-  scenario start (its previous EOD mark is unknown to any client). Closed positions appear once, with position 0,
-  in the session they closed (expiries included). At each close the simulator pushes a final portfolio +
-  PnL-single (+ PnL) refresh of every open position at the close mark; the EOD truth equals those values, and no
-  trade may be scheduled between the close and the cut, so (U_D - U_{D-1}) + R_D over sent values == daily_pnl.
+  them -- except a stock position an exercise or assignment created or changed, recorded from then on): session,
+  account, con_id, symbol, sec_type, expiry (ISO date, New York), expiry_wire, strike, right, multiplier, currency,
+  position, prev_position, prev_mark, mark (the close mark), market_value, average_cost, unrealized_pnl,
+  realized_pnl (this session, 0 when none), realized_pnl_sent (as the portfolio row sends it), commissions,
+  daily_pnl, baseline, closed, und_price, delta, gamma, vega, theta, implied_vol. ``daily_pnl`` is the statement
+  formula: prev_position * (mark - prev_mark) * m + sum(fill_qty * (mark - fill_price) * m) - commissions. It is
+  ``null`` with ``baseline: true`` in the first session of a position that pre-existed the scenario start (its
+  previous EOD mark is unknown to any client). Closed positions appear once, with position 0, in the session they
+  closed (expiries included). At each close the simulator pushes a final portfolio + PnL-single (+ PnL) refresh of
+  every open position at the close mark; the EOD truth equals those values, and no trade may be scheduled between
+  the close and the cut, so (U_D - U_{D-1}) + R_D over sent values == daily_pnl.
+- ``lifecycle.jsonl``: one line per expiry / exercise / assignment booked: sim_time, account, con_id, code (Ep,
+  Ex, A), event (expired, exercised, assigned), quantity (the option's signed change), intrinsic, stock_con_id,
+  stock_quantity and stock_price (the strike; null when nothing was delivered). Fills booked so carry the code
+  in ``eod.jsonl`` (``fills[].code``); no execution is recorded for them (IB reports none).
 - ``summary.json``: scenario, seed, start, speed, sessions closed, order violations, request count.
 
 Semantics chosen (document for consumers):

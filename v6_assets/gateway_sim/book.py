@@ -38,6 +38,7 @@ class BookPosition:
     prev_close_qty: float = 0.0
     reset_mark: float = 0.0  # reqPnLSingle's daily reset reference (the mark at the last reset)
     opened_this_session: bool = False
+    delivered: bool = False  # a stock position an exercise or assignment created or changed (recorded in the truth)
 
     @property
     def key(self) -> tuple[str, int]:

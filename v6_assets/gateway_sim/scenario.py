@@ -236,9 +236,11 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
         raise ScenarioError("positions: duplicate (account, con_id)")
 
     events: list[TimelineEvent] = []
+    wheres: dict[int, str] = {}  # id(event) -> "events[i]", for errors found once the timeline is in time order
     for i, entry in enumerate(data.get("events") or []):
         where = f"events[{i}]"
         event = _parse_event(entry, where, start, account_ids, contracts, underlyings)
+        wheres[id(event)] = where
         if event.at < start:
             if start_time is None:
                 raise ScenarioError(f"{where}: {event.at.isoformat()} is before the clock start {start.isoformat()}")
@@ -248,6 +250,7 @@ def parse_scenario(data: Any, *, start_time: datetime | None = None, now: dateti
             events.append(TimelineEvent(event.at + timedelta(seconds=event.params["seconds"]), f"{event.kind}_end",
                                         event.params))  # fmt: skip
     events.sort(key=lambda e: e.at)  # stable: same-time events keep file order
+    _check_settlements(events, wheres, positions, contracts)
 
     nasty_data = data.get("nastiness") or {}
     unknown = set(nasty_data) - set(Nastiness.__dataclass_fields__)
@@ -445,12 +448,59 @@ def _parse_event(
             raise ScenarioError(f"{where}: code must be an integer")
         params = {"code": code, "message": str(params.get("message", f"simulated error {code}")),
                   "req_id": int(params.get("req_id", -1))}  # fmt: skip
+    elif kind in ("exercise", "assign"):
+        account = str(_req(params, "account", where))
+        con_id = _req(params, "con_id", where)
+        if account not in account_ids:
+            raise ScenarioError(f"{where}: unknown account {account!r}")
+        if con_id not in contracts or not contracts[con_id].is_option:
+            raise ScenarioError(f"{where}: con_id {con_id!r} is not an option of the scenario")
+        raw = params.get("contracts")
+        n = None if raw is None else _num(raw, f"{where}.contracts", positive=True, allow_zero=False)
+        params = {"account": account, "con_id": int(con_id), "contracts": n}
+        day = at.astimezone(NEW_YORK).date()
+        cut = sessions.eod_cut(day) if sessions.is_session(day) else None
+        if cut is not None and cut - sessions.EOD_CUT_AFTER_CLOSE <= at < cut:
+            # the EOD truth is the close refresh: nothing may change the book between the close and the cut
+            raise ScenarioError(f"{where}: {kind} at {at.isoformat()} falls between the close and the EOD cut")
     elif kind == "expire":
         con_ids = params.get("con_ids")
         if con_ids is not None and any(c not in contracts for c in con_ids):
             raise ScenarioError(f"{where}: unknown con_id in {con_ids!r}")
         params = {"con_ids": None if con_ids is None else [int(c) for c in con_ids]}
     return TimelineEvent(at, kind, params)
+
+
+def _check_settlements(
+    events: list[TimelineEvent], wheres: dict[int, str], positions: list[InitialPosition],
+    contracts: dict[int, ContractSpec],
+) -> None:  # fmt: skip
+    """Every ``exercise`` needs a long and every ``assign`` a short position of at least that size at its time, in
+    an option not yet expired (quantities followed through the initial book, the trades and earlier settlements)."""
+    held = {(p.account, p.con_id): p.qty for p in positions}
+    for event in events:
+        p = event.params
+        if event.kind not in ("trade", "exercise", "assign"):
+            continue
+        key: tuple[str, int] = (p["account"], p["con_id"])
+        if event.kind == "trade":
+            held[key] = held.get(key, 0.0) + p["qty"]
+        else:
+            where = wheres[id(event)]
+            qty = held.get(key, 0.0)
+            long = event.kind == "exercise"
+            expiry = contracts[p["con_id"]].expiry_at
+            if expiry is not None and event.at > expiry:
+                raise ScenarioError(f"{where}: {event.kind} of {p['con_id']} after its expiry ({expiry.isoformat()})")
+            if qty == 0 or (qty > 0) != long:
+                state = "flat" if qty == 0 else ("short" if long else "long")
+                raise ScenarioError(f"{where}: {event.kind} of {p['account']} {p['con_id']}: the position is {state} "
+                                    f"then (an {'exercise needs a long' if long else 'assignment needs a short'} "
+                                    "position)")  # fmt: skip
+            n = abs(qty) if p["contracts"] is None else p["contracts"]
+            if n > abs(qty):
+                raise ScenarioError(f"{where}: {event.kind} of {n} contracts; {p['account']} holds {abs(qty):g}")
+            held[key] = qty - n if qty > 0 else qty + n
 
 
 def _check_not_after_close(at: datetime, where: str) -> None:

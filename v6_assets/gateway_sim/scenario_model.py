@@ -17,6 +17,8 @@ EVENT_KINDS = (
     "underlying",
     "mark",
     "expire",
+    "exercise",
+    "assign",
     "disconnect",
     "refuse",
     "stall",
@@ -124,6 +126,9 @@ class Nastiness:
     greeks_sentinel_every: int = 0  # every Nth greeks tick per contract is sent as -1/-2 sentinels (0: never)
     after_hours_quotes: bool = True  # bid/ask -1 outside regular trading hours
     auto_expire: bool = True  # options expire at their expiry session's close without an explicit event
+    # Exercise/assignment of an equity option delivers the scenario's stock of its symbol, as IB does (False: every
+    # settlement in cash at the intrinsic value; the default, so older scenarios keep their books)
+    physical_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)

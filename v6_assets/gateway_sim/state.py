@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime
+from typing import Any
 
+from v6_assets.contracts.lifecycle import delivered_shares
 from v6_assets.gateway_sim.book import BookPosition
 from v6_assets.gateway_sim.executions import ExecutionLog
 from v6_assets.gateway_sim.market import Greeks, Market
@@ -34,6 +36,8 @@ class MarketState:
         # gateway conditions under way that hold data back: "reset" (everything), "competing_session" and "farm_down"
         # (market data, PnL and PnL single: ``MARKET_DATA_PAUSES``)
         self.paused: set[str] = set()
+        # every expiry / exercise / assignment booked (the ground truth of the position lifecycle)
+        self.lifecycle: list[dict[str, Any]] = []
         self._init_book()
 
     def _init_book(self) -> None:
@@ -132,10 +136,67 @@ class MarketState:
             pos.realized_total -= delta
         return pos
 
-    def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
-        """Close expired option positions at intrinsic value, yielding each one right after it closed.
+    def delivery_contract(self, option: ContractSpec) -> ContractSpec | None:
+        """The stock an equity option delivers (the scenario's STK contract of its symbol) when the scenario settles
+        physically (``nastiness.physical_delivery``); None: cash-settled."""
+        if option.sec_type != "OPT" or not self.scenario.nastiness.physical_delivery:
+            return None
+        return next((c for c in self.scenario.contracts.values() if c.sec_type == "STK" and c.symbol == option.symbol),
+                    None)  # fmt: skip
 
-        ``con_ids`` given: exactly those; otherwise every option due by ``session_day`` or by now.
+    def settle(self, pos: BookPosition, contracts: float, code: str) -> list[BookPosition]:
+        """Close ``contracts`` (> 0) of an option position by expiry, exercise or assignment, as IB books it.
+
+        Physical delivery (an equity option whose stock the scenario defines): the option leg is booked at price 0
+        and the stock leg at the strike (``code`` on both fills; no commission). Cash settlement (no stock, index and
+        futures options): the option is booked at its intrinsic value. Worthless (``Ep``): booked at 0. Returns the
+        changed positions, the option first (what the gateway then reports, in that order).
+        """
+        c = pos.contract
+        spot = self.market.underlying_price(c.symbol, self.now)
+        intrinsic = round(max(spot - c.strike, 0.0) if c.right == "C" else max(c.strike - spot, 0.0), 4)
+        self.market.mark_overrides[c.con_id] = intrinsic
+        stock = self.delivery_contract(c) if code != "Ep" else None
+        closing = -contracts if pos.qty > 0 else contracts
+        pos.apply_trade(closing, 0.0 if stock is not None or code == "Ep" else intrinsic, 0.0)
+        pos.fills_session[-1].at = self.now.isoformat()
+        pos.fills_session[-1].code = code
+        changed = [pos]
+        if stock is not None:
+            shares = delivered_shares(c.right, closing, c.multiplier) or 0.0
+            leg = self.trade(pos.account, stock.con_id, shares, c.strike, 0.0)
+            leg.fills_session[-1].code = code
+            leg.delivered = True
+            changed.append(leg)
+        self.lifecycle.append({
+            "sim_time": self.now.isoformat(), "account": pos.account, "con_id": c.con_id, "code": code,
+            "event": {"Ep": "expired", "Ex": "exercised", "A": "assigned"}[code], "quantity": closing,
+            "intrinsic": intrinsic, "stock_con_id": stock.con_id if stock is not None else None,
+            "stock_quantity": changed[-1].fills_session[-1].qty if stock is not None else None,
+            "stock_price": c.strike if stock is not None else None,
+        })  # fmt: skip
+        return changed
+
+    def exercise(self, account: str, con_id: int, contracts: float | None, code: str) -> list[BookPosition]:
+        """An early exercise (``Ex``, a long option) or an assignment (``A``, a short option) of ``contracts``
+        (None: the whole position). The scenario is validated up front; this raises ValueError for a flat or
+        wrong-side position all the same (a programmatic caller)."""
+        pos = self.book.get((account, con_id))
+        want_long = code == "Ex"
+        if pos is None or pos.qty == 0 or (pos.qty > 0) != want_long:
+            side = "long" if want_long else "short"
+            raise ValueError(f"{'exercise' if want_long else 'assign'}: {account} holds no {side} position in {con_id}")
+        n = abs(pos.qty) if contracts is None else contracts
+        if n > abs(pos.qty):
+            raise ValueError(f"{account} {con_id}: {n} contracts to settle, only {abs(pos.qty)} held")
+        return self.settle(pos, n, code)
+
+    def expire(self, con_ids: list[int] | None, session_day: date | None = None) -> Iterator[BookPosition]:
+        """Settle expired option positions, yielding each changed position (an option, then its stock leg).
+
+        ``con_ids`` given: exactly those; otherwise every option due by ``session_day`` or by now. Out of the money:
+        expired worthless (``Ep``); in the money: auto-exercised (``Ex``, long) or assigned (``A``, short), with
+        the stock delivered for an equity option (``settle``).
         """
         for pos in list(self.book.values()):
             c = pos.contract
@@ -149,15 +210,9 @@ class MarketState:
                 if not due:
                     continue
             spot = self.market.underlying_price(c.symbol, self.now)
-            intrinsic = max(spot - c.strike, 0.0) if c.right == "C" else max(c.strike - spot, 0.0)
-            intrinsic = round(intrinsic, 4)
-            # worthless -> closed at 0; in the money -> closed at intrinsic (cash-settled view of exercise)
-            self.market.mark_overrides[c.con_id] = intrinsic
+            intrinsic = round(max(spot - c.strike, 0.0) if c.right == "C" else max(c.strike - spot, 0.0), 4)
             code = "Ep" if intrinsic == 0 else ("Ex" if pos.qty > 0 else "A")
-            pos.apply_trade(-pos.qty, intrinsic, 0.0)
-            pos.fills_session[-1].at = self.now.isoformat()
-            pos.fills_session[-1].code = code
-            yield pos
+            yield from self.settle(pos, abs(pos.qty), code)
 
     def session_cut(self) -> None:
         """Daily reset at the EOD cut: the account window's realized PnL and the PnL reset reference roll over."""

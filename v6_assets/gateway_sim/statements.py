@@ -42,6 +42,7 @@ class StatementFaults:
     mark_offset: tuple[str, int, float] | None = None  # IB's close mark differs by this much per share
     late_correction: tuple[str, int, float] | None = None  # first file: trade price off by this; then corrected
     unknown_account: bool = False  # an extra statement for an account outside the book
+    wrong_code: tuple[str, int, str] | None = None  # that position's lifecycle trade coded this instead (Ep/Ex/A)
 
 
 def exec_id(account: str, con_id: int, at: str, index: int, revision: int = 1) -> str:
@@ -124,7 +125,8 @@ def _trade(x: Mapping[str, Any], mark: float, price_offset: float = 0.0, revisio
         "netCash": _num(-qty * price * m - x["commission"]),
         "closePrice": _num(mark),
         "mtmPnl": _num(qty * (mark - price) * m),
-        "openCloseIndicator": "C" if closing or booked else "O",
+        # the option leg of an expiry/exercise/assignment closes; its stock leg opens unless it reduces stock held
+        "openCloseIndicator": "C" if closing or (booked and e["sec_type"] != "STK") else "O",
         "notes": x["code"] or None,
         "buySell": "BUY" if qty > 0 else "SELL",
     })  # fmt: skip
@@ -175,6 +177,8 @@ def _account_statement(
             y for y in executions if y["con_id"] == x["con_id"]
         ):
             continue
+        if faults.wrong_code and faults.wrong_code[:2] == (account, x["con_id"]) and x["code"]:
+            x = {**x, "code": faults.wrong_code[2]}
         offset = 0.0
         lc = faults.late_correction
         if lc and lc[:2] == (account, x["con_id"]) and x is next(y for y in executions if y["con_id"] == x["con_id"]):

@@ -108,6 +108,10 @@ class TimelineDriver:
                 state.market.mark_overrides[p["con_id"]] = p["price"]
         elif kind == "expire":
             self._expire(p["con_ids"])
+        elif kind in ("exercise", "assign"):
+            # IB reports it as position changes only (the option, then the stock leg): no execDetails
+            for pos in state.exercise(p["account"], p["con_id"], p["contracts"], "Ex" if kind == "exercise" else "A"):
+                self.publisher.position_changed(pos)
         elif kind == "disconnect":
             self.faults.disconnect_all()
         elif kind == "refuse":
@@ -170,7 +174,7 @@ class TimelineDriver:
             self._expire(None, session)
         self.publisher.send_close_refresh()
         for pos in self.state.book.values():
-            if pos.contract.is_option:
+            if pos.contract.is_option or pos.delivered:
                 self.recorder.eod(session, pos)
         self.sessions_closed.append(session.day.isoformat())
         self.recorder.flush_eod()

@@ -30,7 +30,9 @@ class TruthRecorder:
         self.record_path = record_path
         self.truth_dir = truth_dir
         # "health": what the gateway did to the connections (resets, restarts, competing sessions, pacing)
-        self.truth: dict[str, list[dict[str, Any]]] = {"sent": [], "eod": [], "health": []}
+        # "lifecycle": every expiry / exercise / assignment booked (``MarketState.lifecycle``, the same list)
+        self.truth: dict[str, list[dict[str, Any]]] = {"sent": [], "eod": [], "health": [],
+                                                       "lifecycle": state.lifecycle}  # fmt: skip
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._violations = 0
@@ -131,13 +133,17 @@ class TruthRecorder:
             self._eod_file.write(json.dumps(entry) + "\n")
 
     def write(self, directory: Path, summary: dict[str, Any]) -> None:
-        """Write ``sent.jsonl``, ``eod.jsonl`` (from memory) and ``summary.json`` to ``directory``."""
+        """Write ``sent.jsonl``, ``eod.jsonl``, ``lifecycle.jsonl`` (from memory) and ``summary.json`` to
+        ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
         with (directory / "sent.jsonl").open("w") as f:
             for entry in self.truth["sent"]:
                 f.write(json.dumps(entry) + "\n")
         with (directory / "eod.jsonl").open("w") as f:
             for entry in self.truth["eod"]:
+                f.write(json.dumps(entry) + "\n")
+        with (directory / "lifecycle.jsonl").open("w") as f:
+            for entry in self.truth["lifecycle"]:
                 f.write(json.dumps(entry) + "\n")
         write_summary(directory, summary)
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from v6_assets.contracts.clock import utc_now
+from v6_assets.contracts.lifecycle import DELIVERY_SEC_TYPE, delivered_shares
 from v6_assets.contracts.streams import POSITION_UPDATE_FIELDS, GreeksUpdate, PositionSource, PositionUpdate
 from v6_assets.contracts.unset import is_ib_unset
 from v6_assets.sessions import NEW_YORK
@@ -149,6 +150,7 @@ def contract_fields(contract: Any) -> ContractFields:
 @dataclass(slots=True)
 class ConversionCounters:
     non_option_dropped: int = 0
+    delivered_stock_kept: int = 0  # stock positions adopted as the leg of an exercise/assignment
     foreign_account_dropped: int = 0
     pnl_for_unknown_position: int = 0
 
@@ -158,13 +160,23 @@ _POSITION, _AVG_COST, _MKT_PRICE, _MKT_VALUE, _UNREAL, _REAL, _IB_DAILY, _IB_UNR
 
 
 class _PositionState:
-    __slots__ = ("contract", "emitted", "values")
+    __slots__ = ("changed_at", "contract", "emitted", "prev_qty", "values")
 
     def __init__(self, contract: ContractFields) -> None:
         self.contract = contract
         self.values: list[float | None] = [None] * 10
         # A new position whose first message carried only sentinels still gets one row (the contract exists).
         self.emitted = False
+        # stock not (yet) kept: its quantity before the last change (None: first sight) and when it changed
+        self.prev_qty: float | None = None
+        self.changed_at: datetime | None = None
+
+
+# Stock is kept only as the leg of an exercise/assignment: IB sends no execution for it, only the option's position
+# shrinking and the stock's changing (overnight for an assignment; ib_async#93). Both changes must fall within this
+# window of each other (on the merger's clock) and match in size: contracts x multiplier, same sign for a call,
+# opposite for a put.
+DELIVERY_WINDOW_S = 300.0
 
 
 class PositionMerger:
@@ -185,6 +197,10 @@ class PositionMerger:
         self.clock = clock
         self.counters = ConversionCounters()
         self._states: dict[tuple[str, int], _PositionState] = {}
+        # stock positions seen but not kept (yet), and the stock changes the option book's shrinking predicts
+        self._stock: dict[tuple[str, int], _PositionState] = {}
+        self._deliveries: dict[tuple[str, str], list[tuple[float, datetime]]] = {}
+        self._pending_emits: list[tuple[str, int]] = []
         self._seq = 0
 
     # -- queries -----------------------------------------------------------------------------------------------
@@ -205,15 +221,21 @@ class PositionMerger:
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def _state_for(self, account: str, contract: Any) -> _PositionState | None:
-        if contract.secType not in self.sec_types:
+        key = (account, int(contract.conId))
+        stock = contract.secType == DELIVERY_SEC_TYPE and key not in self._states
+        if contract.secType not in self.sec_types and not stock and key not in self._states:
             self.counters.non_option_dropped += 1
             return None
         if self.accounts and account not in self.accounts:
             self.counters.foreign_account_dropped += 1
             return None
-        key = (account, int(contract.conId))
-        state = self._states.get(key)
         fields = contract_fields(contract)
+        if stock and DELIVERY_SEC_TYPE not in self.sec_types:
+            held = self._stock.get(key)
+            if held is None:
+                held = self._stock[key] = _PositionState(fields)
+            return held
+        state = self._states.get(key)
         if state is None:
             state = self._states[key] = _PositionState(fields)
         elif fields != state.contract:
@@ -293,10 +315,68 @@ class PositionMerger:
                 updates.append(update)
         return updates
 
+    def _stock_seen(self, account: str, state: _PositionState, before: list[float | None]) -> bool:
+        """A stock row not kept so far (``before``: its values before this row; [] when re-examined): True when it
+        is now kept, as the leg of an option's exercise/assignment (see ``DELIVERY_WINDOW_S``)."""
+        now = self.clock()
+        if (before and before[_POSITION] != state.values[_POSITION]) or state.changed_at is None:
+            state.prev_qty = before[_POSITION] if before else None
+            state.changed_at = now
+        change = (state.values[_POSITION] or 0.0) - (state.prev_qty or 0.0)
+        if change == 0 or abs((now - state.changed_at).total_seconds()) > DELIVERY_WINDOW_S:
+            return False
+        where = (account, state.contract.symbol)
+        fresh = [(c, at) for c, at in self._deliveries.get(where, []) if abs((now - at).total_seconds())
+                 <= DELIVERY_WINDOW_S]  # fmt: skip
+        self._deliveries[where] = fresh
+        match = next((i for i, (c, _) in enumerate(fresh) if abs(c - change) < 1e-9), None)
+        if match is not None:
+            fresh.pop(match)
+        elif fresh and abs(sum(c for c, _ in fresh) - change) < 1e-9:
+            fresh.clear()  # several options delivered into the one stock position at once
+        else:
+            return False
+        key = (account, state.contract.con_id)
+        self._states[key] = self._stock.pop(key)
+        self.counters.delivered_stock_kept += 1
+        return True
+
+    def _option_shrank(self, account: str, state: _PositionState, before: list[float | None]) -> None:
+        """Remember the stock change an option position's shrinking would deliver (see ``DELIVERY_WINDOW_S``)."""
+        old, new = (before[_POSITION] if before else None), state.values[_POSITION]
+        if old is None or new is None or not old or abs(new) >= abs(old) or (new and (new > 0) != (old > 0)):
+            return
+        c = state.contract
+        expected = delivered_shares(c.right, new - old, c.multiplier)
+        if expected is None:
+            return
+        self._deliveries.setdefault((account, c.symbol), []).append((expected, self.clock()))
+        for key, held in list(self._stock.items()):  # the stock leg reported first: keep it now
+            if key[0] == account and held.contract.symbol == c.symbol and self._stock_seen(account, held, []):
+                self._pending_emits.append(key)
+
+    def take_kept_stock(self) -> list[PositionUpdate]:
+        """Updates of stock legs kept after they were reported (the option's change came second)."""
+        out = []
+        for account, con_id in self._pending_emits:
+            update = self._emit(account, self._states[(account, con_id)], [], "position")
+            if update is not None:
+                out.append(update)
+        self._pending_emits.clear()
+        return out
+
     def _emit(
         self, account: str, state: _PositionState, before: list[float | None], source: PositionSource
     ) -> PositionUpdate | None:
         values = state.values
+        key = (account, state.contract.con_id)
+        if key in self._stock:
+            if not self._stock_seen(account, state, before):
+                self.counters.non_option_dropped += 1  # held aside, not streamed (unless it turns out a leg)
+                return None
+            before = []
+        elif state.contract.sec_type != DELIVERY_SEC_TYPE:
+            self._option_shrank(account, state, before)
         if values == before and state.emitted:
             return None
         state.emitted = True

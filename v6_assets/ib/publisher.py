@@ -103,6 +103,9 @@ class UpdatePublisher:
         if self._known_qty.get(key, _NO_QTY) != update.position:
             self._known_qty[key] = update.position
             self._on_quantity_change()
+            for kept in self.merger.take_kept_stock():  # a stock leg reported before its option's change
+                self.publish_position(kept)
+                self._quantity_seen(kept)
 
     def on_tickers(self, tickers: Any) -> None:
         subscriptions = self._current_subscriptions()

@@ -146,6 +146,8 @@ class SubscriptionPolicy:
         priorities: dict[int, float] = {}
         contracts = {}
         for (_account, con_id), (fields, qty) in open_positions.items():
+            if fields.sec_type == "STK":
+                continue  # a kept stock leg: no model greeks (its delta is 1 per share)
             priorities[con_id] = priorities.get(con_id, 0.0) + abs(qty * (fields.multiplier or 1.0))
             contracts[con_id] = fields
         wanted = plan_greeks_lines(priorities, self.settings.line_budget, self.greeks_rotation)

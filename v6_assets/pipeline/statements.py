@@ -9,9 +9,10 @@
   table; other accounts' rows of the session are kept) and the ledger row is written LAST, naming the statement it
   replaced ("replaced") or none ("new"). A crash in between leaves no ledger row: the next drop redoes it whole.
 
-``refresh_reconciliation(lake, session)`` reads the session's EOD (and the previous one), daily_pnl and the
-statement tables, compares them (``v6_assets.analytics.reconcile``) and overwrites the session's ``reconciliation``
-rows. It fails (``MissingUpstreamError``) when there is no statement or no eod_positions/daily_pnl for the session.
+``refresh_reconciliation(lake, session)`` reads the session's EOD (and the previous one), daily_pnl, the statement
+tables and the session's position events (computed as the ``position_events`` asset does), compares them
+(``v6_assets.analytics.reconcile``) and overwrites the session's ``reconciliation`` rows. It fails
+(``MissingUpstreamError``) when there is no statement or no eod_positions/daily_pnl for the session.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from v6_assets.ib.flex import AccountStatement, StatementError, parse_flex
 from v6_assets.lake import Lake
 from v6_assets.pipeline.book import session_executions
 from v6_assets.pipeline.daily import MissingUpstreamError
+from v6_assets.pipeline.position_events import compute_position_events
 
 ROW_TABLES = (STATEMENT_POSITIONS, STATEMENT_TRADES, STATEMENT_MTM, STATEMENT_CASH)
 
@@ -162,6 +164,7 @@ def compute_reconciliation(
     eod_prev = lake.read_sessions(EOD_POSITIONS, [sessions.previous_session(session)])
     if executions is None and lake.exists(EXECUTIONS):
         executions = session_executions(lake, [session])
+    events, _ = compute_position_events(lake, [session])  # what the position_events asset computes from the same
     result = reconcile(
         session,
         eod=eod,
@@ -172,6 +175,7 @@ def compute_reconciliation(
         mtm=lake.read_sessions(STATEMENT_MTM, [session]),
         accounts=sorted(set(ledger["account"].to_list())),
         executions=executions,
+        events=events,
         mark_rel_tolerance=mark_rel_tolerance,
     )
     return ReconciliationRun(result, ledger, by_exec_id=executions is not None)

@@ -110,6 +110,7 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "daily_pnl": 3,
         "exposure": 3,
         "book_pnl": 3,
+        "position_events": 3,
         "pnl_explain": 3,
         "risk_scenarios": 3,
         "expiry_ladder": 3,

@@ -35,6 +35,7 @@ def test_definitions_load_and_validate() -> None:
         "executions",
         "account_values",
         "book_pnl",
+        "position_events",
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
@@ -87,6 +88,7 @@ def test_lineage_is_as_specified() -> None:
         "executions": set(),
         "account_values": set(),
         "book_pnl": {"eod_positions", "daily_pnl", "executions"},
+        "position_events": {"eod_positions", "executions"},
         "pnl_explain": {"daily_pnl", "eod_positions"},
         "risk_scenarios": {"eod_positions"},
         "expiry_ladder": {"eod_positions"},
@@ -180,6 +182,8 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
     }
     assert ("daily_pnl", "matches_ib_daily_pnl") in checks and ("exposure", "greeks_coverage") in checks
     assert ("expiry_ladder", "within_greek_limits") in checks
+    # an unexplained position change warns (executions can be missed); the PnL does not depend on it
+    assert ("position_events", "every_change_explained") in set(checks) - blocking
     assert ("risk_scenarios", "within_worst_loss_limits") in checks
 
 
@@ -188,7 +192,7 @@ def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> N
     policies = {key.to_user_string(): graph.get(key).freshness_policy for key in graph.get_all_asset_keys()}
     daily = {name: policy for name, policy in policies.items() if policy is not None}
     assert set(daily) == {
-        *("eod_positions", "daily_pnl", "exposure", "book_pnl"),
+        *("eod_positions", "daily_pnl", "exposure", "book_pnl", "position_events"),
         *("pnl_explain", "risk_scenarios", "expiry_ladder"),
     }
     # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri

@@ -37,6 +37,7 @@ from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job
+from v6_assets.defs.lifecycle_assets import LIFECYCLE_ASSETS, LIFECYCLE_CHECKS
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.risk_assets import RISK_ASSETS, RISK_CHECKS
 from v6_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
@@ -348,8 +349,8 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
     defs = Definitions(
-        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS],
-        asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS], jobs=[daily_assets_job],
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *LIFECYCLE_ASSETS, *RISK_ASSETS],
+        asset_checks=[*all_checks(), *book_checks(), *LIFECYCLE_CHECKS, *RISK_CHECKS], jobs=[daily_assets_job],
         resources={"lake": p.lake_resource},
     )  # fmt: skip
     result = defs.resolve_job_def("daily_assets").execute_in_process(
@@ -372,7 +373,7 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     _assert_matches_truth(p)
     mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     # the book and the explain and risk assets of the range are rebuilt in the same run
-    daily_extras = {"book_pnl", "pnl_explain", "risk_scenarios", "expiry_ladder"}
+    daily_extras = {"book_pnl", "position_events", "pnl_explain", "risk_scenarios", "expiry_ladder"}
     assert {m.asset_key.to_user_string() for m in mats} == {*tables, *daily_extras}
     md = mats[0].step_materialization_data.materialization.metadata  # type: ignore[union-attr]
     for key in ("dagster/row_count", "dagster/column_schema", "dagster/column_lineage", "preview"):

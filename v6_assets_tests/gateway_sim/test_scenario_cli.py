@@ -96,7 +96,8 @@ def test_builtin_scenarios_load() -> None:
     assert {c.multiplier for c in demo.contracts.values()} >= {50.0, 103.0, 100.0}
     reference = load_scenario("reference")
     assert {e.kind for e in reference.events} == {
-        "trade", "underlying", "mark", "expire", "error", "stall", "malformed", "truncated", "disconnect", "refuse"
+        "trade", "underlying", "mark", "expire", "exercise", "assign", "error", "stall", "malformed", "truncated",
+        "disconnect", "refuse",
     }  # fmt: skip
 
 

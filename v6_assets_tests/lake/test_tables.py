@@ -27,6 +27,7 @@ def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions(
         "daily_pnl",
         "exposure",
         "book_pnl",
+        "position_events",
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
