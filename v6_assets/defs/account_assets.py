@@ -9,8 +9,6 @@ The rules (FX at the cut, which PnL is summed, net liquidation net of deposits/w
 their checks, charts and metadata.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -38,7 +36,14 @@ from v6_assets.contracts.tables import ACCOUNT_BASE_ROW, ACCOUNT_EOD, ACCOUNT_PN
 from v6_assets.defs.assets import _SIM_NOTE, GROUP_DAILY, SIMULATED, _common_metadata, run_sessions
 from v6_assets.defs.checks import check_sessions
 from v6_assets.defs.freshness import DAILY_FRESHNESS
-from v6_assets.defs.metadata import line_chart_markdown, markdown_table, png_data_uri, range_label, records_table
+from v6_assets.defs.metadata import (
+    largest_rows_preview,
+    line_chart_markdown,
+    markdown_table,
+    png_data_uri,
+    range_label,
+    records_table,
+)
 from v6_assets.defs.metadata import table_schema as contract_schema
 from v6_assets.defs.partitions import trading_day_partitions
 from v6_assets.defs.resources import LakeResource
@@ -152,6 +157,12 @@ def account_eod(context: AssetExecutionContext, lake: LakeResource) -> Materiali
         metadata={
             **_common_metadata(ACCOUNT_EOD, frame, days, run.written, ACCOUNT_EOD_LINEAGE),
             "covers": range_label(days),
+            "preview": largest_rows_preview(
+                base,
+                "net_liquidation",
+                [TRADE_DATE, "account", "base_currency", "net_liquidation", "total_cash_value", "excess_liquidity"],
+                title="Largest net liquidation" + _SIM,
+            ),
             "accounts": base["account"].n_unique(),
             "account_values_read": run.values_read,
             "rows_with_unknown_figures": with_problem.height,
@@ -254,6 +265,20 @@ def account_pnl(context: AssetExecutionContext, lake: LakeResource) -> Materiali
                 "- base currency: the currency's ExchangeRate at the session's cut (account_eod); no usable rate: "
                 "null with the reason\n- net liquidation PnL: NetLiquidation(cut D) - NetLiquidation(cut D-1) - "
                 "deposits/withdrawals (Flex statement_cash where ingested, else unknown and said so)"
+            ),
+            "preview": largest_rows_preview(
+                totals,
+                "pnl",
+                [
+                    TRADE_DATE,
+                    "account",
+                    "currency",
+                    "pnl",
+                    "net_liquidation_pnl",
+                    "pnl_minus_net_liquidation",
+                    "reason",
+                ],
+                title="Largest account PnL (base currency)" + _SIM,
             ),
             "accounts": totals["account"].n_unique(),
             "account_sessions_with_base_pnl": totals.filter(pl.col("pnl").is_not_null()).height,
