@@ -354,7 +354,8 @@ class TestFirstScreen:
         for account in DEMO_ACCOUNTS:
             assert re.search(rf"{account} USD ({CENTS}|n/a)", last), (account, last)
         assert re.search(rf"total USD {CENTS} \(3 accounts\)", last), last
-        assert "no base-currency total" in last
+        # and in each account's base currency at the cut's FX (the EUR account's USD options in EUR)
+        assert "in base currency (FX at the cut):" in last and re.search(rf"DU1000003 EUR ({CENTS}|n/a)", last), last
         chart = meta["pnl_history_chart"]
         assert "data:image/png;base64," in chart
         assert all(f"{a} (USD)" in chart for a in DEMO_ACCOUNTS), chart[-800:]
