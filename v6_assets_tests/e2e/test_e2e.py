@@ -330,7 +330,7 @@ class TestFirstScreen:
         done = stack.gql.wait_for_runs([stack.history_run], timeout_s=300)
         assert [r["status"] for r in done] == ["SUCCESS"], done  # one run for the whole range
         assert done[0]["tags"]["v6/why"] == HISTORY_WHY
-        for asset in DAILY_ASSETS:
+        for asset in (*DAILY_ASSETS, "account_eod", "account_pnl"):  # make demo's history computes the accounts too
             got = {m["partition"] for m in stack.gql.materializations(asset, partitions=stack.history, limit=100)}
             assert got == set(stack.history), (asset, sorted(set(stack.history) - got))
         ours = [
