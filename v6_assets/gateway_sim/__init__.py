@@ -39,6 +39,11 @@ Ground truth (``--truth-out DIR`` / ``sim.write_truth(DIR)``):
   PnL-single (+ PnL) refresh of every open position at the close mark; the EOD truth equals those values, and no
   trade may be scheduled between the close and the cut, so (U_D - U_{D-1}) + R_D over sent values == daily_pnl.
 - ``summary.json``: scenario, seed, start, speed, sessions closed, order violations, request count.
+- ``sim.truth["accounts"]`` (in memory): per session close and account, the account values as sent at the close
+  (after the expiries): NetLiquidation = cash + market value of every position (stock included), in the base
+  currency at the scenario's ``fx_rates``; cash per currency = 1,000,000 of the base currency at the start, then every
+  fill's -(qty x price x multiplier + commission) (an expiry at intrinsic is a fill). reqAccountUpdatesMulti
+  subscriptions get these values at subscription, every ``account_values_cadence_s`` and at each close.
 
 Semantics chosen (document for consumers):
 
