@@ -43,7 +43,7 @@ Ground truth (``--truth-out DIR`` / ``sim.write_truth(DIR)``):
   (after the expiries): NetLiquidation = cash + market value of every position (stock included), in the base
   currency at the scenario's ``fx_rates``; cash per currency = 1,000,000 of the base currency at the start, then every
   fill's -(qty x price x multiplier + commission) (an expiry at intrinsic is a fill). reqAccountUpdatesMulti
-  subscriptions get these values at subscription, every ``account_values_cadence_s`` and at each close.
+  subscriptions get these values at subscription and at each close.
 
 Semantics chosen (document for consumers):
 

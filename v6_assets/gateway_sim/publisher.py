@@ -78,7 +78,9 @@ class Publisher:
                                currency=currency)  # fmt: skip
 
     def send_account_multi(self, client: ClientConnection, req_id: int) -> None:
-        """One reqAccountUpdatesMulti subscription's values (at subscription, on the account cadence, at the close)."""
+        """One reqAccountUpdatesMulti subscription's values, at subscription and at each close (intraday values come
+        with the rotating reqAccountUpdates subscription: a periodic push for every account would add a third to the
+        stream's volume at replay speeds)."""
         account, model_code = client.account_multi_subs[req_id]
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
@@ -190,11 +192,6 @@ class Publisher:
                     if pos.account == client.account_sub and pos.qty:
                         self.send_portfolio(client, pos)
                 client.send(Out.ACCT_UPDATE_TIME, time=wire.account_time(now))
-            if client.account_multi_subs and client.stream_due(
-                "account_multi", now, spec.account_values_cadence_s, min_real
-            ):
-                for req_id in list(client.account_multi_subs):
-                    self.send_account_multi(client, req_id)
             if not market_data:
                 continue
             if (client.pnl_single_subs or client.pnl_subs) and client.stream_due(

@@ -68,6 +68,7 @@ class Pipeline:
     ingested_offsets_after_preview: tuple[int, int]
     per_session_done: bool = False
     truth_accounts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the accounts at each close
+    range_run: Any = None  # the daily job's run over the whole range (every daily asset and check), once run
 
 
 def materialize_each_session(p: Pipeline) -> None:
@@ -343,6 +344,20 @@ def test_exposure_equals_values_computed_from_the_ground_truth_greeks(pipeline: 
     assert not problems, problems[:20]
 
 
+def run_daily_job_over_range(p: Pipeline) -> Any:
+    """One run of the project's daily job over the whole range (kept: later tests read its results)."""
+    defs = Definitions(
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS, *ACCOUNT_ASSETS],
+        asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS, *account_checks()], jobs=[daily_assets_job],
+        resources={"lake": p.lake_resource},
+    )  # fmt: skip
+    p.range_run = defs.resolve_job_def("daily_assets").execute_in_process(
+        instance=p.instance,
+        tags={RANGE_START_TAG: p.days[0].isoformat(), RANGE_END_TAG: p.days[-1].isoformat()},
+    )
+    return p.range_run
+
+
 def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline: Pipeline) -> None:
     p = pipeline
     materialize_each_session(p)
@@ -350,15 +365,7 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     per_session = {t: p.lake.read_sessions(t, p.days) for t in tables}
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
-    defs = Definitions(
-        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *RISK_ASSETS, *ACCOUNT_ASSETS],
-        asset_checks=[*all_checks(), *book_checks(), *RISK_CHECKS, *account_checks()], jobs=[daily_assets_job],
-        resources={"lake": p.lake_resource},
-    )  # fmt: skip
-    result = defs.resolve_job_def("daily_assets").execute_in_process(
-        instance=p.instance,
-        tags={RANGE_START_TAG: p.days[0].isoformat(), RANGE_END_TAG: p.days[-1].isoformat()},
-    )
+    result = run_daily_job_over_range(p)
     assert result.success
     for t in tables:
         # one partition overwrite for the whole range: exactly one new table version
@@ -398,22 +405,12 @@ def test_account_assets_equal_the_simulator_truth_to_the_cent(pipeline: Pipeline
     """account_eod = the simulator's account values at each close (EUR account holding USD options included);
     account_pnl = the statement daily PnL summed per account, in EUR at 0.9231, next to the net liquidation change
     (which equals it where the account holds only options); the daily job's checks for account_values run too."""
-    from dagster import AssetSelection
-
-    from v6_assets.defs.account_assets import account_eod, account_pnl
-    from v6_assets.defs.book_assets import account_values_checks
     from v6_assets.defs.pnl_overview import BASE_HEADING, overview_metadata
 
     p = pipeline
     materialize_each_session(p)
-    result = materialize(
-        [*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *ACCOUNT_ASSETS, *account_checks(), *account_values_checks],
-        instance=p.instance,
-        resources={"lake": p.lake_resource},
-        selection=AssetSelection.assets(account_eod, account_pnl)
-        | AssetSelection.checks_for_assets(account_eod, account_pnl, "account_values"),
-        tags={RANGE_START_TAG: p.days[0].isoformat(), RANGE_END_TAG: p.days[-1].isoformat()},
-    )
+    # the daily job's range run (shared with the backfill test): the account assets and every check it selects
+    result = p.range_run or run_daily_job_over_range(p)
     assert result.success
     checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     for key in (("account_values", "no_duplicate_offsets"), ("account_values", "no_sentinel_values"),
