@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,29 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 SESSIONS_PER_COMMIT = 10
 
 
+ACCOUNT_KEYS = ("NetLiquidation", "TotalCashValue", "InitMarginReq", "MaintMarginReq", "AvailableFunds",
+                "ExcessLiquidity", "CashBalance")  # fmt: skip
+
+
+def account_values(days: list[date], offset: int) -> Any:
+    """The synthetic accounts' values (USD base) once per session at 15:00 ET, as the stream writes them."""
+    import polars as pl
+
+    from v6_assets.contracts.tables import ACCOUNT_VALUES
+
+    rows = []
+    for i, day in enumerate(days):
+        at = datetime.combine(day, dt_time(15, 0), nyse.NEW_YORK).astimezone(UTC)
+        for account in (f"DU{1000 + a}" for a in range(4)):
+            for key in ACCOUNT_KEYS:
+                value = 1_000_000.0 + 1000.0 * i
+                rows.append({"account": account, "key": key, "currency": "USD", "value": value,
+                             "value_text": f"{value:.2f}", "problem": None, "seq": len(rows) + 1, "received_at": at,
+                             "trade_date": day, "stream_id": "bench", "spool_offset": offset + len(rows) + 1,
+                             "ingested_at": at})  # fmt: skip
+    return pl.DataFrame(rows, schema=ACCOUNT_VALUES.polars_schema)
+
+
 def write_history(lake: Lake, days: list[date], rows: int) -> int:
     """``rows`` updates per session into the two streamed tables, a few sessions per commit; total rows written."""
     import polars as pl
@@ -58,6 +82,9 @@ def write_history(lake: Lake, days: list[date], rows: int) -> int:
         offset += greeks.height
         lake.overwrite_sessions("position_updates", updates, chunk)
         lake.overwrite_sessions("greeks_updates", greeks, chunk)
+        values = account_values(chunk, offset)
+        offset += values.height
+        lake.overwrite_sessions("account_values", values, chunk)
         total += updates.height
     return total
 
@@ -166,7 +193,7 @@ def run(
                           target=f"<= {TARGET_RSS_GB:g} GiB", met=polled <= TARGET_RSS_GB))  # fmt: skip
         return result
     daily = ("eod_positions", "daily_pnl", "exposure", "book_pnl", "position_events", "pnl_explain", "risk_scenarios",
-             "expiry_ladder")  # fmt: skip
+             "expiry_ladder", "account_eod", "account_pnl")  # fmt: skip
     expected = {name: n_sessions for name in daily}
     if m["materialized_partitions"] != expected:
         raise RuntimeError(f"backfill materialized {m['materialized_partitions']}, expected {expected}")

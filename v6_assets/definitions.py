@@ -6,6 +6,7 @@ started lazily by the ``ib_position_stream`` sensor only.
 
 from dagster import Definitions, in_process_executor
 
+from v6_assets.defs.account_assets import ACCOUNT_ASSETS, account_checks
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
@@ -26,10 +27,18 @@ defs = Definitions(
         *BOOK_ASSETS,
         *LIFECYCLE_ASSETS,
         *RISK_ASSETS,
+        *ACCOUNT_ASSETS,
         *STATEMENT_SPECS,
         reconciliation,
     ],
-    asset_checks=[*all_checks(), *book_checks(), *LIFECYCLE_CHECKS, *RISK_CHECKS, *RECONCILIATION_CHECKS],
+    asset_checks=[
+        *all_checks(),
+        *book_checks(),
+        *LIFECYCLE_CHECKS,
+        *RISK_CHECKS,
+        *RECONCILIATION_CHECKS,
+        *account_checks(),
+    ],
     jobs=[daily_assets_job, table_maintenance, reconciliation_job],
     sensors=[ib_position_stream, flex_statements],
     schedules=ALL_SCHEDULES,

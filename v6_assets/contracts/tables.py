@@ -506,6 +506,78 @@ EXPIRY_LADDER = TableDef(
     key=("account", "underlying", "currency", "bucket"),
 )
 
+# Account tables (``v6_assets.analytics.account``): IB's convention for currency, "BASE" = the account's base currency.
+ACCOUNT_BASE_ROW = "BASE"
+
+ACCOUNT_EOD = TableDef(
+    name="account_eod",
+    description=(
+        "Each account at the EOD cut of each NYSE session, from account_values: the latest value at or before the cut "
+        "per (key, currency). One row with currency 'BASE' per account (its figures in the base currency) and one "
+        "row per other currency seen (its cash balance and ExchangeRate). A figure IB did not send, or sent unusable "
+        "(an ExchangeRate of 0 or a sentinel, a currency that is not a code), is null with the reason in problem."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("currency", _S, "'BASE' on the account row; else the currency of cash_balance and fx_rate.", False),
+        _c("base_currency", _S, "The account's base currency (NetLiquidation's currency, else the Currency key)."),
+        _c("net_liquidation", _F, "NetLiquidation in the base currency ('BASE' row only)."),
+        _c("total_cash_value", _F, "TotalCashValue in the base currency ('BASE' row only)."),
+        _c("init_margin_req", _F, "InitMarginReq in the base currency ('BASE' row only)."),
+        _c("maint_margin_req", _F, "MaintMarginReq in the base currency ('BASE' row only)."),
+        _c("available_funds", _F, "AvailableFunds in the base currency ('BASE' row only)."),
+        _c("excess_liquidity", _F, "ExcessLiquidity in the base currency ('BASE' row only)."),
+        _c("cash_balance", _F, "CashBalance in the row's currency (the 'BASE' row: IB's CashBalance BASE)."),
+        _c("fx_rate", _F, "ExchangeRate: units of base currency per unit of the row's currency (1 for the base)."),
+        _c("cash_balance_base", _F, "cash_balance * fx_rate; null when either is unknown or unusable."),
+        _c("values_at", UTC_TIMESTAMP, "Time (UTC) of the latest value used for the row."),
+        _c("problem", _S, "Why a figure of the row is null ('; '-separated); null when every figure is known."),
+    ),
+    key=("account", "currency"),
+)
+
+ACCOUNT_PNL = TableDef(
+    name="account_pnl",
+    description=(
+        "Daily PnL per account and NYSE session: the positions' daily PnL (daily_pnl.pnl) summed per position "
+        "currency and converted to the base currency at the ExchangeRate of the session's cut (account_eod), next to "
+        "the change in net liquidation between the previous cut and this one (net of deposits/withdrawals where the "
+        "Flex statement gives them). Rows with level 'currency' per position currency, one 'account' row per account "
+        "in the base currency."
+    ),
+    columns=(
+        _TRADE_DATE_DAILY,
+        _c("account", _S, "IB account code.", False),
+        _c("level", _S, "'currency': one position currency of the account; 'account': the base-currency total.", False),
+        _c("currency", _S, "The position currency ('currency' rows) or the base currency ('account' row)."),
+        _c("base_currency", _S, "The account's base currency at the cut (account_eod); null when unknown."),
+        _c("positions", _I, "daily_pnl positions of the row."),
+        _c("unknown_pnl_positions", _I, "Positions whose daily PnL is unknown (the row's pnl is then null)."),
+        _c("pnl", _F, "Sum of the positions' daily PnL in the row's currency; null when one is unknown or none held."),
+        _c("fx_rate", _F, "ExchangeRate of the currency at the cut (base per unit; 1 for the base); null: unusable."),
+        _c("pnl_base", _F, "pnl * fx_rate in the base currency ('account' row: sum of its currencies, strict)."),
+        _c("net_liquidation", _F, "NetLiquidation at this cut, base currency ('account' row)."),
+        _c("prev_net_liquidation", _F, "NetLiquidation at the previous session's cut ('account' row)."),
+        _c("net_liquidation_change", _F, "net_liquidation - prev_net_liquidation ('account' row)."),
+        _c(
+            "deposits_withdrawals",
+            _F,
+            "Deposits minus withdrawals of the session in the base currency (Flex statement_cash); null: unknown.",
+        ),
+        _c(
+            "net_liquidation_pnl",
+            _F,
+            "net_liquidation_change - deposits_withdrawals when known, else net_liquidation_change ('account' row).",
+        ),
+        _c(
+            "pnl_minus_net_liquidation", _F, "pnl_base - net_liquidation_pnl ('account' row; null when one is unknown)."
+        ),
+        _c("reason", _S, "Why a figure is null or what the comparison cannot see ('; '-separated)."),
+    ),
+    key=("account", "level", "currency"),
+)
+
 # The contract columns every daily position table starts with (after trade_date).
 CONTRACT_COLUMNS: tuple[str, ...] = tuple(c.name for c in _CONTRACT_COLUMNS)
 
@@ -524,6 +596,8 @@ TABLES: dict[str, TableDef] = {
         PNL_EXPLAIN,
         RISK_SCENARIOS,
         EXPIRY_LADDER,
+        ACCOUNT_EOD,
+        ACCOUNT_PNL,
     )
 }
 

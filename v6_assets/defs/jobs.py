@@ -8,16 +8,17 @@ from pydantic import Field
 
 from v6_assets import sessions
 from v6_assets.contracts.tables import TABLES
+from v6_assets.defs.account_assets import ACCOUNT_ASSETS
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
-from v6_assets.defs.book_assets import BOOK_ASSETS
+from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS
 from v6_assets.defs.lifecycle_assets import LIFECYCLE_ASSETS
 from v6_assets.defs.resources import LakeResource
 from v6_assets.defs.risk_assets import RISK_ASSETS
 from v6_assets.lake import checkpoint, cleanup_logs, compact, vacuum
 
 DAILY_ASSETS_SELECTION = AssetSelection.assets(
-    *DAILY_ASSETS, *BOOK_ASSETS, *LIFECYCLE_ASSETS, *RISK_ASSETS
-) | AssetSelection.checks_for_assets(*(s.key for s in STREAM_SPECS))
+    *DAILY_ASSETS, *BOOK_ASSETS, *LIFECYCLE_ASSETS, *RISK_ASSETS, *ACCOUNT_ASSETS
+) | AssetSelection.checks_for_assets(*(s.key for s in (*STREAM_SPECS, *BOOK_STREAM_SPECS)))
 
 daily_assets_job = define_asset_job(
     name="daily_assets",

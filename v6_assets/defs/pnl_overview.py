@@ -1,8 +1,10 @@
 """What a trader reads first on daily_pnl's page: where each session stands (pre-open / open / closed), the last
 closed session's total PnL per account, and the PnL history of the last sessions per account as a chart.
 
-Amounts are never added across currencies. The stream carries no FX rate and no account base currency yet, so
-there is no base-currency total: per-currency totals are shown and labelled as such (never an invented conversion).
+Amounts are never added across currencies: per-currency totals, then each account's total in its base currency at
+the ExchangeRate of the session's cut (account_values, ``v6_assets.analytics.account``); an account whose rate is
+unusable shows n/a with the reason (never an invented conversion). Without any account value streamed there is no
+base-currency total, and the text says so.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from v6_assets.contracts.money import format_cents
 from v6_assets.contracts.tables import DAILY_PNL, TRADE_DATE
 from v6_assets.defs.metadata import line_chart_markdown
 from v6_assets.lake import Lake
+from v6_assets.pipeline import account
 
 HISTORY_SESSIONS = 20
 PRE_OPEN = "pre-open: marks are the previous close"
-NO_BASE_CURRENCY = "no base-currency total: the stream carries no FX rates yet, amounts stay in their own currency"
+NO_BASE_CURRENCY = "no base-currency total: no account values (FX rates) streamed, amounts stay in their own currency"
+BASE_HEADING = "in base currency (FX at the cut):"
 
 
 def session_status(day: date, now: datetime) -> str:
@@ -54,7 +58,40 @@ def _amount(row: dict[str, Any]) -> str:
     return f"{format_cents(row['pnl_known'])}{unknown}"
 
 
-def last_closed_session_text(history: pl.DataFrame, now: datetime) -> str:
+def base_currency_lines(in_base: pl.DataFrame | None) -> list[str]:
+    """Each account's total in its base currency (``pnl_by_account`` with the cut's FX rates, one session), then the
+    total per base currency; an account with a currency it cannot convert is n/a with that currency named."""
+    if in_base is None or not in_base.height:
+        return [NO_BASE_CURRENCY]
+    lines: list[str] = [BASE_HEADING]
+    totals: dict[str, list[float]] = {}
+    for (acct,), rows in in_base.sort("account").group_by("account", maintain_order=True):
+        unconverted = rows.filter(~pl.col("is_base_currency").fill_null(False))["currency"].to_list()
+        if unconverted:
+            lines.append(f"{acct} n/a (no usable ExchangeRate at the cut for {', '.join(sorted(unconverted))})")
+            continue
+        currency = rows["currency"][0]
+        unknown = int(rows["unknown_pnl_positions"].sum())
+        if int(rows["positions"].sum()) <= unknown:
+            lines.append(f"{acct} {currency} n/a (pnl unknown)")
+            continue
+        amount = float(rows["pnl_known"].sum())
+        totals.setdefault(currency, []).append(amount)
+        more = f" (+{unknown} positions unknown)" if unknown else ""
+        lines.append(f"{acct} {currency} {format_cents(amount)}{more}")
+    for currency, amounts in sorted(totals.items()):
+        lines.append(
+            f"total {currency} {format_cents(sum(amounts))} ({len(amounts)} account{'s' if len(amounts) > 1 else ''})"
+        )
+    return lines
+
+
+def last_closed_day(history: pl.DataFrame, now: datetime) -> date | None:
+    closed = sorted(d for d in history[TRADE_DATE].unique().to_list() if is_closed(d, now)) if history.height else []
+    return closed[-1] if closed else None
+
+
+def last_closed_session_text(history: pl.DataFrame, now: datetime, in_base: pl.DataFrame | None = None) -> str:
     """One line per account, then the per-currency totals (short lines: the UI shows the whole text, no scrolling)::
 
     2026-11-16 (last closed session)
@@ -63,10 +100,9 @@ def last_closed_session_text(history: pl.DataFrame, now: datetime) -> str:
     total USD 1,136.46 (2 accounts)
     no base-currency total: ...
     """
-    closed = sorted(d for d in history[TRADE_DATE].unique().to_list() if is_closed(d, now)) if history.height else []
-    if not closed:
+    day = last_closed_day(history, now)
+    if day is None:
         return "n/a: no closed session with daily_pnl rows in the last sessions (compute them: see README)"
-    day = closed[-1]
     rows = history.filter(pl.col(TRADE_DATE) == day).sort("account", "currency")
     accounts = [f"{r['account']} {r['currency']} {_amount(r)}" for r in rows.iter_rows(named=True)]
     totals = []
@@ -75,7 +111,7 @@ def last_closed_session_text(history: pl.DataFrame, now: datetime) -> str:
         known = of.filter(pl.col("positions") > pl.col("unknown_pnl_positions"))
         amount = format_cents(float(known["pnl_known"].sum())) if known.height else "n/a (pnl unknown)"
         totals.append(f"total {currency} {amount} ({of.height} account{'s' if of.height > 1 else ''})")
-    return "\n".join([f"{day} (last closed session)", *accounts, *totals, NO_BASE_CURRENCY])
+    return "\n".join([f"{day} (last closed session)", *accounts, *totals, *base_currency_lines(in_base)])
 
 
 def history_chart(history: pl.DataFrame, now: datetime, *, simulated: bool) -> Any:
@@ -109,8 +145,13 @@ def overview_metadata(lake: Lake, days: Sequence[date], now: datetime, *, simula
         if len(days) == 1
         else f"{days[-1]}: {session_status(days[-1], now)} (every session's status: pnl_by_session)"
     )
+    day = last_closed_day(history, now)
+    in_base = None
+    if day is not None:
+        fx = account.fx_rates_for(lake, [day])
+        in_base = analytics.pnl_by_account(lake.read_sessions(DAILY_PNL, [day]), fx) if fx is not None else None
     return {
         "session_status": status,
-        "last_closed_session_pnl": last_closed_session_text(history, now),
+        "last_closed_session_pnl": last_closed_session_text(history, now, in_base),
         "pnl_history_chart": history_chart(history, now, simulated=simulated),
     }

@@ -44,6 +44,11 @@ Ground truth (``--truth-out DIR`` / ``sim.write_truth(DIR)``):
   stock_quantity and stock_price (the strike; null when nothing was delivered). Fills booked so carry the code
   in ``eod.jsonl`` (``fills[].code``); no execution is recorded for them (IB reports none).
 - ``summary.json``: scenario, seed, start, speed, sessions closed, order violations, request count.
+- ``sim.truth["accounts"]`` (in memory): per session close and account, the account values as sent at the close
+  (after the expiries): NetLiquidation = cash + market value of every position (stock included), in the base
+  currency at the scenario's ``fx_rates``; cash per currency = 1,000,000 of the base currency at the start, then every
+  fill's -(qty x price x multiplier + commission) (an expiry at intrinsic is a fill). reqAccountUpdatesMulti
+  subscriptions get these values at subscription and at each close.
 
 Semantics chosen (document for consumers):
 

@@ -57,6 +57,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         # subscriptions
         self.account_sub: str | None = None
+        self.account_multi_subs: dict[int, tuple[str, str]] = {}  # req id -> (account, model code)
         self.positions_sub = False
         self.pnl_subs: dict[int, str] = {}
         self.pnl_single_subs: dict[int, tuple[str, int]] = {}

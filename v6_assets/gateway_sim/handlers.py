@@ -148,12 +148,12 @@ class RequestHandlers:
         if account not in self.scenario.account_ids:
             client.send_error(req_id, 321, _invalid_account(account))
             return
-        for key, value, currency in self.state.account_values(account):
-            client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
-                        value=value, currency=currency)  # fmt: skip
-            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
-                               currency=currency)  # fmt: skip
+        client.account_multi_subs[req_id] = (account, model_code)
+        self.publisher.send_account_multi(client, req_id)
         client.send(Out.ACCOUNT_UPDATE_MULTI_END, req_id=req_id)
+
+    def _cancel_account_updates_multi(self, client: ClientConnection, fields: list[str]) -> None:
+        client.account_multi_subs.pop(protocol.to_int(fields[2], "reqId"), None)
 
     # --- orders (not modelled: end markers only), executions, ids, time
     def _req_executions(self, client: ClientConnection, fields: list[str]) -> None:
@@ -265,7 +265,7 @@ class RequestHandlers:
         In.CANCEL_POSITIONS: _cancel_positions,
         In.REQ_ACCT_DATA: _req_account_updates,
         In.REQ_ACCOUNT_UPDATES_MULTI: _req_account_updates_multi,
-        In.CANCEL_ACCOUNT_UPDATES_MULTI: _ignore,
+        In.CANCEL_ACCOUNT_UPDATES_MULTI: _cancel_account_updates_multi,
         In.REQ_EXECUTIONS: _req_executions,
         In.REQ_OPEN_ORDERS: _req_open_orders,
         In.REQ_ALL_OPEN_ORDERS: _req_open_orders,

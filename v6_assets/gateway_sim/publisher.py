@@ -77,6 +77,17 @@ class Publisher:
             self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
                                currency=currency)  # fmt: skip
 
+    def send_account_multi(self, client: ClientConnection, req_id: int) -> None:
+        """One reqAccountUpdatesMulti subscription's values, at subscription and at each close (intraday values come
+        with the rotating reqAccountUpdates subscription: a periodic push for every account would add a third to the
+        stream's volume at replay speeds)."""
+        account, model_code = client.account_multi_subs[req_id]
+        for key, value, currency in self.state.account_values(account):
+            client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
+                        value=value, currency=currency)  # fmt: skip
+            self.recorder.sent(client.client_id, "account_value", account, None, key=key, value=value,
+                               currency=currency)  # fmt: skip
+
     def send_account_download(self, client: ClientConnection, account: str) -> None:
         """The answer to reqAccountUpdates: values, every position (closed-today ones too), time, end marker."""
         now = self.state.now
@@ -149,6 +160,8 @@ class Publisher:
                     if pos.account == client.account_sub and pos.qty:
                         self.send_portfolio(client, pos)
                 client.stream_due("portfolio", self.state.now, 0, 0)
+            for req_id in list(client.account_multi_subs):
+                self.send_account_multi(client, req_id)  # the close's values (the expiries booked): the EOD truth
             if not market_data:
                 continue
             for req_id, key in client.pnl_single_subs.items():

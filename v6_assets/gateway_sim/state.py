@@ -33,6 +33,8 @@ class MarketState:
         self.now: datetime = scenario.clock.start
         self.next_order_id = scenario.next_valid_id
         self.executions = ExecutionLog()  # the day's fills as execDetails / commissionReport report them
+        # cash of fills of past sessions per (account, currency); the session's fills are added on the fly
+        self.settled_cash: dict[tuple[str, str], float] = {}
         # gateway conditions under way that hold data back: "reset" (everything), "competing_session" and "farm_down"
         # (market data, PnL and PnL single: ``MARKET_DATA_PAUSES``)
         self.paused: set[str] = set()
@@ -63,22 +65,47 @@ class MarketState:
             return UNSET_DOUBLE if self.scenario.nastiness.unset_realized else 0.0
         return pos.realized_session
 
+    def cash_balances(self, account: str) -> dict[str, float]:
+        """Cash per currency: NET_LIQUIDATION_CASH in the base currency at the start, then every fill's
+        -(qty x price x multiplier + commission) in the contract's currency (an expiry at intrinsic is a fill)."""
+        base = self.accounts[account].base_currency
+        cash = {base: NET_LIQUIDATION_CASH}
+        for (acct, currency), amount in self.settled_cash.items():
+            if acct == account:
+                cash[currency] = cash.get(currency, 0.0) + amount
+        for pos in self.book.values():
+            if pos.account == account:
+                currency = pos.contract.currency
+                cash[currency] = cash.get(currency, 0.0) + _fills_cash(pos)
+        return cash
+
+    def _to_base(self, account: str, currency: str) -> float:
+        rate = self.accounts[account].fx_rate(currency)
+        if rate is None:
+            raise ValueError(f"account {account} holds {currency} but the scenario gives no fx_rates for it")
+        return rate
+
     def account_values(self, account: str) -> list[tuple[str, str, str]]:
-        """(key, value, currency) rows of an account download."""
+        """(key, value, currency) rows of an account download: money in the base currency, converted at the
+        scenario's fx_rates (IB's ExchangeRate); net liquidation = cash + market value of every position."""
         acct = self.accounts[account]
         base = acct.base_currency
-        positions = [p for p in self.book.values() if p.account == account]
-        unrealized = sum(p.unrealized(self.quote(p.contract).price) for p in positions if p.qty)
-        market_value = sum(p.market_value(self.quote(p.contract).price) for p in positions if p.qty)
-        net_liquidation = NET_LIQUIDATION_CASH + market_value
-        margin = MARGIN_RATE * sum(abs(p.market_value(self.quote(p.contract).price)) for p in positions if p.qty)
+        positions = [p for p in self.book.values() if p.account == account and p.qty]
+        marks = {p.key: self.quote(p.contract).price for p in positions}
+        fx = {p.key: self._to_base(account, p.contract.currency) for p in positions}
+        unrealized = sum(p.unrealized(marks[p.key]) * fx[p.key] for p in positions)
+        market_value = sum(p.market_value(marks[p.key]) * fx[p.key] for p in positions)
+        cash = self.cash_balances(account)
+        total_cash = sum(amount * self._to_base(account, currency) for currency, amount in cash.items())
+        net_liquidation = total_cash + market_value
+        margin = MARGIN_RATE * sum(abs(p.market_value(marks[p.key]) * fx[p.key]) for p in positions)
         return [
             ("AccountCode", account, ""),
             ("Currency", base, base),
             ("NetLiquidation", f"{net_liquidation:.2f}", base),
-            ("TotalCashValue", f"{NET_LIQUIDATION_CASH:.2f}", base),
-            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", base),
-            ("CashBalance", f"{NET_LIQUIDATION_CASH:.2f}", "BASE"),
+            ("TotalCashValue", f"{total_cash:.2f}", base),
+            *[("CashBalance", f"{amount:.2f}", currency) for currency, amount in sorted(cash.items())],
+            ("CashBalance", f"{total_cash:.2f}", "BASE"),
             ("InitMarginReq", f"{margin:.2f}", base),
             ("MaintMarginReq", f"{margin * MAINT_OF_INIT:.2f}", base),
             ("AvailableFunds", f"{net_liquidation - margin:.2f}", base),
@@ -218,6 +245,8 @@ class MarketState:
         """Daily reset at the EOD cut: the account window's realized PnL and the PnL reset reference roll over."""
         self.executions.session_cut()
         for key, pos in list(self.book.items()):
+            ledger = (pos.account, pos.contract.currency)
+            self.settled_cash[ledger] = self.settled_cash.get(ledger, 0.0) + _fills_cash(pos)
             if pos.qty == 0:
                 del self.book[key]
                 continue
@@ -230,3 +259,9 @@ class MarketState:
             pos.fills_session = []
             pos.traded_this_session = False
             pos.opened_this_session = False
+
+
+def _fills_cash(pos: BookPosition) -> float:
+    """The cash the session's fills of ``pos`` moved (buying costs, selling brings; commissions cost)."""
+    m = pos.contract.multiplier
+    return -sum(f.qty * f.price * m + f.commission for f in pos.fills_session)

@@ -176,6 +176,8 @@ class TimelineDriver:
         for pos in self.state.book.values():
             if pos.contract.is_option or pos.delivered:
                 self.recorder.eod(session, pos)
+        for account in self.state.accounts:
+            self.recorder.account_eod(session, account)
         self.sessions_closed.append(session.day.isoformat())
         self.recorder.flush_eod()
 

@@ -31,8 +31,9 @@ class TruthRecorder:
         self.truth_dir = truth_dir
         # "health": what the gateway did to the connections (resets, restarts, competing sessions, pacing)
         # "lifecycle": every expiry / exercise / assignment booked (``MarketState.lifecycle``, the same list)
+        # "accounts": each account's values at every session close
         self.truth: dict[str, list[dict[str, Any]]] = {"sent": [], "eod": [], "health": [],
-                                                       "lifecycle": state.lifecycle}  # fmt: skip
+                                                       "lifecycle": state.lifecycle, "accounts": []}  # fmt: skip
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._violations = 0
@@ -131,6 +132,15 @@ class TruthRecorder:
         self.truth["eod"].append(entry)
         if self._eod_file is not None:
             self._eod_file.write(json.dumps(entry) + "\n")
+
+    def account_eod(self, session: SessionTimes, account: str) -> None:
+        """An account's values at a session close (after the expiries): what account_eod must show at the cut."""
+        values = self.state.account_values(account)
+        self.truth["accounts"].append(
+            {"session": session.day.isoformat(), "account": account,
+             "base_currency": self.state.accounts[account].base_currency,
+             "values": [{"key": k, "value": v, "currency": c} for k, v, c in values]}
+        )  # fmt: skip
 
     def write(self, directory: Path, summary: dict[str, Any]) -> None:
         """Write ``sent.jsonl``, ``eod.jsonl``, ``lifecycle.jsonl`` (from memory) and ``summary.json`` to

@@ -114,6 +114,8 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
         "pnl_explain": 3,
         "risk_scenarios": 3,
         "expiry_ladder": 3,
+        "account_eod": 3,
+        "account_pnl": 3,
     }
     assert details["ingest"]["details"]["order_violations"] == 0
     assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])

@@ -39,6 +39,8 @@ def test_definitions_load_and_validate() -> None:
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
+        "account_eod",
+        "account_pnl",
         "statement_positions",
         "statement_trades",
         "statement_mtm",
@@ -92,6 +94,8 @@ def test_lineage_is_as_specified() -> None:
         "pnl_explain": {"daily_pnl", "eod_positions"},
         "risk_scenarios": {"eod_positions"},
         "expiry_ladder": {"eod_positions"},
+        "account_eod": {"account_values"},
+        "account_pnl": {"account_eod", "daily_pnl"},
         "statement_positions": set(),
         "statement_trades": set(),
         "statement_mtm": set(),
@@ -185,6 +189,8 @@ def test_checks_are_defined_and_blocking_where_numbers_propagate() -> None:
     # an unexplained position change warns (executions can be missed); the PnL does not depend on it
     assert ("position_events", "every_change_explained") in set(checks) - blocking
     assert ("risk_scenarios", "within_worst_loss_limits") in checks
+    assert ("account_eod", "figures_known_at_cut") in checks
+    assert ("account_pnl", "positions_match_net_liquidation") in checks
 
 
 def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> None:
@@ -194,6 +200,7 @@ def test_daily_assets_are_fresh_within_the_refresh_period_in_market_hours() -> N
     assert set(daily) == {
         *("eod_positions", "daily_pnl", "exposure", "book_pnl", "position_events"),
         *("pnl_explain", "risk_scenarios", "expiry_ladder"),
+        *("account_eod", "account_pnl"),
     }
     # V6_REFRESH_MINUTES unset: 5 min refreshes, checked every 10 min from 10:00 to 15:50 New York, Mon-Fri
     assert "V6_REFRESH_MINUTES" not in os.environ, "this test checks the default refresh period"
@@ -215,3 +222,17 @@ def test_freshness_window_is_twice_the_refresh_period_rounded_up_to_a_divisor_of
     policy = daily_freshness_policy(refresh_minutes)
     assert policy.deadline_cron == f"{cron} 10-15 * * 1-5"
     assert policy.lower_bound_delta == timedelta(minutes=window)
+
+
+def test_daily_job_runs_every_check_of_its_assets_and_of_every_streamed_table() -> None:
+    """A check left out of the daily job's selection would show "0 / N passed" (never ran) on its asset."""
+    from v6_assets.defs.jobs import DAILY_ASSETS_SELECTION
+
+    graph = defs.get_repository_def().asset_graph
+    selected = {(k.asset_key.to_user_string(), k.name) for k in DAILY_ASSETS_SELECTION.resolve_checks(graph)}
+    for table in ("position_updates", "greeks_updates", "stream_health", "executions", "account_values"):
+        assert {(table, "no_duplicate_offsets"), (table, "no_sentinel_values")} <= selected, table
+    assets = {k.to_user_string() for k in DAILY_ASSETS_SELECTION.resolve(graph)}
+    every_check_of_the_assets = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {c for c in every_check_of_the_assets if c[0] in assets} <= selected
+    assert {("account_eod", "figures_known_at_cut"), ("account_pnl", "positions_match_net_liquidation")} <= selected

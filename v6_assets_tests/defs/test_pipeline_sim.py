@@ -31,8 +31,9 @@ from dagster import (
 from polars.testing import assert_frame_equal
 
 from v6_assets import sessions
-from v6_assets.contracts.money import amounts_agree
+from v6_assets.contracts.money import amounts_agree, format_cents
 from v6_assets.contracts.tables import EOD_POSITIONS, ROLLUP_DETAIL
+from v6_assets.defs.account_assets import ACCOUNT_ASSETS, account_checks
 from v6_assets.defs.assets import DAILY_ASSETS, STREAM_SPECS
 from v6_assets.defs.book_assets import BOOK_ASSETS, BOOK_STREAM_SPECS, book_checks
 from v6_assets.defs.checks import all_checks
@@ -67,6 +68,8 @@ class Pipeline:
     preview_results: list[SensorResult | SkipReason]
     ingested_offsets_after_preview: tuple[int, int]
     per_session_done: bool = False
+    truth_accounts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the accounts at each close
+    range_run: Any = None  # the daily job's run over the whole range (every daily asset and check), once run
 
 
 def materialize_each_session(p: Pipeline) -> None:
@@ -136,6 +139,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             IBPositionStreamer().stop()  # flushes the spool
             truth_eod = [e for e in sim.truth["eod"] if date.fromisoformat(e["session"]) in days]
             truth_sent = [e for e in sim.truth["sent"] if e["client_id"] == CLIENT_ID]
+            truth_accounts = [e for e in sim.truth["accounts"] if date.fromisoformat(e["session"]) in days]
             assert sim.order_violations() == 0
             sim.write_truth(home / "truth")  # kept beside the lake for a post-mortem of a failure
         # The gateway is gone: the next ticks restart the streamer (it cannot connect) and drain what is left.
@@ -146,7 +150,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             if not (isinstance(result, SensorResult) and result.asset_events):
                 break
         yield Pipeline(instance, ib, lake_resource, lake_resource.lake(), days, truth_eod, truth_sent, results,
-                       previews, after_preview)  # fmt: skip
+                       previews, after_preview, truth_accounts=truth_accounts)  # fmt: skip
     discard_process_streamer()
 
 
@@ -341,6 +345,22 @@ def test_exposure_equals_values_computed_from_the_ground_truth_greeks(pipeline: 
     assert not problems, problems[:20]
 
 
+def run_daily_job_over_range(p: Pipeline) -> Any:
+    """One run of the project's daily job over the whole range (kept: later tests read its results)."""
+    defs = Definitions(
+        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *LIFECYCLE_ASSETS, *RISK_ASSETS,
+                *ACCOUNT_ASSETS],
+        asset_checks=[*all_checks(), *book_checks(), *LIFECYCLE_CHECKS, *RISK_CHECKS, *account_checks()],
+        jobs=[daily_assets_job],
+        resources={"lake": p.lake_resource},
+    )  # fmt: skip
+    p.range_run = defs.resolve_job_def("daily_assets").execute_in_process(
+        instance=p.instance,
+        tags={RANGE_START_TAG: p.days[0].isoformat(), RANGE_END_TAG: p.days[-1].isoformat()},
+    )
+    return p.range_run
+
+
 def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline: Pipeline) -> None:
     p = pipeline
     materialize_each_session(p)
@@ -348,15 +368,7 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     per_session = {t: p.lake.read_sessions(t, p.days) for t in tables}
     versions = {t: p.lake.open(t).version() for t in tables}  # type: ignore[union-attr]
     # the nightly re-run's mechanism: ONE run of the daily job over a partition range
-    defs = Definitions(
-        assets=[*STREAM_SPECS, *BOOK_STREAM_SPECS, *DAILY_ASSETS, *BOOK_ASSETS, *LIFECYCLE_ASSETS, *RISK_ASSETS],
-        asset_checks=[*all_checks(), *book_checks(), *LIFECYCLE_CHECKS, *RISK_CHECKS], jobs=[daily_assets_job],
-        resources={"lake": p.lake_resource},
-    )  # fmt: skip
-    result = defs.resolve_job_def("daily_assets").execute_in_process(
-        instance=p.instance,
-        tags={RANGE_START_TAG: p.days[0].isoformat(), RANGE_END_TAG: p.days[-1].isoformat()},
-    )
+    result = run_daily_job_over_range(p)
     assert result.success
     for t in tables:
         # one partition overwrite for the whole range: exactly one new table version
@@ -373,8 +385,101 @@ def test_single_run_backfill_of_the_range_gives_the_per_session_results(pipeline
     _assert_matches_truth(p)
     mats = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     # the book and the explain and risk assets of the range are rebuilt in the same run
-    daily_extras = {"book_pnl", "position_events", "pnl_explain", "risk_scenarios", "expiry_ladder"}
+    daily_extras = {
+        "book_pnl",
+        "position_events",
+        "pnl_explain",
+        "risk_scenarios",
+        "expiry_ladder",
+        "account_eod",
+        "account_pnl",
+    }
     assert {m.asset_key.to_user_string() for m in mats} == {*tables, *daily_extras}
     md = mats[0].step_materialization_data.materialization.metadata  # type: ignore[union-attr]
     for key in ("dagster/row_count", "dagster/column_schema", "dagster/column_lineage", "preview"):
         assert key in md
+
+
+ACCOUNT_FIGURES = {"net_liquidation": "NetLiquidation", "total_cash_value": "TotalCashValue",
+                   "init_margin_req": "InitMarginReq", "maint_margin_req": "MaintMarginReq",
+                   "available_funds": "AvailableFunds", "excess_liquidity": "ExcessLiquidity"}  # fmt: skip
+# Net liquidation comes to the cent from IB: a change of two rounded values is off by up to one cent.
+NET_LIQ_CENT = 0.01
+
+
+def _truth_value(entry: dict[str, Any], key: str, currency: str) -> float:
+    (found,) = [float(v["value"]) for v in entry["values"] if v["key"] == key and v["currency"] == currency]
+    return found
+
+
+def test_account_assets_equal_the_simulator_truth_to_the_cent(pipeline: Pipeline) -> None:
+    """account_eod = the simulator's account values at each close (EUR account holding USD options included);
+    account_pnl = the statement daily PnL summed per account, in EUR at 0.9231, next to the net liquidation change
+    (which equals it where the account holds only options); the daily job's checks for account_values run too."""
+    from v6_assets.defs.pnl_overview import BASE_HEADING, overview_metadata
+
+    p = pipeline
+    materialize_each_session(p)
+    # the daily job's range run (shared with the backfill test): the account assets and every check it selects
+    result = p.range_run or run_daily_job_over_range(p)
+    assert result.success
+    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    for key in (("account_values", "no_duplicate_offsets"), ("account_values", "no_sentinel_values"),
+                ("account_eod", "figures_known_at_cut")):  # fmt: skip
+        assert checks[key].passed, (key, checks[key].metadata)
+    eod = p.lake.read_sessions("account_eod", p.days)
+    truth = {(date.fromisoformat(e["session"]), e["account"]): e for e in p.truth_accounts}
+    assert {(r["trade_date"], r["account"]) for r in eod.filter(pl.col("currency") == "BASE").iter_rows(named=True)} \
+        == set(truth)  # fmt: skip
+    for (day, acct), entry in truth.items():
+        base = eod.filter((pl.col("trade_date") == day) & (pl.col("account") == acct))
+        row = base.filter(pl.col("currency") == "BASE").row(0, named=True)
+        assert row["base_currency"] == entry["base_currency"] and row["problem"] is None, row
+        for column, key in ACCOUNT_FIGURES.items():
+            assert amounts_agree(row[column], _truth_value(entry, key, entry["base_currency"])), (day, acct, column)
+        for v in entry["values"]:
+            if v["key"] in ("CashBalance", "ExchangeRate") and v["currency"] != "BASE":
+                got = base.filter(pl.col("currency") == v["currency"]).row(0, named=True)
+                column = "cash_balance" if v["key"] == "CashBalance" else "fx_rate"
+                assert amounts_agree(got[column], float(v["value"])), (day, acct, v)
+    assert eod.filter((pl.col("account") == "DU1000003") & (pl.col("currency") == "USD"))["fx_rate"].to_list() == \
+        [0.9231] * len(p.days)  # fmt: skip
+
+    pnl = p.lake.read_sessions("account_pnl", p.days)
+    statement: dict[tuple[date, str], list[dict[str, Any]]] = {}
+    for e in p.truth_eod:
+        statement.setdefault((date.fromisoformat(e["session"]), e["account"]), []).append(e)
+    compared = 0
+    for (day, acct), entries in statement.items():
+        rows = pnl.filter((pl.col("trade_date") == day) & (pl.col("account") == acct))
+        total = rows.filter(pl.col("level") == "account").row(0, named=True)
+        prev = truth.get((sessions.previous_session(day), acct))
+        if prev is not None:
+            change = _truth_value(truth[(day, acct)], "NetLiquidation", total["currency"]) - _truth_value(
+                prev, "NetLiquidation", total["currency"]
+            )
+            assert amounts_agree(total["net_liquidation_change"], change), (day, acct, total)
+        else:
+            assert total["net_liquidation_change"] is None and "previous cut" in total["reason"], total
+        if any(e["baseline"] for e in entries):
+            continue  # the statement truth has no figure for a baseline session
+        usd = sum(e["daily_pnl"] for e in entries)
+        fx = entries[0]["fx_rate"]
+        currency = rows.filter(pl.col("level") == "currency").row(0, named=True)
+        assert currency["currency"] == "USD" and amounts_agree(currency["pnl"], usd), (day, acct, currency, usd)
+        assert amounts_agree(currency["pnl_base"], usd * fx) and amounts_agree(total["pnl"], usd * fx), (day, acct)
+        if acct != "DU1000001" and prev is not None:  # DU1000001 also holds stock, which the option book ignores
+            assert amounts_agree(total["pnl"], total["net_liquidation_pnl"], NET_LIQ_CENT), (day, acct, total)
+            compared += 1
+    assert compared >= 2 * (len(p.days) - 2)
+    check = checks[("account_pnl", "positions_match_net_liquidation")]
+    assert check.metadata["compared_rows"].value >= compared  # type: ignore[attr-defined]
+
+    # the first screen: the last closed session's PnL per account, and in each account's base currency
+    last = p.days[-1]
+    text = overview_metadata(p.lake, [last], sessions.eod_cut(last) + timedelta(hours=1), simulated=True)
+    lines = text["last_closed_session_pnl"].splitlines()
+    eur = pnl.filter(
+        (pl.col("trade_date") == last) & (pl.col("account") == "DU1000003") & (pl.col("level") == "account")
+    )
+    assert BASE_HEADING in lines and f"DU1000003 EUR {format_cents(eur['pnl'][0])}" in lines, lines

@@ -85,3 +85,28 @@ def test_history_chart_has_a_line_per_account_labels_pre_open_and_never_shows_no
     assert "| 2026-11-17 pre-open | 0.00 | n/a | n/a |" in chart
     assert f"2026-11-17: {PRE_OPEN}" in chart
     assert history_chart(HISTORY.head(0), _at(TUE, 3), simulated=False).value.endswith("_no data_")
+
+
+def test_base_currency_totals_per_account_and_n_a_where_the_rate_at_the_cut_is_unusable() -> None:
+    from v6_assets import analytics
+    from v6_assets.contracts.tables import DAILY_PNL
+    from v6_assets.defs.pnl_overview import BASE_HEADING, base_currency_lines
+
+    rows = [("DU1", 1, "USD", 100.0), ("DU3", 2, "USD", 200.0), ("DU3", 3, "EUR", 10.0), ("DU4", 4, "USD", 50.0)]
+    daily = pl.DataFrame(
+        [{"trade_date": MON, "account": a, "con_id": c, "currency": cur, "pnl": pnl} for a, c, cur, pnl in rows],
+        schema=DAILY_PNL.polars_schema,
+    )
+    # DU4's USD rate at the cut was a sentinel (left out of the usable rates by account_eod): n/a, never at 1
+    fx = pl.DataFrame({"trade_date": [MON] * 3, "account": ["DU1", "DU3", "DU4"], "currency": ["USD", "USD", "EUR"],
+                       "base_currency": ["USD", "EUR", "EUR"], "fx_rate": [1.0, 0.9, 1.0]})  # fmt: skip
+    lines = base_currency_lines(analytics.pnl_by_account(daily, fx))
+    assert lines == [
+        BASE_HEADING,
+        "DU1 USD 100.00",
+        "DU3 EUR 190.00",
+        "DU4 n/a (no usable ExchangeRate at the cut for USD)",
+        "total EUR 190.00 (1 account)",
+        "total USD 100.00 (1 account)",
+    ]
+    assert base_currency_lines(None) == [NO_BASE_CURRENCY]

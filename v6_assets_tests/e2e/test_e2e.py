@@ -332,7 +332,7 @@ class TestFirstScreen:
         done = stack.gql.wait_for_runs([stack.history_run], timeout_s=300)
         assert [r["status"] for r in done] == ["SUCCESS"], done  # one run for the whole range
         assert done[0]["tags"]["v6/why"] == HISTORY_WHY
-        for asset in DAILY_ASSETS:
+        for asset in (*DAILY_ASSETS, "account_eod", "account_pnl"):  # make demo's history computes the accounts too
             got = {m["partition"] for m in stack.gql.materializations(asset, partitions=stack.history, limit=100)}
             assert got == set(stack.history), (asset, sorted(set(stack.history) - got))
         ours = [
@@ -356,7 +356,8 @@ class TestFirstScreen:
         for account in DEMO_ACCOUNTS:
             assert re.search(rf"{account} USD ({CENTS}|n/a)", last), (account, last)
         assert re.search(rf"total USD {CENTS} \(3 accounts\)", last), last
-        assert "no base-currency total" in last
+        # and in each account's base currency at the cut's FX (the EUR account's USD options in EUR)
+        assert "in base currency (FX at the cut):" in last and re.search(rf"DU1000003 EUR ({CENTS}|n/a)", last), last
         chart = meta["pnl_history_chart"]
         assert "data:image/png;base64," in chart
         assert all(f"{a} (USD)" in chart for a in DEMO_ACCOUNTS), chart[-800:]

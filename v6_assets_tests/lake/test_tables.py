@@ -31,6 +31,8 @@ def test_registry_holds_every_table_with_descriptions_and_trade_date_partitions(
         "pnl_explain",
         "risk_scenarios",
         "expiry_ladder",
+        "account_eod",
+        "account_pnl",
         "statement_positions",
         "statement_trades",
         "statement_mtm",

@@ -27,7 +27,8 @@ from dagster import (
 
 from v6_assets import sessions
 from v6_assets.definitions import defs as project_defs
-from v6_assets.defs.book_assets import statement_matches_pnl
+from v6_assets.defs.account_assets import account_checks
+from v6_assets.defs.book_assets import account_values_checks, executions_checks, statement_matches_pnl
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
 from v6_assets.defs.resources import IBStreamResource, LakeResource
@@ -162,8 +163,9 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
         stored: list[date] = s3_lake.scan(table).select(pl.col(TRADE_DATE).unique()).collect()[TRADE_DATE].to_list()
         assert sorted(stored) == expected_days, table
     evaluations: Sequence[AssetCheckEvaluation] = backfill.get_asset_check_evaluations()
-    # the checks of the assets the daily job selects (the executions/account_values stream checks run in the sensor)
-    in_job = [*all_checks(), statement_matches_pnl, *RISK_CHECKS]
+    # the checks of the assets the daily job selects, and every streamed table's checks (also run by the sensor)
+    in_job = [*all_checks(), statement_matches_pnl, *RISK_CHECKS, *executions_checks, *account_values_checks,
+              *account_checks()]  # fmt: skip
     defined = {key for checks_def in in_job for key in checks_def.check_keys}
     assert {ev.asset_check_key for ev in evaluations} == defined  # every check ran, on every table
     # WARN-severity checks (IB's own daily PnL vs ours) may flag a partial last session; ERROR-severity ones may not.
