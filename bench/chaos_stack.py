@@ -186,7 +186,8 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
             watchdog_restarts=watchdog.restarts,
             supervisor_restarts={k: sum(f"supervisor: {k} restarted" in ln for ln in supervisor_log) for k in
                                  (CODE_SERVER, WEBSERVER, DAEMON)},
-            supervisor_code_servers_killed=sum("lost its gRPC server; killing it" in ln for ln in supervisor_log),
+            supervisor_grpc_reloads=sum("lost its gRPC server; reloading it" in ln for ln in supervisor_log),
+            supervisor_code_servers_killed=sum("killing it to restart both" in ln for ln in supervisor_log),
             watchdog_log=lines[-40:],
             supervisor_log=supervisor_log[-40:],
             load_at_kills=(round(min(loads), 1), round(max(loads), 1)) if loads else None,

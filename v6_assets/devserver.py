@@ -190,6 +190,8 @@ class StackProcess:
             return []
         sid = self.sid
         terminated: list[str] = []
+        # A supervisor that is already gone (killed) stops nothing: signal what is left of its session at once.
+        graceful_s = self.stop_timeout_s if self.proc.poll() is None else 0.0
         try:
             if self._pipe_w is not None:
                 with contextlib.suppress(OSError):
@@ -197,9 +199,9 @@ class StackProcess:
                 with contextlib.suppress(OSError):
                     os.close(self._pipe_w)
                 self._pipe_w = None
-            graceful_until = time.monotonic() + self.stop_timeout_s
+            graceful_until = time.monotonic() + graceful_s
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=self.stop_timeout_s)
+                self.proc.wait(timeout=graceful_s)
             # The code server's gRPC child may take a moment after the supervisor itself has gone.
             while session_processes(sid) and time.monotonic() < graceful_until:
                 time.sleep(0.1)

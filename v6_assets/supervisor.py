@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -110,6 +111,7 @@ class Part:
     port: int | None = None  # a code server's: the webserver and daemon start once it listens
     had_child: bool = False  # a code server that has served through a gRPC child (a starting one has none yet)
     orphaned_since: float | None = None
+    reload_since: float | None = None  # a Reload was asked of this code server (its gRPC child had died)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class Supervisor:
     say: Callable[[str], None] = print
     poll_s: float = 0.5
     orphan_grace_s: float = 2.0
+    reload_timeout_s: float = 90.0
     stable_s: float = 30.0
     max_backoff_s: float = 30.0
 
@@ -135,6 +138,8 @@ class Supervisor:
         while waiting and not stop.is_set() and time.monotonic() < deadline:
             waiting = [p for p in waiting if p.proc is not None and p.proc.poll() is None and not _listens(p.port)]
             stop.wait(0.2)
+        if stop.is_set():
+            return  # asked to stop while the code servers were starting
         for part in self.parts:
             if part.port is None:
                 self._start(part)
@@ -144,7 +149,7 @@ class Supervisor:
         part.started_at = time.monotonic()
         part.next_start = 0.0
         part.had_child = False
-        part.orphaned_since = None
+        part.orphaned_since = part.reload_since = None
 
     def check(self) -> None:
         """One supervision pass: restart what exited (after its backoff), heal code servers without a gRPC child."""
@@ -184,17 +189,23 @@ class Supervisor:
         with_child = set(parents.values())
         for server_pid, part in servers.items():
             if server_pid in with_child:
-                part.had_child, part.orphaned_since = True, None
+                part.had_child, part.orphaned_since, part.reload_since = True, None, None
                 continue
             if not part.had_child:
                 continue  # still starting its first gRPC child
             if part.orphaned_since is None:
                 part.orphaned_since = now
-            elif now - part.orphaned_since >= self.orphan_grace_s:
-                self.say(f"supervisor: code server pid {server_pid} lost its gRPC server; killing it to restart both")
+            elif part.reload_since is None and now - part.orphaned_since >= self.orphan_grace_s:
+                # What the UI's Reload does: the code server starts a new child (faster than a new code server).
+                self.say(f"supervisor: code server pid {server_pid} lost its gRPC server; reloading it")
+                part.reload_since = now
+                threading.Thread(target=_reload_code_server, args=(part.port, self.say), daemon=True).start()
+            elif part.reload_since is not None and now - part.reload_since >= self.reload_timeout_s:
+                self.say(f"supervisor: code server pid {server_pid} has no gRPC server {self.reload_timeout_s:g} s "
+                         "after the reload; killing it to restart both")  # fmt: skip
                 with contextlib.suppress(psutil.Error):
                     psutil.Process(server_pid).kill()
-                part.orphaned_since = None
+                part.orphaned_since = part.reload_since = None
 
     def own_processes(self) -> list[psutil.Process]:
         """Every live process of the stack but this one: the session's when this process leads it (as started by
@@ -235,6 +246,18 @@ class Supervisor:
         for proc in live:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
+
+
+def _reload_code_server(port: int | None, say: Callable[[str], None]) -> None:
+    """``ReloadCode`` on the code server at ``port``: it starts a new ``dagster api grpc`` child. The call itself
+    usually fails after that (the code server then tries to stop the dead child); the supervisor checks for the new
+    child, not the answer."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    try:
+        DagsterGrpcClient(port=port, host=LOOPBACK).reload_code(timeout=300)
+    except Exception as exc:  # expected when the old child is dead: see above
+        say(f"supervisor: the reload of the code server on port {port} answered {type(exc).__name__}")
 
 
 def _listens(port: int | None) -> bool:
@@ -303,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"supervisor: code server(s) {served}; webserver on {LOOPBACK}:{args.port}; daemon", flush=True)
     try:
         supervisor.start_all(stop)
+        # Ready for the first reload (dagster's gRPC client takes seconds to import on a loaded machine).
+        threading.Thread(target=importlib.import_module, args=("dagster._grpc.client",), daemon=True).start()
         supervisor.run(stop)
     finally:
         supervisor.stop_all()
