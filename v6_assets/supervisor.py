@@ -52,7 +52,7 @@ from v6_assets.devserver import (
     stack_roles,
 )
 
-STOP_GRACE_S = 4.0  # SIGTERM -> SIGKILL; the launcher escalates itself after 6 s (make run stops within 10 s)
+STOP_GRACE_S = 3.0  # SIGTERM -> SIGKILL; the launcher escalates itself after 6 s (make run stops within 10 s)
 GRPC_WORKSPACE = "v6_stack_workspace.yaml"  # written into DAGSTER_HOME
 
 
