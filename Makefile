@@ -14,9 +14,9 @@ DAGSTER_YAML ?= dagster.yaml
 .PHONY: help system-deps install install-runtime lint format test test-all test-fast demo run sim bench bench-quick chaos clean
 
 help:
-	@echo "make demo   - simulator + seeded history + dagster dev on http://127.0.0.1:3000"
+	@echo "make demo   - simulator + seeded history + the Dagster stack on http://127.0.0.1:3000"
 	@echo "make test   - lint + the whole test suite (unit, integration, end-to-end)"
-	@echo "make run    - dagster dev against a real IB Gateway/TWS (V6_IB_* env vars)"
+	@echo "make run    - the Dagster stack (supervised code server, webserver, daemon) against a real IB Gateway/TWS (V6_IB_* env vars)"
 	@echo "make lint | format | bench | bench-quick | chaos | clean"
 
 # Rebuilt when missing or when pyproject.toml / constraints.txt change (stale).

@@ -146,7 +146,7 @@ class Params:
     fuzz_desyncs: int
     load_s: float
     load_rate: int
-    stack_kills: int = 1  # scenario 10: kills per process kind of a dagster dev stack
+    stack_kills: int = 1  # scenario 10: kills per process kind of the stack
     stack_kinds: tuple[str, ...] = ()  # scenario 10: which kinds (empty: all, or the quick pair)
 
     @classmethod
@@ -893,11 +893,11 @@ def scenario_load(params: Params, workdir: Path, rng: random.Random) -> Scenario
     return result
 
 
-# -- 5. code location reload under a real dagster dev ------------------------------------------------------------
+# -- 5. code location reload under the real stack ----------------------------------------------------------------
 def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
     from v6_assets_tests.e2e.harness import DagsterDev
 
-    result = ScenarioResult("5 code location reload (dagster dev)")
+    result = ScenarioResult("5 code location reload (the stack)")
     windows: list[tuple[float, float]] = []
     sim = _demo_sim()
     with sim.running():
@@ -934,7 +934,7 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
             listeners = non_loopback_listeners([p.pid for p in dev.processes()])
             result.violations.extend(listeners)
             result.notes["dagster_processes_checked"] = len(dev.processes())
-            # from here dagster dev shuts down: what its code server held unread or unspooled dies with it
+            # from here the stack shuts down: what its code server held unread or unspooled dies with it
             windows.append((time.time(), float("inf")))
         result.notes["fault_windows"] = [(round(a, 2), round(b, 2)) for a, b in windows[:-1]]
         _sim_observations(result, sim)
@@ -947,11 +947,11 @@ def scenario_reload(params: Params, workdir: Path, rng: random.Random) -> Scenar
     return result
 
 
-# -- 10. kill -9 of each process of a dagster dev stack, healed by the stack and the devserver's watchdog ----------
+# -- 10. kill -9 of each process of the stack, healed by its supervisor and the launcher's watchdog ------------------
 def scenario_stack(params: Params, workdir: Path, rng: random.Random) -> ScenarioResult:
     from bench.chaos_stack import KINDS, QUICK_KINDS, RESUME_BUDGET_S, run_stack_kills
 
-    result = ScenarioResult("10 kill -9 of dagster dev's processes")
+    result = ScenarioResult("10 kill -9 of the stack's processes")
     sim = _demo_sim()
     with sim.running():
         kinds = params.stack_kinds or (QUICK_KINDS if params.quick else KINDS)

@@ -16,6 +16,7 @@ The comparison (documented in docs/reliability.md):
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -285,6 +286,14 @@ def order_requests(sim: GatewaySimulator) -> int:
 
 
 # -- security -----------------------------------------------------------------------------------------------------
+def _is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, and ::ffff:127.0.0.1 (an IPv6 socket bound to the IPv4 loopback, as gRPC binds
+    ``-h 127.0.0.1``: it accepts connections to 127.0.0.1 only)."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return addr.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def non_loopback_listeners(pids: Iterable[int]) -> list[str]:
     """Listening sockets of ``pids`` bound to anything but loopback."""
     found = []
@@ -294,7 +303,7 @@ def non_loopback_listeners(pids: Iterable[int]) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         for conn in conns:
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.ip not in ("127.0.0.1", "::1"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and not _is_loopback(conn.laddr.ip):
                 found.append(f"pid {pid} listens on {conn.laddr.ip}:{conn.laddr.port}")
     return found
 

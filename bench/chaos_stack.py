@@ -1,14 +1,15 @@
-"""Chaos scenario 10 (issue 17, point 1): kill -9 of each process of a real ``dagster dev`` stack, healed by nobody
-but the stack itself and the devserver's watchdog (``v6_assets.devserver.StackWatchdog``, what ``make run`` and
-``make demo`` run).
+"""Chaos scenario 10 (issue 17, point 1): kill -9 of each process of the real Dagster stack, healed by nobody but
+the stack's supervisor (``v6_assets.supervisor``) and the launcher's watchdog (``v6_assets.devserver.StackWatchdog``),
+what ``make run`` and ``make demo`` run.
 
-One ``dagster dev`` against the simulator; the watchdog supervises it in a thread of this process exactly as
-``python -m v6_assets.devserver`` does. For each process kind (gRPC server, code server, daemon, webserver, run
-worker, dagster dev itself) a live process of that kind is killed with SIGKILL, ``kills`` times. *Time to resume* is
-measured from the kill until (1) the stack is whole again (webserver, daemon, code server and gRPC server present,
-the victim gone) and (2) the lake holds a ``position_updates`` row the streamer RECEIVED after that moment: fresh data
-streamed and ingested through the healed stack. After the last kill the final drain and ``verify`` check exactly-once
-(0 duplicated, 0 missing offsets) and the wire-vs-Delta comparison outside the fault windows. A killed run worker must
+One stack against the simulator; the watchdog supervises its supervisor in a thread of this process exactly as
+``python -m v6_assets.devserver`` does. For each process kind (gRPC server, code server, run worker, daemon,
+webserver, the supervisor itself) a live process of that kind is killed with SIGKILL, ``kills`` times. Two times
+per kill: *streaming* = until the lake holds a ``position_updates`` row the streamer RECEIVED after the kill (the
+first new row ingested); *resume* = until (1) the stack is whole again (webserver, daemon, code server and gRPC
+server present, the victim gone) and (2) the lake holds a row received after that moment: fresh data streamed and
+ingested through the healed stack. After the last kill the final drain and ``verify`` check exactly-once (0
+duplicated, 0 missing offsets) and the wire-vs-Delta comparison outside the fault windows. A killed run worker must
 leave no run STARTED (the gRPC server that launched it marks it failed).
 """
 
@@ -31,19 +32,17 @@ from bench.chaos_common import CLIENT_ID, FAKE_SECRETS, non_loopback_listeners, 
 from v6_assets.devserver import (
     CODE_SERVER,
     DAEMON,
-    DAGSTER_DEV,
     GRPC_SERVER,
     RUN_WORKER,
+    SUPERVISOR,
     WEBSERVER,
     StackWatchdog,
     stack_roles,
 )
 from v6_assets.lake import POSITION_UPDATES, Lake
 
-# The order matters only for the time the run takes: cheap heals first, whole-stack restarts last.
-KINDS = (GRPC_SERVER, CODE_SERVER, RUN_WORKER, DAEMON, WEBSERVER, DAGSTER_DEV)
-# dagster dev itself is healed like its daemon (a restart of the stack), so it gets 2 kills, not ``kills``.
-REDUCED_KINDS = {DAGSTER_DEV: 2}
+# The order matters only for the time the run takes: the whole-stack restart (the supervisor killed) last.
+KINDS = (GRPC_SERVER, CODE_SERVER, RUN_WORKER, DAEMON, WEBSERVER, SUPERVISOR)
 QUICK_KINDS = (GRPC_SERVER, DAEMON)
 WHOLE = (WEBSERVER, DAEMON, CODE_SERVER, GRPC_SERVER)
 RESUME_BUDGET_S = 60.0  # the goal of issue 17
@@ -65,7 +64,7 @@ def _roles(dev: Any) -> dict[int, str]:
 
 def _victim(dev: Any, kind: str, timeout: float) -> int:
     def find() -> int | None:
-        if kind == DAGSTER_DEV:
+        if kind == SUPERVISOR:
             proc = dev.process.proc
             return int(proc.pid) if proc is not None and proc.poll() is None else None
         pids = [pid for pid, role in _roles(dev).items() if role == kind]
@@ -78,7 +77,7 @@ def _victim(dev: Any, kind: str, timeout: float) -> int:
 def _whole_without(dev: Any, victim: int) -> bool:
     proc = dev.process.proc
     if proc is None or proc.pid == victim or proc.poll() is not None:
-        return False  # dagster dev itself killed and not restarted yet
+        return False  # the supervisor killed and the stack not restarted yet
     roles = _roles(dev)
     return victim not in roles and set(WHOLE) <= set(roles.values())
 
@@ -101,16 +100,26 @@ def _unfinished_runs(gql: Any) -> list[str]:
     return [str(r["runId"]) for r in runs]
 
 
-def kill_and_measure(dev: Any, lake: Lake, kind: str) -> tuple[float, float, float]:
-    """Kill one process of ``kind``; return (kill time, whole-again time, resumed time) as epoch seconds."""
+def kill_and_measure(dev: Any, lake: Lake, kind: str) -> tuple[float, float, float, float]:
+    """Kill one process of ``kind``; return (kill, first new row, whole again, resumed) times as epoch seconds."""
     victim = _victim(dev, kind, 120.0)
     t0 = time.time()
     os.kill(victim, signal.SIGKILL)
+    killed_at = datetime.fromtimestamp(t0, UTC)
+    whole_at: list[float] = []
+
+    def first_row() -> bool:
+        if not whole_at and _whole_without(dev, victim):
+            whole_at.append(time.time())
+        return _ingested_after(lake, killed_at)
+
+    wait_for(first_row, WAIT_LIMIT_S, f"the first new row after killing the {kind}", 0.25)
+    t_row = time.time()
     wait_for(lambda: _whole_without(dev, victim), WAIT_LIMIT_S, f"the stack to be whole after killing the {kind}", 0.2)
-    t_whole = time.time()
+    t_whole = whole_at[0] if whole_at else time.time()
     moment = datetime.fromtimestamp(t_whole, UTC)
-    wait_for(lambda: _ingested_after(lake, moment), WAIT_LIMIT_S, f"fresh rows after killing the {kind}", 0.5)
-    return t0, t_whole, time.time()
+    wait_for(lambda: _ingested_after(lake, moment), WAIT_LIMIT_S, f"fresh rows after killing the {kind}", 0.25)
+    return t0, t_row, t_whole, time.time()
 
 
 def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills: int, rng: random.Random,
@@ -122,6 +131,8 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
     env = {**FAKE_SECRETS, **STACK_ENV, "V6_IB_PORT": str(sim_port)}
     dev = DagsterDev(workdir / "dev", env=env, stop_timeout_s=6.0)
     recoveries: dict[str, list[float]] = {k: [] for k in kinds}
+    first_rows: dict[str, list[float]] = {k: [] for k in kinds}
+    loads: list[float] = []
     windows: list[tuple[float, float]] = []
     violations: list[str] = []
     notes: dict[str, Any] = {}
@@ -142,19 +153,23 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
             first = datetime.fromtimestamp(time.time(), UTC)
             wait_for(lambda: _ingested_after(lake, first), WAIT_LIMIT_S, "the first streamed rows", 0.5)
             for kind in kinds:
-                for _ in range(min(kills, REDUCED_KINDS.get(kind, kills))):
+                for _ in range(kills):
                     time.sleep(rng.uniform(1.0, 3.0))
+                    loads.append(os.getloadavg()[0])
+                    restarts_before = watchdog.restarts
                     try:
-                        t0, t_whole, t1 = kill_and_measure(dev, lake, kind)
+                        t0, t_row, t_whole, t1 = kill_and_measure(dev, lake, kind)
                     except (ProcessLookupError, TimeoutError) as exc:  # counted, and the next kill goes on
                         violations.append(f"{kind}: {type(exc).__name__}: {exc}")
                         say(f"  kill -9 {kind}: {exc}")
                         continue
-                    windows.append((t0, t1))
+                    if kind == SUPERVISOR:  # the next kill once the watchdog's restart has returned (the stack ready)
+                        wait_for(lambda b=restarts_before: watchdog.restarts > b, WAIT_LIMIT_S, "the restart", 0.2)
+                    windows.append((t0, max(t1, time.time())))
                     recoveries[kind].append(t1 - t0)
-                    say(
-                        f"  kill -9 {kind}: whole after {t_whole - t0:.1f} s, fresh rows in Delta after {t1 - t0:.1f} s"
-                    )
+                    first_rows[kind].append(t_row - t0)
+                    say(f"  kill -9 {kind} (load {loads[-1]:.1f}): first new row in Delta after {t_row - t0:.1f} s, "
+                        f"whole after {t_whole - t0:.1f} s, fresh rows through it after {t1 - t0:.1f} s")  # fmt: skip
                     if budget_s is not None and t1 - t0 > budget_s:
                         violations.append(f"{kind}: resumed after {t1 - t0:.1f} s (> {RESUME_BUDGET_S:.0f} s)")
             if RUN_WORKER in kinds:
@@ -169,14 +184,23 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
             stop.set()
             thread.join(60)
             windows.append((time.time(), float("inf")))  # what the code server held unread when the stack stops
+        supervisor_log = [ln for ln in dev.log_tail(2_000_000).splitlines() if ln.startswith("supervisor: ")]
         notes.update(
             watchdog_restarts=watchdog.restarts,
-            watchdog_code_servers_killed=watchdog.code_servers_killed,
+            supervisor_restarts={k: sum(f"supervisor: {k} restarted" in ln for ln in supervisor_log) for k in
+                                 (CODE_SERVER, WEBSERVER, DAEMON)},
+            supervisor_grpc_reloads=sum("lost its gRPC server; reloading it" in ln for ln in supervisor_log),
+            supervisor_code_servers_killed=sum("killing it to restart both" in ln for ln in supervisor_log),
             watchdog_log=lines[-40:],
-        )
+            supervisor_log=supervisor_log[-40:],
+            load_at_kills=(round(min(loads), 1), round(max(loads), 1)) if loads else None,
+        )  # fmt: skip
     notes["recoveries_s"] = {k: [round(x, 2) for x in v] for k, v in recoveries.items()}
     notes["resume_median_max_s"] = {
         k: (round(statistics.median(v), 1), round(max(v), 1)) for k, v in recoveries.items() if v
+    }
+    notes["first_row_median_max_s"] = {
+        k: (round(statistics.median(v), 1), round(max(v), 1)) for k, v in first_rows.items() if v
     }
     hits = secret_hits([dev.workdir])
     notes["secret_hits"] = len(hits)

@@ -1,4 +1,4 @@
-"""``make demo``: the gateway simulator, 10 sessions of SIMULATED history, and ``dagster dev`` on 127.0.0.1:3000.
+"""``make demo``: the gateway simulator, 10 sessions of SIMULATED history, and the Dagster stack on 127.0.0.1:3000.
 
 What it does, in order:
 
@@ -9,11 +9,12 @@ What it does, in order:
    connection, its timestamps on the simulator's clock) -> the durable spool -> ``drain_spool_to_lake`` -> Delta.
    Everything is marked simulated: ``V6_DEMO=1`` (asset descriptions and metadata say SIMULATED) and the demo's
    state lives apart from real data, under ``$V6_HOME/demo`` (fresh on every start).
-3. Starts ``dagster dev`` (own session, ``--shutdown-pipe``) against the simulator; its sensor takes over the same
+3. Starts the Dagster stack (``v6_assets.supervisor``: code server, webserver and daemon supervised one by one, in
+   its own session, ``--shutdown-pipe``) against the simulator; its sensor takes over the same
    stream id and spool, so live updates continue where the seed stopped.
-4. Ctrl-C (or SIGTERM / SIGHUP) stops dagster dev, waits for every process it started, then stops the simulator.
+4. Ctrl-C (or SIGTERM / SIGHUP) stops the stack, waits for every process it started, then stops the simulator.
 
-The parts live apart: ``v6_assets.devserver`` runs ``dagster dev`` (also for the end-to-end tests, benchmarks and
+The parts live apart: ``v6_assets.devserver`` runs the stack (also for the end-to-end tests, benchmarks and
 chaos runs), ``v6_assets.history_seed`` seeds the history (also for the end-to-end tests); this module is the CLI.
 """
 
@@ -33,22 +34,18 @@ from datetime import date
 from pathlib import Path
 from types import FrameType
 
-import psutil
-
 from v6_assets.devserver import (
     DEFAULT_PORT,
     LOOPBACK,
     RUN_DONE,
-    DagsterDevProcess,
     DevServerError,
+    StackProcess,
     StackWatchdog,
-    describe_processes,
     launch_range_run,
     mark_nux_seen,
     port_is_free,
     run_status,
-    session_processes,
-    signal_session,
+    stop_recorded_session,
 )
 from v6_assets.gateway_sim.scenario_model import Scenario, ScenarioError
 from v6_assets.history_seed import (
@@ -65,6 +62,7 @@ from v6_assets.ib.settings import IBEnvironment
 from v6_assets.sessions import NEW_YORK
 
 DEFAULT_UI_PORT = DEFAULT_PORT
+STACK_SID = "dagster_dev.sid"  # the session of the stack this demo started (stopped by the next demo if left)
 DEFAULT_SESSIONS = 10
 # Simulated seconds per real second while seeding: ~80 h of trading-time clock (10 sessions, nights skipped) in
 # about 25 s; the simulator drops to speed 1 by itself once it reaches the wall clock.
@@ -72,7 +70,7 @@ DEFAULT_SEED_SPEED = 12000.0
 
 
 class DemoError(RuntimeError):
-    """The demo could not start (port in use, dagster dev exited...); the message says what to do."""
+    """The demo could not start (port in use, the stack exited...); the message says what to do."""
 
 
 def demo_environment(
@@ -97,24 +95,6 @@ def demo_environment(
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def _stop_leftovers(state: Path) -> None:
-    """Stop a dagster dev a previous demo left running (its launcher was killed with SIGKILL)."""
-    pid_file = state / "dagster_dev.sid"
-    try:
-        sid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    left = session_processes(sid)
-    if left:
-        print(f"Stopping {len(left)} processes a previous demo left running: {describe_processes(left)}")
-        signal_session(sid, signal.SIGTERM)
-        _gone, alive = psutil.wait_procs(left, timeout=15)
-        if alive:
-            signal_session(sid, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=5)
-    pid_file.unlink(missing_ok=True)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -185,8 +165,8 @@ def run_demo(
 
     launched_at = time.monotonic()
     if not port_is_free(ui_port):
-        raise DemoError(f"port {ui_port} on {LOOPBACK} is in use (another dagster dev or demo?); stop it first")
-    _stop_leftovers(state)
+        raise DemoError(f"port {ui_port} on {LOOPBACK} is in use (another make run or demo?); stop it first")
+    stop_recorded_session(state / STACK_SID, say=print)  # a stack a previous demo left running
     if state.exists():
         shutil.rmtree(state)
     (state / "dagster_home").mkdir(parents=True)
@@ -207,13 +187,13 @@ def run_demo(
         seed = seed_history(sim, settings, lake, progress=print)
         print(f"Seeded {seed.rows_written} rows over {len(seed.rows_per_session)} sessions in {seed.duration_s:.0f}s.")
         report_seed_materializations(state / "dagster_home", seed)
-        dev = DagsterDevProcess(project_dir=project_dir, env=env, log_path=state / "dagster_dev.log", port=ui_port)
-        print(f"Starting dagster dev on {dev.url} (log: {dev.log_path}) ...")
+        dev = StackProcess(project_dir=project_dir, env=env, log_path=state / "dagster_dev.log", port=ui_port)
+        print(f"Starting the Dagster stack on {dev.url} (log: {dev.log_path}) ...")
         dev.start()
         try:
 
             def record_session() -> None:
-                (state / "dagster_dev.sid").write_text(f"{dev.sid}\n")
+                (state / STACK_SID).write_text(f"{dev.sid}\n")
 
             record_session()
             mark_nux_seen(dev.url)
@@ -259,12 +239,12 @@ def run_demo(
         finally:
             # The terminal may be gone by now (Ctrl-C on `make demo | tee log` kills tee first): a failed print
             # must never skip the cleanup, so stop first and say so only where stdout still works.
-            _say("\nStopping dagster dev ...")
+            _say("\nStopping the Dagster stack ...")
             try:
                 for what in dev.stop():
                     _say(f"  terminated: {what}")
             finally:
-                (state / "dagster_dev.sid").unlink(missing_ok=True)
+                (state / STACK_SID).unlink(missing_ok=True)
             _say("Stopping the simulator ...")
     _say("Demo stopped; no process left running.")
 

@@ -1,10 +1,11 @@
-"""``dagster dev`` as a managed child process: start it, wait until it serves, stop it and everything it started.
+"""The dev stack as a managed child process: start it, wait until it serves, stop it and everything it started.
 
-Used by ``make demo`` (``v6_assets.demo``) and by the end-to-end tests, benchmarks and chaos runs
-(``v6_assets_tests.e2e.harness``). ``dagster dev`` runs in its own session (``start_new_session``), so every
-descendant, run workers and code servers re-parented to init included, carries its session id: that is what the
-leftover check and the last-resort kill look for. It is stopped through ``--shutdown-pipe`` first: a background
-``dagster dev`` may ignore SIGINT/SIGTERM, the pipe makes it stop its webserver, daemon and code servers in order.
+Used by ``make run`` (``main``), ``make demo`` (``v6_assets.demo``) and by the end-to-end tests, benchmarks and chaos
+runs (``v6_assets_tests.e2e.harness``). The stack is ``python -m v6_assets.supervisor`` (code server, webserver and
+daemon as separately supervised processes, issue 17) started in its own session (``start_new_session``), so every
+descendant, run workers and processes re-parented to init included, carries its session id: that is what the
+leftover check and the last-resort kill look for. It is stopped through ``--shutdown-pipe`` first (the supervisor
+then stops its parts), then by signals to the whole session.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import psutil
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 3000
-_SHUTDOWN_MESSAGE = b"SHUTDOWN\n"  # dagster_shared.ipc._PIPE_SHUTDOWN_INDICATOR
+STACK_SID_FILE = "v6_stack.sid"  # in DAGSTER_HOME: the session of the stack make run started
+SHUTDOWN_MESSAGE = b"SHUTDOWN\n"  # what the supervisor waits for on --shutdown-pipe
 
 
 class DevServerError(RuntimeError):
-    """dagster dev did not start, exited, or left processes behind that even SIGKILL did not end."""
+    """The stack did not start, exited, or left processes behind that even SIGKILL did not end."""
 
 
 def session_processes(sid: int) -> list[psutil.Process]:
@@ -78,12 +80,12 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 @dataclass
-class DagsterDevProcess:
-    """``dagster dev -h 127.0.0.1 -p PORT -w WORKSPACE --shutdown-pipe FD`` in its own session.
+class StackProcess:
+    """``python -m v6_assets.supervisor --port PORT -w WORKSPACE --shutdown-pipe FD`` in its own session.
 
     ``start()`` returns once ``GET /server_info`` answers (``ready_probe`` may demand more, e.g. a loaded code
-    location). ``stop()`` writes the shutdown message to the pipe (dagster dev then stops its webserver, daemon and
-    code servers in order), escalates to SIGTERM of the whole session after ``stop_timeout_s`` and to SIGKILL
+    location). ``stop()`` writes the shutdown message to the pipe (the supervisor then stops its webserver, daemon and
+    code servers), escalates to SIGTERM of the whole session after ``stop_timeout_s`` and to SIGKILL
     ``kill_after_s`` later, so a stop takes at most about ``stop_timeout_s + kill_after_s`` (the default: under 10 s,
     issue 17; a streamer killed this way loses nothing its spool committed). It raises ``DevServerError`` only if a
     process survives SIGKILL. Output goes to ``log_path`` (None: this process's stdout and stderr).
@@ -110,11 +112,11 @@ class DagsterDevProcess:
     @property
     def sid(self) -> int:
         if self.proc is None:
-            raise DevServerError("dagster dev is not started")
+            raise DevServerError("the stack is not started")
         return self.proc.pid  # start_new_session: the leader's pid is the session id
 
     def processes(self) -> list[psutil.Process]:
-        """Live processes dagster dev started: webserver, daemon, code server + its gRPC child, run workers."""
+        """Live processes of the stack: supervisor, webserver, daemon, code server + its gRPC child, run workers."""
         return session_processes(self.sid) if self.proc is not None else []
 
     def server_info(self) -> dict[str, Any] | None:
@@ -132,19 +134,18 @@ class DagsterDevProcess:
         except OSError:
             return "<no log>"
 
-    def start(self) -> DagsterDevProcess:
+    def start(self) -> StackProcess:
         if self.proc is not None:
-            raise DevServerError("dagster dev already started")
+            raise DevServerError("the stack is already started")
         if not port_is_free(self.port):
             raise DevServerError(
-                f"port {self.port} on {LOOPBACK} is in use (another dagster dev?); stop it or pick --port"
+                f"port {self.port} on {LOOPBACK} is in use (another make run or demo?); stop it or pick --port"
             )
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
         pipe_r, self._pipe_w = os.pipe()
-        dagster = Path(sys.executable).with_name("dagster")
-        cmd = [str(dagster), "dev", "-h", LOOPBACK, "-p", str(self.port), "-w", self.workspace]
+        cmd = [sys.executable, "-m", "v6_assets.supervisor", "--port", str(self.port), "-w", self.workspace]
         cmd += ["--log-level", self.log_level, "--shutdown-pipe", str(pipe_r)]
         try:
             self.proc = subprocess.Popen(
@@ -155,7 +156,7 @@ class DagsterDevProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT if self._log is not None else None,
                 pass_fds=[pipe_r],
-                start_new_session=True,  # Ctrl-C reaches us only; we stop it in order through the pipe
+                start_new_session=True,  # Ctrl-C reaches us only; we stop it through the pipe
             )
         finally:
             os.close(pipe_r)
@@ -171,15 +172,15 @@ class DagsterDevProcess:
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.proc is not None and self.proc.poll() is not None:
-                raise DevServerError(f"dagster dev exited with code {self.proc.returncode}:\n{self.log_tail()}")
+                raise DevServerError(f"the stack exited with code {self.proc.returncode}:\n{self.log_tail()}")
             if self.server_info() is not None and (self.ready_probe is None or self.ready_probe()):
                 return
             if time.monotonic() > deadline:
-                raise DevServerError(f"dagster dev not ready after {self.start_timeout_s:.0f}s:\n{self.log_tail()}")
+                raise DevServerError(f"the stack is not ready after {self.start_timeout_s:.0f}s:\n{self.log_tail()}")
             time.sleep(0.5)
 
     def stop(self) -> list[str]:
-        """Stop everything it started; return what had to be terminated after dagster dev itself exited.
+        """Stop everything it started; return what had to be terminated after the supervisor itself exited.
 
         One deadline for the whole stop: the shutdown pipe, then (after ``stop_timeout_s``) SIGTERM to every process
         of the session, run workers still in flight included, then (``kill_after_s`` later) SIGKILL. Raises
@@ -189,17 +190,19 @@ class DagsterDevProcess:
             return []
         sid = self.sid
         terminated: list[str] = []
+        # A supervisor that is already gone (killed) stops nothing: signal what is left of its session at once.
+        graceful_s = self.stop_timeout_s if self.proc.poll() is None else 0.0
         try:
             if self._pipe_w is not None:
                 with contextlib.suppress(OSError):
-                    os.write(self._pipe_w, _SHUTDOWN_MESSAGE)
+                    os.write(self._pipe_w, SHUTDOWN_MESSAGE)
                 with contextlib.suppress(OSError):
                     os.close(self._pipe_w)
                 self._pipe_w = None
-            graceful_until = time.monotonic() + self.stop_timeout_s
+            graceful_until = time.monotonic() + graceful_s
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=self.stop_timeout_s)
-            # The code server's gRPC child may take a moment after dagster dev itself has gone.
+                self.proc.wait(timeout=graceful_s)
+            # The code server's gRPC child may take a moment after the supervisor itself has gone.
             while session_processes(sid) and time.monotonic() < graceful_until:
                 time.sleep(0.1)
             left = session_processes(sid)
@@ -222,14 +225,14 @@ class DagsterDevProcess:
                 self._log = None
         return terminated
 
-    def __enter__(self) -> DagsterDevProcess:
+    def __enter__(self) -> StackProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-# -- the webserver's GraphQL (stdlib only): what make demo asks of the running dagster dev ----------------------------
+# -- the webserver's GraphQL (stdlib only): what make demo asks of the running stack --------------------------------
 
 _LAUNCH_RUN = """
 mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
@@ -314,22 +317,37 @@ def signal_session(sid: int, sig: signal.Signals) -> None:
             proc.send_signal(sig)
 
 
-# -- the watchdog (issue 17, point 1) ---------------------------------------------------------------------------------
-# What supervises what under dagster dev (docs/reliability.md, "Faults and who heals them"):
-#   dagster dev restarts a dead `dagster code-server start` (every 5 s, proxy_server_manager.py), but NOT the
-#   `dagster api grpc` child of a live code server (ticks fail UNAVAILABLE until a Reload), and it shuts everything
-#   down when its webserver or daemon dies (dev.py checks every 5 s); a killed run worker is marked failed by the gRPC
-#   server that started it (server.py `_check_for_orphaned_runs`). The watchdog covers the rest: a code server whose
-#   gRPC child is gone is killed (dagster dev then restarts both), and a stack missing dagster dev, its webserver or
-#   its daemon is restarted whole (the spool keeps every event; the connection lease is free once the holder is gone).
+def stop_recorded_session(sid_file: Path, say: Callable[[str], None] = print) -> None:
+    """Stop a stack a previous ``make run`` / ``make demo`` left running (its launcher was killed with SIGKILL): the
+    session id recorded in ``sid_file`` names every process it started."""
+    try:
+        sid = int(sid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    left = session_processes(sid)
+    if left:
+        say(f"Stopping {len(left)} processes a previous run left running: {describe_processes(left)}")
+        signal_session(sid, signal.SIGTERM)
+        _gone, alive = psutil.wait_procs(left, timeout=15)
+        if alive:
+            signal_session(sid, signal.SIGKILL)
+            psutil.wait_procs(alive, timeout=5)
+    sid_file.unlink(missing_ok=True)
 
-WEBSERVER, DAEMON, CODE_SERVER, GRPC_SERVER, RUN_WORKER, DAGSTER_DEV = (
-    "webserver", "daemon", "code server", "gRPC server", "run worker", "dagster dev"
+
+# -- what supervises what (issue 17, point 1; docs/reliability.md, "Faults and who heals them") ------------------------
+# The supervisor (v6_assets.supervisor, the session leader) restarts its code server, webserver and daemon one by one
+# and a code server whose gRPC child died; a killed run worker is marked failed by the gRPC server that started it
+# (dagster's server.py `_check_for_orphaned_runs`). The watchdog below, in the launcher (make run, make demo),
+# covers the supervisor itself: if it is gone, what is left of its session is stopped and a new stack is started.
+
+WEBSERVER, DAEMON, CODE_SERVER, GRPC_SERVER, RUN_WORKER, SUPERVISOR = (
+    "webserver", "daemon", "code server", "gRPC server", "run worker", "supervisor"
 )  # fmt: skip
 
 
 def stack_role(cmdline: Sequence[str], parent_role: str | None = None) -> str | None:
-    """Which process of a ``dagster dev`` stack ``cmdline`` is (None: not one the watchdog knows)."""
+    """Which process of the stack ``cmdline`` is (None: not one the supervisor knows)."""
     args = list(cmdline)
     joined = " ".join(args[:8])
     if "dagster_webserver" in args:
@@ -342,9 +360,8 @@ def stack_role(cmdline: Sequence[str], parent_role: str | None = None) -> str | 
         return GRPC_SERVER
     if "multiprocessing.spawn" in joined and parent_role == GRPC_SERVER:
         return RUN_WORKER
-    # `.../bin/dagster dev ...` or `python -m dagster dev ...`
-    if any(Path(a).name == "dagster" and args[i + 1 : i + 2] == ["dev"] for i, a in enumerate(args[:3])):
-        return DAGSTER_DEV
+    if args[1:3] == ["-m", "v6_assets.supervisor"]:
+        return SUPERVISOR
     return None
 
 
@@ -365,117 +382,35 @@ def stack_roles(procs: Sequence[psutil.Process]) -> dict[int, str]:
     return roles
 
 
-def _parent_pid(proc: psutil.Process) -> int:
-    try:
-        return proc.ppid()
-    except psutil.Error:
-        return -1
-
-
-def _is_code_server(pid: int) -> bool:
-    """True unless ``pid`` is surely not a live code server (gone, a zombie, or another program)."""
-    try:
-        return stack_role(psutil.Process(pid).cmdline()) == CODE_SERVER
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.Error:
-        return True  # unreadable: never kill on a guess
-
-
 @dataclass
 class StackWatchdog:
-    """Checks a ``DagsterDevProcess`` every ``poll_s`` and heals what dagster dev itself does not (see above).
+    """Restarts the whole stack when its supervisor is gone (checked every ``poll_s``); the supervisor heals the rest.
 
-    ``check()`` kills a code server whose gRPC child has been gone for ``orphan_grace_s`` (only one that had a child:
-    a code server still starting its child is left to dagster's start-up timeout; a Reload starts the new child
-    before stopping the old one) and returns why the whole stack must be restarted, or None: dagster dev, its
-    webserver or daemon gone, or no code server serving for ``unserved_limit_s`` (dagster dev's restart thread ends
-    for good when one restart fails). ``run()`` loops until ``stop_event`` is set, restarting when needed;
-    ``say`` receives one line per action (what died, what was done, how long the restart took).
+    ``run()`` loops until ``stop_event`` is set; ``say`` receives one line per action (what died, how long the restart
+    took). A failed restart is retried after ``restart_backoff_s``.
     """
 
-    dev: DagsterDevProcess
+    dev: StackProcess
     say: Callable[[str], None] = print
-    orphan_grace_s: float = 3.0
     poll_s: float = 1.0
     restart_backoff_s: float = 5.0
-    on_restart: Callable[[], None] | None = None  # e.g. the demo records the new session id
+    on_restart: Callable[[], None] | None = None  # e.g. record the new session id
     restarts: int = field(default=0, init=False)
-    code_servers_killed: int = field(default=0, init=False)
-    grpc_servers_killed: int = field(default=0, init=False)
-    unserved_limit_s: float = 90.0
-    _orphaned_since: dict[int, float] = field(default_factory=dict, init=False)
-    _had_child: set[int] = field(default_factory=set, init=False)
-    _unserved_since: float | None = field(default=None, init=False)
 
     def check(self) -> str | None:
         proc = self.dev.proc
-        if proc is None:
-            return None
-        if proc.poll() is not None:
-            return f"dagster dev exited with code {proc.returncode}"
-        roles = stack_roles(self.dev.processes())
-        present = set(roles.values())
-        for needed in (WEBSERVER, DAEMON):
-            if needed not in present:
-                return f"its {needed} is gone"
-        now = time.monotonic()
-        with_child = {p.ppid() for p in self._alive(roles, GRPC_SERVER)}
-        servers = self._alive(roles, CODE_SERVER)
-        if any(s.pid in with_child for s in servers):
-            self._unserved_since = None
-        elif self._unserved_since is None:
-            self._unserved_since = now
-        elif now - self._unserved_since >= self.unserved_limit_s:
-            # dagster dev's restart thread ends for good when a restart fails (e.g. a start-up timeout under load)
-            return f"no code server with a gRPC server for {now - self._unserved_since:.0f} s"
-        for orphan in self._alive(roles, GRPC_SERVER):
-            # A gRPC server whose code server died serves nobody (calls go through the new code server) but holds
-            # the IB lease until its heartbeat times out (30 s): end it so the new one takes the stream at once.
-            if roles.get(_parent_pid(orphan)) == CODE_SERVER or _is_code_server(_parent_pid(orphan)):
-                continue
-            self.say(f"watchdog: gRPC server pid {orphan.pid} lost its code server; killing it")
-            with contextlib.suppress(psutil.Error):
-                orphan.kill()
-            self.grpc_servers_killed += 1
-        for server in servers:
-            if server.pid in with_child:
-                self._had_child.add(server.pid)
-                self._orphaned_since.pop(server.pid, None)
-                continue
-            if server.pid not in self._had_child:
-                continue  # still starting its gRPC server: dagster's own start-up timeout applies
-            since = self._orphaned_since.setdefault(server.pid, now)
-            if now - since >= self.orphan_grace_s:
-                self.say(f"watchdog: code server pid {server.pid} lost its gRPC server; killing it (dagster dev "
-                         "restarts the code server and its gRPC server)")  # fmt: skip
-                with contextlib.suppress(psutil.Error):
-                    server.kill()
-                self.code_servers_killed += 1
-                self._orphaned_since.pop(server.pid, None)
+        if proc is not None and proc.poll() is not None:
+            return f"the supervisor exited with code {proc.returncode}"
         return None
-
-    @staticmethod
-    def _alive(roles: Mapping[int, str], role: str) -> list[psutil.Process]:
-        found = []
-        for pid, r in roles.items():
-            if r == role:
-                with contextlib.suppress(psutil.Error):
-                    found.append(psutil.Process(pid))
-        return found
 
     def run(self, stop_event: threading.Event | None = None) -> None:
         """Supervise until ``stop_event`` is set (forever without one); a failed restart is retried."""
         stop = stop_event or threading.Event()
         while not stop.wait(self.poll_s):
-            try:
-                reason = self.check()
-            except psutil.Error as exc:  # a process vanished between listing and reading it: look again
-                self.say(f"watchdog: check skipped ({exc})")
-                continue
+            reason = self.check()
             if reason is None:
                 continue
-            self.say(f"watchdog: {reason}; restarting dagster dev")
+            self.say(f"watchdog: {reason}; restarting the stack")
             started = time.monotonic()
             try:
                 self.dev.stop()
@@ -487,12 +422,10 @@ class StackWatchdog:
                 stop.wait(self.restart_backoff_s)
                 continue
             self.restarts += 1
-            self._orphaned_since.clear()
-            self._unserved_since = None
             if self.on_restart is not None:
                 self.on_restart()
             took = time.monotonic() - started
-            self.say(f"watchdog: dagster dev restarted in {took:.1f} s (the old one stopped in {stopped:.1f} s)")
+            self.say(f"watchdog: stack restarted in {took:.1f} s (the old one stopped in {stopped:.1f} s)")
 
 
 def probe_code_server(port: int, host: str = LOOPBACK) -> str | None:
@@ -516,7 +449,7 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``make run``: ``dagster dev`` on loopback, stopped within ~10 s by Ctrl-C, SIGTERM or SIGHUP."""
+    """``make run``: the supervised stack on loopback, stopped within ~10 s by Ctrl-C, SIGTERM or SIGHUP."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m v6_assets.devserver", description=main.__doc__)
@@ -533,18 +466,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = probe_code_server(args.probe, args.probe_host)
         print(problem or "code server reaches its user code", file=sys.stderr if problem else sys.stdout)
         return 1 if problem else 0
-    dev = DagsterDevProcess(
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        print("DAGSTER_HOME is not set (make run sets it)", file=sys.stderr)
+        return 2
+    sid_file = Path(home) / STACK_SID_FILE
+    stop_recorded_session(sid_file)  # a stack whose launcher was killed -9 (its port would be busy)
+    dev = StackProcess(
         project_dir=Path.cwd(), env=dict(os.environ), log_path=None, port=args.port, workspace=args.workspace,
         log_level=args.log_level,
     )  # fmt: skip
-    # dagster dev runs in its own session: Ctrl-C reaches this process only, which stops it in order.
+    # The stack runs in its own session: Ctrl-C reaches this process only, which stops it in order.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     started = None
+
+    def record_session() -> None:
+        sid_file.write_text(f"{dev.sid}\n")
+
     try:
         dev.start()
-        print(f"dagster dev serves {dev.url}; Ctrl-C stops it; a watchdog restarts what dies", flush=True)
-        StackWatchdog(dev).run()  # until a signal raises KeyboardInterrupt
+        record_session()
+        print(f"the stack serves {dev.url}; Ctrl-C stops it; its supervisor restarts what dies", flush=True)
+        StackWatchdog(dev, on_restart=record_session).run()  # until a signal raises KeyboardInterrupt
         return 1
     except KeyboardInterrupt:
         started = time.monotonic()
@@ -554,9 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         killed = dev.stop()
+        sid_file.unlink(missing_ok=True)
         if started is not None:
             extra = f" (ended by signal: {'; '.join(killed)})" if killed else ""
-            print(f"dagster dev stopped in {time.monotonic() - started:.1f} s{extra}", flush=True)
+            print(f"the stack stopped in {time.monotonic() - started:.1f} s{extra}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""``make run`` (``python -m v6_assets.devserver``) stops a real ``dagster dev`` and everything it started within
-10 s of SIGTERM or SIGINT (issue 17, point 5). Slow: it starts a whole dagster dev (excluded from ``make test``)."""
+"""``make run`` (``python -m v6_assets.devserver``) stops the real stack (supervisor, code server + gRPC child,
+webserver, daemon) and everything it started within 10 s of SIGTERM or SIGINT (issue 17, point 5). Slow: it starts a
+whole stack (excluded from ``make test``)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ def test_make_run_stops_everything_within_10_s(tmp_path: Path, sig: signal.Signa
         deadline = time.monotonic() + 240
         while not _ready(f"http://127.0.0.1:{port}"):
             assert wrapper.poll() is None, (tmp_path / "out.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "dagster dev did not start"
+            assert time.monotonic() < deadline, "the stack did not start"
             time.sleep(1)
         time.sleep(15)  # the daemon's first sensor ticks start the streamer in the code server
         family = psutil.Process(wrapper.pid).children(recursive=True)
-        assert len(family) >= 3, family  # dagster dev, webserver, daemon, code server (+ its gRPC child)
+        assert len(family) >= 3, family  # supervisor, webserver, daemon, code server (+ its gRPC child)
         sent = time.monotonic()
         wrapper.send_signal(sig)
         wrapper.wait(timeout=60)

@@ -1,4 +1,4 @@
-"""A real ``dagster dev`` for end-to-end tests, benchmarks and chaos runs, and a small GraphQL client for it.
+"""The project's real Dagster stack for end-to-end tests, benchmarks and chaos runs, and a small GraphQL client.
 
 Reusable outside pytest (no fixtures here)::
 
@@ -10,11 +10,10 @@ Reusable outside pytest (no fixtures here)::
         ...
     # on exit: shutdown pipe -> SIGTERM -> SIGKILL of the whole session; leftovers are verified to be gone
 
-The process itself is ``v6_assets.devserver.DagsterDevProcess`` (shared with ``make demo``). Why the shutdown pipe: a
-background ``dagster dev`` may ignore SIGINT/SIGTERM, while ``--shutdown-pipe FD`` makes it interrupt itself and stop
-its webserver, daemon and code servers in order. It runs in its own session (``start_new_session``), so every
-descendant, including run workers and code servers re-parented to init, carries its session id: that is what the
-leftover check and the last-resort kill look for.
+The process itself is ``v6_assets.devserver.StackProcess`` (shared with ``make run`` and ``make demo``): the
+supervisor ``v6_assets.supervisor`` running a code server, the webserver and the daemon as separately restarted
+processes, in its own session (``start_new_session``), so every descendant, including run workers and processes
+re-parented to init, carries its session id: that is what the leftover check and the last-resort kill look for.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from v6_assets.devserver import DagsterDevProcess, DevServerError, describe_processes, free_port, session_processes
+from v6_assets.devserver import DevServerError, StackProcess, describe_processes, free_port, session_processes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCATION_NAME = "v6_assets"
@@ -44,7 +43,7 @@ T = TypeVar("T")
 
 
 class HarnessError(RuntimeError):
-    """dagster dev did not start, did not answer, or left processes behind."""
+    """The stack did not start, did not answer, or left processes behind."""
 
 
 class GraphQLError(RuntimeError):
@@ -68,7 +67,8 @@ def wait_until(
 
 @dataclass
 class DagsterDev:
-    """One ``dagster dev`` on loopback with its own DAGSTER_HOME, V6_HOME and lake under ``workdir``.
+    """One stack (webserver, daemon, code server) on loopback with its own DAGSTER_HOME, V6_HOME and lake under
+    ``workdir``.
 
     ``env`` is layered over the inherited environment (minus every ``V6_*`` / ``DAGSTER_*`` variable) and the
     isolated defaults (e.g. pass ``V6_IB_PORT`` of a simulator). ``port`` 0 picks a free port. Ready means
@@ -83,7 +83,7 @@ class DagsterDev:
     dagster_yaml: Path = PROJECT_ROOT / "dagster.yaml"
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 60.0
-    process: DagsterDevProcess | None = field(default=None, init=False)
+    process: StackProcess | None = field(default=None, init=False)
     terminated: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +131,7 @@ class DagsterDev:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         self.v6_home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.dagster_yaml, self.dagster_home / "dagster.yaml")
-        self.process = DagsterDevProcess(
+        self.process = StackProcess(
             project_dir=self.project_dir,
             env=self.full_env(),
             log_path=self.log_path,
@@ -158,7 +158,7 @@ class DagsterDev:
         return self.terminated
 
     def processes(self) -> list[psutil.Process]:
-        """All live processes dagster dev started (webserver, daemon, code server and its gRPC child, run workers)."""
+        """Live processes of the stack (supervisor, webserver, daemon, code server + its gRPC child, run workers)."""
         return self.process.processes() if self.process is not None else []
 
     @property
