@@ -60,6 +60,7 @@ class ClientConnection(asyncio.Protocol):
         self.positions_sub = False
         self.pnl_subs: dict[int, str] = {}
         self.pnl_single_subs: dict[int, tuple[str, int]] = {}
+        self.account_multi_subs: dict[int, str] = {}  # reqAccountUpdatesMulti: req id -> account
         self.mkt_subs: dict[int, ContractSpec | str] = {}
         self.greeks_counter: dict[int, int] = {}
         self.streams: dict[str, StreamCadence] = {}

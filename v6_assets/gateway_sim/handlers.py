@@ -148,6 +148,7 @@ class RequestHandlers:
         if account not in self.scenario.account_ids:
             client.send_error(req_id, 321, _invalid_account(account))
             return
+        client.account_multi_subs[req_id] = account
         for key, value, currency in self.state.account_values(account):
             client.send(Out.ACCOUNT_UPDATE_MULTI, req_id=req_id, account=account, model_code=model_code, key=key,
                         value=value, currency=currency)  # fmt: skip
