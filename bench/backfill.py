@@ -201,7 +201,7 @@ def run(
             result.add(
                 Record(
                     name, process_s, "s", target=f"<= {TARGET_ONE_SESSION_S:g} s", met=process_s <= TARGET_ONE_SESSION_S
-                )  # fmt: skip
+                )
             )
     return result
 
