@@ -202,10 +202,9 @@ class ConnectionLoop:
         ib.errorEvent += self._on_error
         ib.positionEvent += publisher.on_position
         publisher.hook_portfolio(ib)  # portfolio rows straight from the wrapper (ib_async's own is costly)
-        ib.pnlSingleEvent += publisher.on_pnl_single
         ib.pendingTickersEvent += publisher.on_tickers
         # market data flowing again ends a competing session (IB sends no message for that)
-        ib.pnlSingleEvent += lambda *_: health.market_data_seen()
+        publisher.hook_pnl_single(ib, health.market_data_seen)  # straight from the wrapper: the busiest message
         ib.pendingTickersEvent += lambda *_: health.market_data_seen()
         ib.disconnectedEvent += lambda: session.end("disconnected")
         if self._executions is not None:
