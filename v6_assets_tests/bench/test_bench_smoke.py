@@ -24,7 +24,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     "ingest": (
         ["ingest socket->spool"],
-        {"ib_async in-process decode of the same bytes (ceiling)", "bare ib_async counting the same events over the socket"},
+        {
+            "ib_async in-process decode of the same bytes (ceiling)",
+            "bare ib_async counting the same events over the socket",
+        },
     ),
     "sensor_tick": (["sensor tick, drain+commit 1,000"], set()),
     "analytics": (["analytics eod+pnl+exposure, 20,000 updates"], {"DuckDB SQL", "pandas"}),
