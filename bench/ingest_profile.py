@@ -1,7 +1,7 @@
 """Where the streamer's time goes: the streamer's own connection bytes of a blast, replayed into its ib_async client
 in its loop thread under cProfile (no socket, no simulator running), next to ib_async alone decoding them.
 
-    .venv/bin/python -m bench.ingest_profile [--messages 50000] [--positions 2000] [--top 25]
+    .venv/bin/python -m bench.ingest_profile [--messages 50000] [--positions 2000] [--no-profile] [--no-mix]
 
 1. The simulator (pinned to its own core) blasts N messages to the running streamer; the bytes its ib_async client
    receives are recorded (an extra ``conn.hasData`` listener, nothing patched).
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import DEFAULT_POSITIONS, SimChild, _measure, pin_cores
+from bench.ingest import DEFAULT_POSITIONS, SimChild, _last_received, _measure, _settle, pin_cores
 from v6_assets.ib import IBPositionStreamer, Spool, StreamerSettings
 
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--positions", type=int, default=DEFAULT_POSITIONS)
     parser.add_argument("--no-profile", action="store_true", help="time the replay without cProfile")
+    parser.add_argument("--no-mix", action="store_true", help="portfolio and PnL-single only (no fills, no values)")
     args = parser.parse_args(argv)
     cores = pin_cores()
     sim = SimChild(args.positions, cores["simulator"])
@@ -80,18 +81,21 @@ def main(argv: list[str] | None = None) -> None:
             deadline = time.monotonic() + 60
             while not streamer.status().subscriptions.pnl_subscriptions and time.monotonic() < deadline:
                 time.sleep(0.1)
-            time.sleep(1.0)
+            run = streamer._run
+            assert run is not None
+            _settle(lambda: run.throttle.throttling, time.sleep)
             client = _client_of(streamer)
             recorded: list[bytes] = []
             streamer._call_in_loop(lambda: client.conn.hasData.connect(recorded.append))
+            built = sim.prepare(args.messages, not args.no_mix)
             with Spool(settings.spool_path) as spool:
                 start = spool.last_offset()
                 started_wall, started = time.time(), time.perf_counter()
-                blaster = sim.blast_async(args.messages)
-                got, _ = _measure(spool.last_offset, start, started, args.messages, lambda: time.sleep(0.1))
-                blaster.join(60)
-                frames = spool.read_frames(start, args.messages + 10_000)
-                last = frames.positions["received_at"].max()
+                sender = sim.send_prepared_async()
+                got, _ = _measure(spool.last_offset, start, started, built, lambda: time.sleep(0.1))
+                sender.join(60)
+                frames = spool.read_frames(start, built + 10_000)
+                last = _last_received(frames)
                 socket_s = last.timestamp() - started_wall if last is not None else float("inf")
                 streamer._call_in_loop(lambda: client.conn.hasData.disconnect(recorded.append))
                 time.sleep(0.5)

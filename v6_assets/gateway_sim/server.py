@@ -60,6 +60,7 @@ class GatewaySimulator:
         self.scenario = scenario
         self.host = host
         self._requested_port = port
+        self._prepared_blast: list[blast.PreparedRoute] = []  # built by prepare_blast, sent by send_prepared_blast
         self.seed = scenario.seed if seed is None else seed
         self.speed = scenario.clock.speed if speed is None else speed
         if not self.speed > 0:
@@ -274,6 +275,21 @@ class GatewaySimulator:
     def blast(self, messages: int, timeout: float | None = None) -> int:
         """Thread-safe wrapper of :meth:`blast_async` (call from outside the simulator's loop)."""
         return self._run_sync(self.blast_async(messages), timeout)
+
+    def prepare_blast(self, messages: int, mix: bool = False, timeout: float | None = None) -> int:
+        """Build a blast's frames now (``mix``: with fills, commissions and account values), send them with
+        :meth:`send_prepared_blast`: the sending then only writes bytes from memory. Returns the messages built."""
+
+        async def build() -> int:
+            self._prepared_blast = blast.prepare(self.state, self.registry, messages, mix=mix)
+            return sum(count for route in self._prepared_blast for _, count in route.chunks)
+
+        return self._run_sync(build(), timeout)
+
+    def send_prepared_blast(self, timeout: float | None = None) -> int:
+        """Write the frames :meth:`prepare_blast` built as fast as the sockets accept; returns the messages written."""
+        routes, self._prepared_blast = self._prepared_blast, []
+        return self._run_sync(blast.send(routes), timeout)
 
 
 def _shift_scenario(scenario: Scenario, start: datetime) -> Scenario:

@@ -32,6 +32,7 @@ from v6_assets.ib.pacing import ThrottleCounter, pace
 from v6_assets.ib.publisher import UpdatePublisher
 from v6_assets.ib.resilience import Backoff, CircuitBreaker, CircuitState
 from v6_assets.ib.settings import StreamerSettings
+from v6_assets.ib.socket_reads import limit_reads
 from v6_assets.ib.spool import Spool, SpoolHandler
 from v6_assets.ib.status import (
     ConnectionStatus,
@@ -200,11 +201,10 @@ class ConnectionLoop:
         session = _Session(ib, SubscriptionPolicy(ib, settings, publisher.open_positions))
         ib.errorEvent += self._on_error
         ib.positionEvent += publisher.on_position
-        ib.updatePortfolioEvent += publisher.on_portfolio
-        ib.pnlSingleEvent += publisher.on_pnl_single
+        publisher.hook_portfolio(ib)  # portfolio rows straight from the wrapper (ib_async's own is costly)
         ib.pendingTickersEvent += publisher.on_tickers
         # market data flowing again ends a competing session (IB sends no message for that)
-        ib.pnlSingleEvent += lambda *_: health.market_data_seen()
+        publisher.hook_pnl_single(ib, health.market_data_seen)  # straight from the wrapper: the busiest message
         ib.pendingTickersEvent += lambda *_: health.market_data_seen()
         ib.disconnectedEvent += lambda: session.end("disconnected")
         if self._executions is not None:
@@ -239,6 +239,7 @@ class ConnectionLoop:
             self._session = None
             return None
         started = time.monotonic()
+        limit_reads(ib)
         self._breaker.record_success()
         self._sessions += 1
         if self._sessions > 1:

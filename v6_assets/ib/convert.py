@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from v6_assets.contracts.clock import utc_now
 from v6_assets.contracts.lifecycle import DELIVERY_SEC_TYPE, delivered_shares
 from v6_assets.contracts.streams import POSITION_UPDATE_FIELDS, GreeksUpdate, PositionSource, PositionUpdate
-from v6_assets.contracts.unset import is_ib_unset
+from v6_assets.contracts.unset import UNSET_MAGNITUDE, is_ib_unset
 from v6_assets.sessions import NEW_YORK
 
 UNSET_INTEGER = 2**31 - 1
@@ -43,6 +44,13 @@ def clean_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if is_ib_unset(number) else number
+
+
+def _clean(value: Any) -> float | None:
+    """``clean_float`` with the common case (a float that carries a value) decided in one comparison."""
+    if type(value) is float and -UNSET_MAGNITUDE < value < UNSET_MAGNITUDE:
+        return value
+    return clean_float(value)
 
 
 def clean_greek(value: Any, not_computed: float) -> float | None:
@@ -129,6 +137,15 @@ class ContractFields(NamedTuple):
     local_symbol: str
 
 
+# The raw ib_async ``Contract`` attributes ``contract_fields`` reads: equal raw values give equal fields, so the
+# converted fields are cached by them (a portfolio row repeats its contract every time; converting it anew was a
+# third of the merger's time per row).
+_CONTRACT_RAW = operator.attrgetter("conId", "symbol", "secType", "lastTradeDateOrContractMonth", "strike", "right",
+                                    "multiplier", "currency", "exchange", "primaryExchange", "tradingClass",
+                                    "localSymbol")  # fmt: skip
+_CONTRACT_CACHE_MAX = 50_000  # distinct contracts held (a NaN strike never hits: the bound keeps that finite)
+
+
 def contract_fields(contract: Any) -> ContractFields:
     """Contract columns from an ib_async ``Contract`` (any sec type; filtering is the caller's)."""
     strike = clean_float(contract.strike)
@@ -160,10 +177,11 @@ _POSITION, _AVG_COST, _MKT_PRICE, _MKT_VALUE, _UNREAL, _REAL, _IB_DAILY, _IB_UNR
 
 
 class _PositionState:
-    __slots__ = ("changed_at", "contract", "emitted", "prev_qty", "values")
+    __slots__ = ("changed_at", "contract", "emitted", "last_fields", "prev_qty", "values")
 
     def __init__(self, contract: ContractFields) -> None:
         self.contract = contract
+        self.last_fields = contract  # the fields the last message carried (before the exchange merge)
         self.values: list[float | None] = [None] * 10
         # A new position whose first message carried only sentinels still gets one row (the contract exists).
         self.emitted = False
@@ -201,6 +219,7 @@ class PositionMerger:
         self._stock: dict[tuple[str, int], _PositionState] = {}
         self._deliveries: dict[tuple[str, str], list[tuple[float, datetime]]] = {}
         self._pending_emits: list[tuple[str, int]] = []
+        self._contracts: dict[tuple[Any, ...], ContractFields] = {}
         self._seq = 0
 
     # -- queries -----------------------------------------------------------------------------------------------
@@ -229,7 +248,13 @@ class PositionMerger:
         if self.accounts and account not in self.accounts:
             self.counters.foreign_account_dropped += 1
             return None
-        fields = contract_fields(contract)
+        raw = _CONTRACT_RAW(contract)
+        fields = self._contracts.get(raw)
+        if fields is None:
+            fields = contract_fields(contract)
+            if len(self._contracts) >= _CONTRACT_CACHE_MAX:
+                self._contracts.clear()
+            self._contracts[raw] = fields
         if stock and DELIVERY_SEC_TYPE not in self.sec_types:
             held = self._stock.get(key)
             if held is None:
@@ -238,27 +263,39 @@ class PositionMerger:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _PositionState(fields)
-        elif fields != state.contract:
+        elif fields is not state.last_fields:  # the same (cached) fields as last time: nothing to merge
+            state.last_fields = fields
             # Portfolio rows carry primaryExchange, position rows exchange: keep the first non-empty one.
             if not fields.exchange and state.contract.exchange:
                 fields = fields._replace(exchange=state.contract.exchange)
-            state.contract = fields
+            if fields != state.contract:
+                state.contract = fields
         return state
 
     def on_portfolio(self, item: Any) -> PositionUpdate | None:
         """An ib_async ``PortfolioItem`` (updatePortfolio)."""
-        state = self._state_for(item.account, item.contract)
+        return self.on_portfolio_values(
+            item.contract, item.position, item.marketPrice, item.marketValue, item.averageCost, item.unrealizedPNL,
+            item.realizedPNL, item.account,
+        )  # fmt: skip
+
+    def on_portfolio_values(
+        self, contract: Any, position: Any, market_price: Any, market_value: Any, average_cost: Any,
+        unrealized: Any, realized: Any, account: str,
+    ) -> PositionUpdate | None:  # fmt: skip
+        """One updatePortfolio message as ib_async's decoder hands it to its wrapper (same arguments, same order)."""
+        state = self._state_for(account, contract)
         if state is None:
             return None
         v = state.values
         before = list(v)
-        v[_POSITION] = clean_float(item.position)
-        v[_MKT_PRICE] = clean_float(item.marketPrice)
-        v[_MKT_VALUE] = clean_float(item.marketValue)
-        v[_AVG_COST] = clean_float(item.averageCost)
-        v[_UNREAL] = clean_float(item.unrealizedPNL)
-        v[_REAL] = clean_float(item.realizedPNL)
-        return self._emit(item.account, state, before, "portfolio")
+        v[_POSITION] = _clean(position)
+        v[_MKT_PRICE] = _clean(market_price)
+        v[_MKT_VALUE] = _clean(market_value)
+        v[_AVG_COST] = _clean(average_cost)
+        v[_UNREAL] = _clean(unrealized)
+        v[_REAL] = _clean(realized)
+        return self._emit(account, state, before, "portfolio")
 
     def on_position(self, position: Any) -> PositionUpdate | None:
         """An ib_async ``Position`` (reqPositions)."""
@@ -278,13 +315,13 @@ class PositionMerger:
             self.counters.pnl_for_unknown_position += 1
             return None
         v = state.values
-        position = clean_float(pnl.position)
+        position = _clean(pnl.position)
         new = (
             v[_POSITION] if position is None else position,
-            clean_float(pnl.dailyPnL),
-            clean_float(pnl.unrealizedPnL),
-            clean_float(pnl.realizedPnL),
-            clean_float(pnl.value),
+            _clean(pnl.dailyPnL),
+            _clean(pnl.unrealizedPnL),
+            _clean(pnl.realizedPnL),
+            _clean(pnl.value),
         )
         # The hot path (~1/s per position, thousands/s in bursts): compare before copying anything.
         if state.emitted and new == (v[_POSITION], v[_IB_DAILY], v[_IB_UNREAL], v[_IB_REAL], v[_IB_VALUE]):

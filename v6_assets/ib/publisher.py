@@ -82,6 +82,49 @@ class UpdatePublisher:
             self.publish_position(update)
             self._quantity_seen(update)
 
+    def on_portfolio_values(
+        self, contract: Any, position: float, market_price: float, market_value: float, average_cost: float,
+        unrealized: float, realized: float, account: str,
+    ) -> None:  # fmt: skip
+        """ib_async's wrapper ``updatePortfolio`` call (see ``hook_portfolio``)."""
+        try:
+            update = self.merger.on_portfolio_values(
+                contract, position, market_price, market_value, average_cost, unrealized, realized, account
+            )
+        except Exception:
+            raw = (contract, position, market_price, market_value, average_cost, unrealized, realized, account)
+            self._conversion_failed("portfolio row", raw)
+            return
+        if update is not None:
+            self.publish_position(update)
+            self._quantity_seen(update)
+
+    def hook_portfolio(self, ib: Any) -> None:
+        """Take portfolio rows from this connection's wrapper, in place of ib_async's ``updatePortfolio``.
+
+        Why: per row ib_async copies the contract, builds a ``PortfolioItem`` and formats an info log string of it
+        whether logging is on or not, about three times our own conversion's cost (``bench.ingest_profile``), for
+        state the streamer never reads (``ib.portfolio()``, ``updatePortfolioEvent``). Nothing of ib_async is
+        patched: only this connection's wrapper object gets the attribute, as ``ExecutionTracker.attach`` does."""
+        ib.wrapper.updatePortfolio = self.on_portfolio_values
+
+    def hook_pnl_single(self, ib: Any, on_market_data: Callable[[], None]) -> None:
+        """Take PnL-single updates from this connection's wrapper call, after ib_async's own ``pnlSingle`` (its state
+        stays as it is: the ``PnLSingle`` object is updated, then handed to us), instead of through its event (the
+        event dispatch was a measurable share of the cost of the most frequent message). ``on_market_data``: called
+        for every PnL-single of a subscribed position (market data flows)."""
+        wrapper = ib.wrapper
+        ib_async_pnl_single = wrapper.pnlSingle
+
+        def pnl_single(req_id: int, *values: Any) -> None:
+            ib_async_pnl_single(req_id, *values)
+            pnl = wrapper.reqId2PnlSingle.get(req_id)  # looked up each time: ib_async replaces the dict on reset
+            if pnl is not None:
+                self.on_pnl_single(pnl)
+                on_market_data()
+
+        wrapper.pnlSingle = pnl_single
+
     def on_pnl_single(self, pnl: Any) -> None:
         try:
             update = self.merger.on_pnl_single(pnl)
@@ -91,10 +134,11 @@ class UpdatePublisher:
         if update is not None:
             self.publish_position(update)
             self._quantity_seen(update)
-        subscriptions = self._current_subscriptions()
-        if pnl.position == 0 and subscriptions is not None:
-            subscriptions.pnl_reported_flat((pnl.account, pnl.conId))
-            self._on_quantity_change()
+        if pnl.position == 0:
+            subscriptions = self._current_subscriptions()
+            if subscriptions is not None:
+                subscriptions.pnl_reported_flat((pnl.account, pnl.conId))
+                self._on_quantity_change()
 
     def _quantity_seen(self, update: PositionUpdate) -> None:
         # Subscriptions depend on quantities only (open/closed, greeks priority): a mark change must not trigger

@@ -24,7 +24,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED: dict[str, tuple[list[str], set[str]]] = {
     "ingest": (
         ["ingest socket->spool"],
-        {"ib_async in-process decode of the same bytes (ceiling)", "bare ib_async event counter over the socket"},
+        {
+            "ib_async in-process decode of the same bytes (ceiling)",
+            "bare ib_async counting the same events over the socket",
+        },
     ),
     "sensor_tick": (["sensor tick, drain+commit 1,000"], set()),
     "analytics": (["analytics eod+pnl+exposure, 20,000 updates"], {"DuckDB SQL", "pandas"}),
@@ -119,6 +122,8 @@ def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> No
     }
     assert details["ingest"]["details"]["order_violations"] == 0
     assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
+    # the blast mixes fills (with their commissions) and account values in, and they reach the spool
+    assert all(r["executions"] > 0 and r["account_values"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
     # every analytics implementation: its own child's peak RSS and every timed repeat
     for impl in ("ours (polars)", "DuckDB SQL", "pandas"):
         found = details["analytics"]["details"]["20000"][impl]

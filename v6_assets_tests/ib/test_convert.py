@@ -246,3 +246,23 @@ def test_contract_without_con_id_type_is_rejected_loudly() -> None:
     bad = Contract(secType="OPT", conId="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         PositionMerger().on_position(Position("DU1", bad, 1.0, 1.0))
+
+
+def test_cached_contract_fields_follow_a_contract_that_changes() -> None:
+    # The merger caches converted contract fields by the raw attribute values: a changed attribute is a new entry.
+    merger = PositionMerger(clock=lambda: T0)
+    first = merger.on_portfolio(PortfolioItem(spx_call(multiplier="100"), 2.0, 12.5, 2500.0, 1100.0, 300.0, 0.0, "DU1"))
+    again = merger.on_portfolio(PortfolioItem(spx_call(multiplier="100"), 2.0, 12.6, 2520.0, 1100.0, 320.0, 0.0, "DU1"))
+    changed = merger.on_portfolio(PortfolioItem(spx_call(multiplier="10"), 2.0, 12.7, 254.0, 1100.0, 30.0, 0.0, "DU1"))
+    assert first is not None and again is not None and changed is not None
+    assert (first.multiplier, again.multiplier, changed.multiplier) == (100.0, 100.0, 10.0)
+    assert changed.local_symbol == "SPXW  250321C05800000" and changed.exchange == "SMART"
+
+
+def test_portfolio_values_as_the_wrapper_passes_them_equal_the_portfolio_item_path() -> None:
+    # UpdatePublisher.hook_portfolio takes rows from ib_async's wrapper call (contract, position, price, value,
+    # average cost, unrealized, realized, account): the same update as from a PortfolioItem, sentinels included.
+    args = (spx_call(), 2.0, 12.5, 2500.0, 1100.0, 300.0, UNSET_DOUBLE, "DU1")
+    from_item = PositionMerger(clock=lambda: T0).on_portfolio(PortfolioItem(*args))
+    from_wrapper = PositionMerger(clock=lambda: T0).on_portfolio_values(*args)
+    assert from_item is not None and from_item == from_wrapper and from_wrapper.realized_pnl is None
