@@ -109,7 +109,10 @@ class UpdatePublisher:
         if subscriptions is None:
             return
         now = time.monotonic()
-        for ticker in tickers:
+        # ib_async hands over a set (its order varies from run to run): take the tickers in subscription order,
+        # which is the order the gateway sends them in, so the greeks of a batch are published in a stable order.
+        order = {con_id: i for i, con_id in enumerate(subscriptions.mkt_subs)}
+        for ticker in sorted(tickers, key=lambda t: order.get(t.contract.conId, len(order))):
             comp = ticker.modelGreeks
             if comp is None:
                 continue

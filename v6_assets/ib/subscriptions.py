@@ -40,8 +40,16 @@ OpenPositions = Mapping[PositionKey, tuple[ContractFields, float]]
 class SubscriptionPolicy:
     """The subscriptions of ONE connection (a fresh policy per ``IB`` instance: IB forgets them on disconnect)."""
 
-    def __init__(self, ib: IB, settings: StreamerSettings, open_positions: Callable[[], OpenPositions]) -> None:
+    def __init__(
+        self,
+        ib: IB,
+        settings: StreamerSettings,
+        open_positions: Callable[[], OpenPositions],
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ib = ib
+        # Seconds for the rotation periods and the close grace: real time, or simulated time in a lock-step seed.
+        self.ticks = ticks
         self.settings = settings
         self._open_positions = open_positions
         self.accounts: tuple[str, ...] = ()  # the allowed managed accounts, known once connected
@@ -93,7 +101,7 @@ class SubscriptionPolicy:
             self.portfolio_index = (self.portfolio_index + 1) % len(self.accounts)
         account = self.accounts[self.portfolio_index % len(self.accounts)]
         self.portfolio_account = account
-        self.portfolio_rotated_at = time.monotonic()
+        self.portfolio_rotated_at = self.ticks()
         return account
 
     # -- PnL-single and model-greeks lines ----------------------------------------------------------------------
@@ -132,7 +140,7 @@ class SubscriptionPolicy:
         for key in sorted(set(open_positions) - self.pnl_subs):
             ib.reqPnLSingle(key[0], "", key[1])
             self.pnl_subs.add(key)
-        now = time.monotonic()
+        now = self.ticks()
         for key in set(open_positions) & set(self.closing_since):
             del self.closing_since[key]  # reopened
             self.pnl_zero_seen.discard(key)

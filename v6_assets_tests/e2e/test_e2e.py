@@ -82,7 +82,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def _stack(workdir: Path, truth_dir: Path, offset_s: str) -> Iterator[Stack]:
     assert sessions.current_session() == PINNED_AT.date()
     scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
-    sim = GatewaySimulator(scenario, speed=SEED_SPEED, truth_dir=truth_dir, record_path=workdir / "requests.jsonl")
+    sim = GatewaySimulator(
+        scenario, speed=SEED_SPEED, truth_dir=truth_dir, record_path=workdir / "requests.jsonl", lockstep=True
+    )
     with sim.running():
         dev = DagsterDev(
             workdir,
