@@ -7,8 +7,8 @@ singleton and a crash are its own. A benchmark that fails is reported (its error
 and the others still run. The exit status is 0 even when targets are missed: this reports, it does not judge
 (a benchmark that could not run at all gives exit status 1 only with ``--strict``).
 
-Default run: ingest, latency, sensor_tick, analytics, backfill, table_health, resubscribe, ..., seed. ``--quick``: reduced ingest,
-sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
+Default run: ``FULL`` below (ingest, latency, sensor_tick, analytics, ..., demo_start, seed). ``--quick``: reduced
+ingest, sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
 """
 
 from __future__ import annotations

@@ -124,7 +124,9 @@ def seed_history(
     )
 
 
-def _settle(lockstep: Lockstep, streamer: IBPositionStreamer, client_id: int, deadline: float, timeout_s: float) -> None:
+def _settle(
+    lockstep: Lockstep, streamer: IBPositionStreamer, client_id: int, deadline: float, timeout_s: float
+) -> None:
     """Wait until the streamer took in all the simulator sent and the simulator all the streamer sent: the same
     counters twice in a row, balanced, read on the streamer's loop (so its handlers of what arrived have run)."""
     previous = None

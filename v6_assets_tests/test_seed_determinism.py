@@ -76,9 +76,7 @@ class TestSeedTwice:
         assert b.seed.sessions_closed == a.seed.sessions_closed
 
     @pytest.mark.parametrize("table", sorted(t.name for t in TABLES.values() if t.kind == "stream"))
-    def test_streamed_table_of_the_closed_sessions_is_identical(
-        self, twice: tuple[Seeded, Seeded], table: str
-    ) -> None:
+    def test_streamed_table_of_the_closed_sessions_is_identical(self, twice: tuple[Seeded, Seeded], table: str) -> None:
         a, b = (_closed_rows(s.lake, table) for s in twice)
         if table == "position_updates":
             assert a.height > 0, "the seed wrote no position rows for the closed sessions"
