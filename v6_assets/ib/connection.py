@@ -377,6 +377,8 @@ class ConnectionLoop:
 
     def _sync_now(self) -> None:
         session = self._session
+        if self.lockstep and session is not None and not session.streaming:
+            return  # lock-step: the first sync is the one after the whole snapshot arrived, however it was chunked
         if self._subs_dirty and session is not None:
             self._sync_subscriptions(session)
 
