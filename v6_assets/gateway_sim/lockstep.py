@@ -87,6 +87,8 @@ class Lockstep:
         clock = self.sim.clock
         target = self.next_time(clock.now())
         if target >= utc_now():
+            # to the wall clock at once (``jump_to`` never passes it), then the real-time driver takes over
+            clock.jump_to(target)
             self.live = True
             self.sim.start_driver()
             return None
