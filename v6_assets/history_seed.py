@@ -148,8 +148,8 @@ def _settle(
         previous = None
         if time.monotonic() > deadline:
             raise SeedError(
-                f"seeding did not catch up with the wall clock within {timeout_s:.0f}s "
-                f"(streamer {client}, simulator {server})"
+                f"seeding did not catch up with the wall clock within {timeout_s:.0f}s: the streamer did not take in "
+                f"the step at {lockstep.sim.clock.now():%Y-%m-%d %H:%M} UTC (streamer {client}, simulator {server})"
             )
         time.sleep(_SETTLE_POLL_S)
 
