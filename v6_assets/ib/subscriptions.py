@@ -59,6 +59,10 @@ class SubscriptionPolicy:
         self.closing_since: dict[PositionKey, float] = {}
         self.pnl_zero_seen: set[PositionKey] = set()
         self.mkt_subs: dict[int, Contract] = {}
+        # The order the gateway sends market data in: each contract's latest reqMktData, counted (kept after a cancel:
+        # ticks of a cancelled line may still be on their way).
+        self.greeks_order: dict[int, int] = {}
+        self._greeks_requests = 0
         # The last model-greeks object per line: ticker events fire for any tick, greeks change far less often.
         self.last_greeks: dict[int, Any] = {}
         self.portfolio_index = 0
@@ -165,6 +169,8 @@ class SubscriptionPolicy:
             contract = Contract(conId=con_id, secType=c.sec_type, exchange=c.exchange or "SMART", currency=c.currency)
             ib.reqMktData(contract, "", False, False)
             self.mkt_subs[con_id] = contract
+            self._greeks_requests += 1
+            self.greeks_order[con_id] = self._greeks_requests
 
     # -- after IB dropped our subscriptions (error 1101) -------------------------------------------------------
     def drop_all(self) -> None:
