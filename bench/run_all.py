@@ -7,8 +7,8 @@ singleton and a crash are its own. A benchmark that fails is reported (its error
 and the others still run. The exit status is 0 even when targets are missed: this reports, it does not judge
 (a benchmark that could not run at all gives exit status 1 only with ``--strict``).
 
-Default run: ingest, latency, sensor_tick, analytics, backfill, table_health, resubscribe. ``--quick``: reduced ingest,
-sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
+Default run: ``FULL`` below (ingest, latency, sensor_tick, analytics, ..., demo_start, seed). ``--quick``: reduced
+ingest, sensor_tick and analytics (under 2 minutes). ``--soak`` adds the 30-minute soak.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ FULL: tuple[str, ...] = (
     "resubscribe",
     "replay",
     "demo_start",
+    "seed",
 )
 QUICK: tuple[str, ...] = ("ingest", "sensor_tick", "analytics", "risk_grid")
 KNOWN: tuple[str, ...] = (*FULL, "soak")
@@ -54,6 +55,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "demo_start": ["--sessions", "2", "--skip-fresh"],
     "resubscribe": ["--positions", "40"],
     "replay": ["--sessions", "2"],
+    "seed": ["--sessions", "2"],
 }
 # Generous per-benchmark limits (wall seconds) so a hung benchmark cannot hang make bench.
 TIMEOUT_S: dict[str, float] = {
@@ -68,6 +70,7 @@ TIMEOUT_S: dict[str, float] = {
     "demo_start": 1800,
     "resubscribe": 1200,
     "replay": 900,
+    "seed": 900,
 }
 
 

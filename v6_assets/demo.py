@@ -176,7 +176,12 @@ def run_demo(
     scenario = load_scenario(scenario_name, start_time=start)
     print(f"Starting the IB gateway simulator: scenario 'demo', {sessions_back} sessions back, speed x{seed_speed:g}")
     sim = GatewaySimulator(
-        scenario, port=sim_port, speed=seed_speed, truth_dir=state / "truth", record_path=state / "sim_requests.jsonl"
+        scenario,
+        port=sim_port,
+        speed=seed_speed,
+        truth_dir=state / "truth",
+        record_path=state / "sim_requests.jsonl",
+        lockstep=True,
     )
     with sim.running():
         first_session = start.astimezone(NEW_YORK).date()

@@ -133,7 +133,7 @@ def _check_ground_truth_at(moment: Moment, tmp_path: Path) -> None:
     assert sessions.previous_session(moment.current_session) == moment.previous_session, moment.covers
     scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
     lake = Lake(str(tmp_path / "lake"))
-    sim = GatewaySimulator(scenario, speed=SEED_SPEED, port=0)
+    sim = GatewaySimulator(scenario, speed=SEED_SPEED, port=0, lockstep=True)
     with sim.running():
         try:
             settings = StreamerSettings(port=sim.port, client_id=61, home=tmp_path / "v6")

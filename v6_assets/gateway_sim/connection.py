@@ -70,6 +70,9 @@ class ClientConnection(asyncio.Protocol):
         self.can_write = asyncio.Event()
         self.can_write.set()
         self.messages_sent = 0
+        # Wire counters (the lock-step seed compares them with the client's own to know it took everything in).
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,6 +91,7 @@ class ClientConnection(asyncio.Protocol):
         self.can_write.set()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         self.buffer += data
         try:
             if not self.greeted:
@@ -133,6 +137,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.transport.write(frame)
         self.messages_sent += count
+        self.bytes_sent += len(frame)
 
     def send(self, msg_id: int, **values: object) -> None:
         """Encode one message for this client's negotiated version and write it."""
@@ -148,6 +153,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed and frames:
             self.transport.write(b"".join(frames))
             self.messages_sent += len(frames)
+            self.bytes_sent += sum(len(f) for f in frames)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

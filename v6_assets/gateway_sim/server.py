@@ -29,7 +29,7 @@ from v6_assets.gateway_sim.publisher import Publisher
 from v6_assets.gateway_sim.scenario import load_scenario
 from v6_assets.gateway_sim.scenario_model import Scenario
 from v6_assets.gateway_sim.state import MarketState
-from v6_assets.gateway_sim.timeline import TimelineDriver
+from v6_assets.gateway_sim.timeline import SKIP_NIGHTS_ABOVE_SPEED, TimelineDriver
 from v6_assets.gateway_sim.transport import ClientRegistry, Listener
 from v6_assets.gateway_sim.truth import TruthRecorder, write_summary
 
@@ -51,12 +51,24 @@ class GatewaySimulator:
         truth_dir: Path | None = None,
         start_time: datetime | None = None,
         keep_sent: bool = True,
+        lockstep: bool = False,
     ) -> None:
         if isinstance(scenario, Scenario):
             if start_time is not None:
                 scenario = _shift_scenario(scenario, start_time)
         else:
             scenario = load_scenario(scenario, start_time=start_time)
+        # Lock-step (``lockstep.Lockstep``): what is sent depends on simulated time only (no real-time floor), and
+        # nights are skipped by the stepper as steps of their own, never inside a step after its messages went out.
+        self.lockstep = lockstep
+        self.lockstep_skips_nights = lockstep and (
+            scenario.clock.skip_nights
+            if scenario.clock.skip_nights is not None
+            else (scenario.clock.speed if speed is None else speed) > SKIP_NIGHTS_ABOVE_SPEED
+        )
+        if lockstep:
+            clock = dataclasses.replace(scenario.clock, min_real_interval_s=0.0, skip_nights=False)
+            scenario = dataclasses.replace(scenario, clock=clock)
         self.scenario = scenario
         self.host = host
         self._requested_port = port
@@ -101,8 +113,14 @@ class GatewaySimulator:
         self._loop = asyncio.get_running_loop()
         self.recorder.open_files()
         await self.listener.open(self._requested_port)
-        self.clock.start()
-        self._driver = asyncio.create_task(self.timeline.run(), name="gateway-sim-driver")
+        if not self.lockstep:  # a lock-step simulator's clock stands until ``lockstep.Lockstep`` moves it
+            self.start_driver()
+
+    def start_driver(self) -> None:
+        """Start the clock and the real-time driver (on the simulator's loop; once)."""
+        if self._driver is None:
+            self.clock.start()
+            self._driver = asyncio.create_task(self.timeline.run(), name="gateway-sim-driver")
 
     async def stop(self) -> None:
         if self._driver is not None:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,17 @@ _MAINTENANCE_TICK_S = 0.25
 _HEALTHY_SESSION_S = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class ClientWire:
+    """ib_async's counters of one connection (the lock-step seed compares them with the simulator's)."""
+
+    client_id: int
+    bytes_received: int
+    messages_received: int
+    bytes_sent: int
+    requests_held: int
+
+
 class _Session:
     """Per-connection state (a fresh ib_async ``IB`` for every connection)."""
 
@@ -68,6 +80,7 @@ class _Session:
         # Decoded-message progress for the heartbeat (raw TCP bytes keep arriving on a desynchronised stream).
         self.messages_seen = -1
         self.messages_at = time.monotonic()
+        self.streaming = False  # connected, subscribed, in the maintenance loop
 
     def end(self, reason: str) -> None:
         if not self.done.is_set():
@@ -79,9 +92,20 @@ class ConnectionLoop:
     """One run of the streamer. Built on the caller's thread; ``run()`` and every other method on the loop thread,
     except ``request_stop`` (scheduled with ``call_soon_threadsafe``) and ``add_handler``/``remove_handler``."""
 
-    def __init__(self, settings: StreamerSettings, clock: Clock, handlers: Callable[[], Sequence[Handler]]) -> None:
+    def __init__(
+        self,
+        settings: StreamerSettings,
+        clock: Clock,
+        handlers: Callable[[], Sequence[Handler]],
+        *,
+        lockstep: bool = False,
+    ) -> None:
         self.settings = settings
         self._clock = clock
+        # Lock-step seed (``v6_assets.history_seed``): the timers (rotations, close grace) run on the simulated clock
+        # and only when the seed asks (``lockstep_pass``), never on real-time ticks.
+        self.lockstep = lockstep
+        self._ticks: Callable[[], float] = (lambda: clock().timestamp()) if lockstep else time.monotonic
         self._handlers = handlers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
@@ -198,7 +222,7 @@ class ConnectionLoop:
         ib = IB()
         pace(ib)  # never more than IB's 50 messages/s, also when thousands of lines are (re)subscribed at once
         self.throttle.attach(ib)
-        session = _Session(ib, SubscriptionPolicy(ib, settings, publisher.open_positions))
+        session = _Session(ib, SubscriptionPolicy(ib, settings, publisher.open_positions, self._ticks))
         ib.errorEvent += self._on_error
         ib.positionEvent += publisher.on_position
         publisher.hook_portfolio(ib)  # portfolio rows straight from the wrapper (ib_async's own is costly)
@@ -274,7 +298,8 @@ class ConnectionLoop:
         assert self._publisher is not None
         ib = session.ib
         subscriptions = session.subscriptions
-        subscriptions.start_greeks_rotation(time.monotonic())
+        subscriptions.start_greeks_rotation(self._ticks())
+        session.streaming = True
         while not session.done.is_set() and not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.done.wait(), _MAINTENANCE_TICK_S)
@@ -283,16 +308,41 @@ class ConnectionLoop:
             if not ib.isConnected():
                 session.end("socket closed")
                 break
-            now = time.monotonic()
-            self._publisher.flush_greeks()
-            if self._subs_dirty or subscriptions.closing:
-                self._sync_subscriptions(session)
-            if subscriptions.rotate_greeks_if_due(now):
-                self._sync_subscriptions(session)
-            subscriptions.rotate_portfolio_if_due(now)
-            await self._heartbeat(session, settings, now)
+            if not self.lockstep:
+                self._run_timers(session)
+            await self._heartbeat(session, settings, time.monotonic())
         if self._stopping.is_set():
             session.end_reason = session.end_reason or "stopped"
+
+    def _run_timers(self, session: _Session) -> None:
+        """Throttled greeks, pending subscription changes, rotations that are due."""
+        assert self._publisher is not None
+        subscriptions = session.subscriptions
+        now = self._ticks()
+        self._publisher.flush_greeks()
+        if self._subs_dirty or subscriptions.closing:
+            self._sync_subscriptions(session)
+        if subscriptions.rotate_greeks_if_due(now):
+            self._sync_subscriptions(session)
+        subscriptions.rotate_portfolio_if_due(now)
+
+    def lockstep_pass(self, run_timers: bool) -> ClientWire | None:
+        """Lock-step seed, on the loop thread: the wire counters of the connection (None while not streaming:
+        connecting, subscribing, reconnecting), after running the timers at the simulated now if ``run_timers``."""
+        session = self._session
+        if session is None or not session.streaming or not session.ib.client.isReady():
+            return None
+        if run_timers:
+            self._run_timers(session)
+        client = session.ib.client
+        stats = client.connectionStats()
+        return ClientWire(
+            client_id=self.settings.client_id,
+            bytes_received=stats.numBytesRecv,
+            messages_received=stats.numMsgRecv,
+            bytes_sent=stats.numBytesSent,
+            requests_held=len(client._msgQ),  # held back by the pacing, sent on a real-time timer
+        )
 
     async def _heartbeat(self, session: _Session, settings: StreamerSettings, now: float) -> None:
         """No decoded message for ``heartbeat_s``: probe with reqCurrentTime; no answer ends the session."""
@@ -328,6 +378,8 @@ class ConnectionLoop:
 
     def _sync_now(self) -> None:
         session = self._session
+        if self.lockstep and session is not None and not session.streaming:
+            return  # lock-step: the first sync is the one after the whole snapshot arrived, however it was chunked
         if self._subs_dirty and session is not None:
             self._sync_subscriptions(session)
 

@@ -156,7 +156,10 @@ class UpdatePublisher:
         if subscriptions is None:
             return
         now = time.monotonic()
-        for ticker in tickers:
+        # ib_async hands over a set (its order varies from run to run): take the tickers in the order the gateway
+        # sends them in (their requests'), so the greeks of a TCP read are published in the same order every run.
+        order = subscriptions.greeks_order
+        for ticker in sorted(tickers, key=lambda t: order.get(t.contract.conId, 0)):
             comp = ticker.modelGreeks
             if comp is None:
                 continue

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from v6_assets.contracts.clock import fixed_offset_clock, utc_now
-from v6_assets.ib.connection import ConnectionLoop
+from v6_assets.ib.connection import ClientWire, ConnectionLoop
 from v6_assets.ib.convert import Clock
 from v6_assets.ib.decoder_errors import decoder_error_counter
 from v6_assets.ib.fanout import Handler
@@ -84,7 +84,10 @@ class IBPositionStreamer:
         self.start(settings, clock)
         return self.status()
 
-    def start(self, settings: StreamerSettings | None = None, clock: Clock | None = None) -> None:
+    def start(
+        self, settings: StreamerSettings | None = None, clock: Clock | None = None, *, lockstep: bool = False
+    ) -> None:
+        """``lockstep``: a lock-step seed drives the timers on ``clock`` through ``lockstep_pass``."""
         with self._lock:
             wanted = settings or self._settings or StreamerSettings.from_env()
             if self.running:
@@ -96,7 +99,7 @@ class IBPositionStreamer:
                 return
             decoder_error_counter()  # count undecodable frames from the first connection on
             self._settings = wanted
-            run = ConnectionLoop(wanted, clock or fixed_offset_clock(), lambda: self._handlers)
+            run = ConnectionLoop(wanted, clock or fixed_offset_clock(), lambda: self._handlers, lockstep=lockstep)
             self._run = run
             ready = threading.Event()
             self._thread = threading.Thread(
@@ -126,6 +129,18 @@ class IBPositionStreamer:
                 log.error("streamer thread did not stop within %.0f s", timeout)
             self._thread = None
             self._loop = None
+
+    def lockstep_pass(self, run_timers: bool = False, timeout: float = 10.0) -> ClientWire | None:
+        """Lock-step seed (any thread but the loop's): once the loop ran everything queued before, the connection's
+        wire counters (None while not streaming), after the timers due on the simulated clock if ``run_timers``."""
+        loop, run = self._loop, self._run
+        if loop is None or run is None or not self.running:
+            return None
+
+        async def lockstep_pass() -> ClientWire | None:
+            return run.lockstep_pass(run_timers)
+
+        return asyncio.run_coroutine_threadsafe(lockstep_pass(), loop).result(timeout)
 
     # -- handlers (any thread) --------------------------------------------------------------------------------
     def add_handler(self, handler: Handler) -> None:

@@ -40,8 +40,16 @@ OpenPositions = Mapping[PositionKey, tuple[ContractFields, float]]
 class SubscriptionPolicy:
     """The subscriptions of ONE connection (a fresh policy per ``IB`` instance: IB forgets them on disconnect)."""
 
-    def __init__(self, ib: IB, settings: StreamerSettings, open_positions: Callable[[], OpenPositions]) -> None:
+    def __init__(
+        self,
+        ib: IB,
+        settings: StreamerSettings,
+        open_positions: Callable[[], OpenPositions],
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ib = ib
+        # Seconds for the rotation periods and the close grace: real time, or simulated time in a lock-step seed.
+        self.ticks = ticks
         self.settings = settings
         self._open_positions = open_positions
         self.accounts: tuple[str, ...] = ()  # the allowed managed accounts, known once connected
@@ -51,6 +59,10 @@ class SubscriptionPolicy:
         self.closing_since: dict[PositionKey, float] = {}
         self.pnl_zero_seen: set[PositionKey] = set()
         self.mkt_subs: dict[int, Contract] = {}
+        # The order the gateway sends market data in: each contract's latest reqMktData, counted (kept after a cancel:
+        # ticks of a cancelled line may still be on their way).
+        self.greeks_order: dict[int, int] = {}
+        self._greeks_requests = 0
         # The last model-greeks object per line: ticker events fire for any tick, greeks change far less often.
         self.last_greeks: dict[int, Any] = {}
         self.portfolio_index = 0
@@ -93,7 +105,7 @@ class SubscriptionPolicy:
             self.portfolio_index = (self.portfolio_index + 1) % len(self.accounts)
         account = self.accounts[self.portfolio_index % len(self.accounts)]
         self.portfolio_account = account
-        self.portfolio_rotated_at = time.monotonic()
+        self.portfolio_rotated_at = self.ticks()
         return account
 
     # -- PnL-single and model-greeks lines ----------------------------------------------------------------------
@@ -132,7 +144,7 @@ class SubscriptionPolicy:
         for key in sorted(set(open_positions) - self.pnl_subs):
             ib.reqPnLSingle(key[0], "", key[1])
             self.pnl_subs.add(key)
-        now = time.monotonic()
+        now = self.ticks()
         for key in set(open_positions) & set(self.closing_since):
             del self.closing_since[key]  # reopened
             self.pnl_zero_seen.discard(key)
@@ -159,6 +171,8 @@ class SubscriptionPolicy:
             contract = Contract(conId=con_id, secType=c.sec_type, exchange=c.exchange or "SMART", currency=c.currency)
             ib.reqMktData(contract, "", False, False)
             self.mkt_subs[con_id] = contract
+            self._greeks_requests += 1
+            self.greeks_order[con_id] = self._greeks_requests
 
     # -- after IB dropped our subscriptions (error 1101) -------------------------------------------------------
     def drop_all(self) -> None:

@@ -56,7 +56,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     with time_machine.travel(PINNED, tick=True):
         scenario = load_scenario("demo", start_time=history_start(SESSIONS_BACK))
         lake = Lake(str(tmp / "lake"))
-        sim = GatewaySimulator(scenario, speed=12000.0, port=0)
+        sim = GatewaySimulator(scenario, speed=12000.0, port=0, lockstep=True)
         with sim.running():
             settings = StreamerSettings(port=sim.port, client_id=CLIENT_ID, home=tmp / "v6")
             try:
