@@ -48,14 +48,29 @@ def eod_marks(eod: pl.DataFrame) -> pl.DataFrame:
 
 
 def book_pnl(
-    daily: pl.DataFrame, marks: pl.DataFrame, prev_marks: pl.DataFrame, executions: pl.DataFrame
+    daily: pl.DataFrame,
+    marks: pl.DataFrame,
+    prev_marks: pl.DataFrame,
+    executions: pl.DataFrame,
+    bookings: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """``book_pnl`` rows (the contract's columns) from daily_pnl's rows, the EOD marks of D (``eod_marks``), the
-    marks of D-1 keyed by D (``prev_mark``) and the session's executions (``book_executions`` with ``trade_date``)."""
+    marks of D-1 keyed by D (``prev_mark``) and the session's executions (``book_executions`` with ``trade_date``).
+
+    ``bookings``: IB's lifecycle bookings (position_events' expired / exercised / assigned rows: ``trade_date``,
+    account, con_id, quantity, price = IB's booking price; no execution, no commission). They enter the formula like
+    a fill at that price (so a physically settled option closes at 0 and its stock leg opens at the strike, as IB's
+    statement books them) but are not counted as executions."""
     require_columns(daily, DAILY_INPUT, "daily_pnl")
     require_columns(marks, MARK_INPUT, "marks")
     require_columns(prev_marks, PREV_MARK_INPUT, "previous marks")
     require_columns(executions, EXECUTION_INPUT, "executions")
+    if bookings is None:
+        bookings = pl.DataFrame(schema={**{k: daily.schema[k] for k in _KEYS}, "quantity": pl.Float64,
+                                        "price": pl.Float64})  # fmt: skip
+    booked = bookings.group_by(_KEYS).agg(
+        pl.col("quantity").sum().alias("_bq"), (pl.col("quantity") * pl.col("price")).sum().alias("_bqp")
+    )
     fills = executions.group_by(_KEYS).agg(
         pl.len().cast(pl.Int64).alias("executions"),
         pl.col("quantity").sum().alias("executed_quantity"),
@@ -69,23 +84,25 @@ def book_pnl(
         daily.select(*DAILY_INPUT, daily_source.alias("_daily_source"))
         .with_columns(pl.lit(True).alias("_held"))
         .join(fills, on=_KEYS, how="full", coalesce=True)
+        .join(booked, on=_KEYS, how="left")
         .join(marks.select(MARK_INPUT), on=_KEYS, how="left")
         .join(prev_marks.select(PREV_MARK_INPUT), on=_KEYS, how="left")
     )
     m = pl.coalesce("multiplier", "_exec_multiplier")
     n = pl.col("executions").fill_null(0)
     xq, qp = pl.col("executed_quantity").fill_null(0.0), pl.col("_qp").fill_null(0.0)
+    bq, bqp = pl.col("_bq").fill_null(0.0), pl.col("_bqp").fill_null(0.0)
     q = pl.col("position").fill_null(0.0)
     opened = pl.col("is_baseline").fill_null(False) & (n > 0) & ((q - xq) == 0)
     pq = pl.when(opened).then(0.0).otherwise(pl.col("prev_position").fill_null(0.0))
     mark, prev_mark = pl.col("mark"), pl.col("prev_mark")
-    unexplained = q - pq - xq
+    unexplained = q - pq - xq - bq
     missing = pl.col("_missing_commissions").fill_null(0)
     commissions = pl.when(n == 0).then(0.0).when(missing == 0).then(pl.col("_commission_sum"))
     term_now = pl.when(q == 0).then(0.0).otherwise(q * mark)
     term_prev = pl.when(pq == 0).then(0.0).otherwise(pq * prev_mark)
     term_gap = pl.when(unexplained == 0).then(0.0).otherwise(unexplained * mark)
-    statement = m * (term_now - term_prev - qp - term_gap) - commissions
+    statement = m * (term_now - term_prev - qp - bqp - term_gap) - commissions
     held = pl.col("_held").fill_null(False)
     # a position held before the stream's first session: its previous quantity and mark are unknown
     # (unless the session's executions explain the whole position: then it was opened during D, from 0)
@@ -93,7 +110,7 @@ def book_pnl(
     statement = pl.when(held & ~baseline).then(statement)
     # gone at its expiry session without an execution: expired (worthless or at intrinsic)
     expired = pl.col("is_expired").fill_null(False) | (
-        (unexplained != 0) & (q == 0) & (pl.col("expiry") <= pl.col(TRADE_DATE)).fill_null(False)
+        ((unexplained != 0) | (bq != 0)) & (q == 0) & (pl.col("expiry") <= pl.col(TRADE_DATE)).fill_null(False)
     )
     reasons = pl.concat_list(
         pl.when(~held).then(pl.lit("execution for a position the book does not hold")),
@@ -102,6 +119,7 @@ def book_pnl(
         pl.when((q != 0) & mark.is_null()).then(pl.lit("no mark at the cut")),
         pl.when(missing > 0).then(pl.format("commission not known for {} execution(s)", missing)),
         pl.when(expired).then(pl.lit("expiry (booked at the expiry mark)")),
+        pl.when((bq != 0) & ~expired).then(pl.format("exercise/assignment: {} booked by IB (no execution)", bq)),
         pl.when((unexplained != 0) & ~baseline & ~expired).then(
             pl.format(
                 "quantity change of {} without an execution (exercise, assignment or a fill outside the stream's "
@@ -119,7 +137,7 @@ def book_pnl(
         xq.alias("executed_quantity"),
         unexplained.alias("unexplained_quantity"),
         (pl.when(pq == 0).then(0.0).otherwise(pq * (mark - prev_mark)) * m).alias("position_mtm"),
-        (pl.when(n == 0).then(0.0).otherwise(mark * xq - qp) * m).alias("transaction_mtm"),
+        (pl.when((n == 0) & (bq == 0)).then(0.0).otherwise(mark * (xq + bq) - qp - bqp) * m).alias("transaction_mtm"),
         commissions.alias("commissions"),
         statement.alias("statement_pnl"),
         pl.when(pl.col("pnl").is_not_null())

@@ -12,6 +12,7 @@ import polars as pl
 from v6_assets import sessions
 from v6_assets.analytics.book_executions import book_executions
 from v6_assets.analytics.book_pnl import book_pnl, eod_marks
+from v6_assets.contracts.lifecycle import LIFECYCLE_EVENTS
 from v6_assets.contracts.money import amounts_disagree_expr
 from v6_assets.contracts.tables import BOOK_PNL, DAILY_PNL, EOD_POSITIONS, EXECUTIONS, TRADE_DATE
 from v6_assets.lake import Lake, OverwriteResult
@@ -28,6 +29,17 @@ def session_executions(lake: Lake, days: Sequence[date]) -> pl.DataFrame:
     stream = lake.scan(EXECUTIONS.name).filter((pl.col(TRADE_DATE) >= days[0]) & (pl.col(TRADE_DATE) <= last)).collect()
     booked = book_executions(stream).with_columns(sessions.trade_date_expr("exec_time").alias(TRADE_DATE))
     return booked.filter(pl.col(TRADE_DATE).is_in(list(days)))
+
+
+def lifecycle_bookings(lake: Lake, days: Sequence[date]) -> pl.DataFrame:
+    """IB's bookings of expiries, exercises and assignments in ``days`` (position_events' lifecycle rows, computed
+    from the same EOD and executions): trade_date, account, con_id, quantity, price."""
+    from v6_assets.pipeline.position_events import compute_position_events  # it builds on this module
+
+    events, _ = compute_position_events(lake, days)
+    return events.filter(pl.col("event").is_in(LIFECYCLE_EVENTS)).select(
+        TRADE_DATE, "account", "con_id", "quantity", "price"
+    )
 
 
 def _previous_marks(lake: Lake, days: Sequence[date], eod: pl.DataFrame) -> pl.DataFrame:
@@ -63,7 +75,9 @@ def refresh_book_pnl(lake: Lake, days: Sequence[date], eod_computed: Collection[
             f"computed: materialize it first. Nothing was written."
         )
     executions = session_executions(lake, days)
-    frame = book_pnl(daily, eod_marks(eod), _previous_marks(lake, days, eod), executions)
+    frame = book_pnl(
+        daily, eod_marks(eod), _previous_marks(lake, days, eod), executions, lifecycle_bookings(lake, days)
+    )
     return BookPnlRun(frame=frame, written=lake.overwrite_sessions(BOOK_PNL, frame, days), executions=executions.height)
 
 

@@ -31,6 +31,7 @@ from v6_assets.defs.account_assets import account_checks
 from v6_assets.defs.book_assets import account_values_checks, executions_checks, statement_matches_pnl
 from v6_assets.defs.checks import all_checks
 from v6_assets.defs.jobs import daily_assets_job, table_maintenance
+from v6_assets.defs.lifecycle_assets import LIFECYCLE_CHECKS
 from v6_assets.defs.resources import IBStreamResource, LakeResource
 from v6_assets.defs.risk_assets import RISK_CHECKS
 from v6_assets.defs.sensors import ib_position_stream
@@ -164,8 +165,8 @@ def test_ingest_backfill_checks_and_maintenance_on_postgres_and_s3(
         assert sorted(stored) == expected_days, table
     evaluations: Sequence[AssetCheckEvaluation] = backfill.get_asset_check_evaluations()
     # the checks of the assets the daily job selects, and every streamed table's checks (also run by the sensor)
-    in_job = [*all_checks(), statement_matches_pnl, *RISK_CHECKS, *executions_checks, *account_values_checks,
-              *account_checks()]  # fmt: skip
+    in_job = [*all_checks(), statement_matches_pnl, *LIFECYCLE_CHECKS, *RISK_CHECKS, *executions_checks,
+              *account_values_checks, *account_checks()]  # fmt: skip
     defined = {key for checks_def in in_job for key in checks_def.check_keys}
     assert {ev.asset_check_key for ev in evaluations} == defined  # every check ran, on every table
     # WARN-severity checks (IB's own daily PnL vs ours) may flag a partial last session; ERROR-severity ones may not.
