@@ -23,8 +23,8 @@ def _daily() -> pl.DataFrame:
 
 
 def _inputs() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    marks = pl.DataFrame({TRADE_DATE: [DAY, DAY], "account": ["DU2", "DU2"], "con_id": [21, 20],
-                          "mark": [5.0, 50.0], "is_stale_mark": [False, False], "is_expired": [False, False]})  # fmt: skip
+    marks = pl.DataFrame({TRADE_DATE: [DAY, DAY], "account": ["DU2", "DU2"], "con_id": [21, 20], "mark": [5.0, 50.0],
+                          "is_stale_mark": [False, False], "is_expired": [False, False]})  # fmt: skip
     prev = pl.DataFrame({TRADE_DATE: [DAY], "account": ["DU2"], "con_id": [21], "prev_mark": [5.0]})
     executions = pl.DataFrame(schema={TRADE_DATE: pl.Date, "account": pl.String, "con_id": pl.Int64,
                                       "quantity": pl.Float64, "price": pl.Float64, "commission": pl.Float64,
