@@ -52,6 +52,19 @@ def _trade_event(before: pl.Expr, after: pl.Expr) -> pl.Expr:
     )
 
 
+# the columns an execution row and a lifecycle row both carry, in the table's order
+_EVENT_COLUMNS = (
+    "event",
+    "event_at",
+    "quantity",
+    "position_before",
+    "position_after",
+    "price",
+    "commission",
+    "exec_id",
+)
+
+
 def position_events(
     eod: pl.DataFrame, prev: pl.DataFrame, executions: pl.DataFrame, baseline_days: Collection[date] = ()
 ) -> pl.DataFrame:
@@ -101,14 +114,7 @@ def position_events(
             fills.select(
                 *KEY,
                 *contract,
-                "event",
-                "event_at",
-                "quantity",
-                "position_before",
-                "position_after",
-                "price",
-                "commission",
-                "exec_id",
+                *_EVENT_COLUMNS,
                 pl.lit(None, pl.Int64).alias("linked_con_id"),
                 pl.lit(None, pl.Float64).alias("linked_quantity"),
                 pl.lit(0).alias("_order"),
@@ -120,14 +126,7 @@ def position_events(
             ).select(
                 *KEY,
                 *contract,
-                "event",
-                "event_at",
-                "quantity",
-                "position_before",
-                "position_after",
-                "price",
-                "commission",
-                "exec_id",
+                *_EVENT_COLUMNS,
                 "linked_con_id",
                 "linked_quantity",
                 "_order",
