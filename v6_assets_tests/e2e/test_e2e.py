@@ -9,6 +9,7 @@ the simulator's EOD truth, the browser, and last the exactly-once audit of every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -491,24 +492,8 @@ def _audit_key(kind: str, account: str, con_id: int, value: float | None) -> tup
     return (kind, account, con_id, round(float(value), 4))
 
 
-def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
-    """Stop sending, let the sensor drain, then audit position_updates against the simulator's record.
-
-    The streamer drops a PnL report identical to the last one it emitted for the position (after hours most are),
-    so the audit is: no loss (every distinct value the simulator sent for a position is stored), no duplicate
-    (no value stored more often than it was sent; no spool offset twice).
-    """
-    # The stack runs at a pinned moment in market hours, so values change every second. Values still in a socket
-    # when it drops are gone (IB does not replay them), so first stop the market: simulated time all but frozen,
-    # nothing new is sent, and what is in flight arrives before the disconnect.
-    stack.sim.clock.set_speed(1e-6)
-    time.sleep(5)
-    stack.sim.refuse_connections(600)
-    stack.sim.disconnect_all()
-    wait_until(lambda: stack.sim.active_client_ids() == [], timeout_s=30, interval_s=0.5, what="the disconnect")
-    quiet_at = time.time()
-    stack.gql.wait_for_sensor_ticks(SENSOR, count=2, timeout_s=120, after=quiet_at + 1, allow_failures=True)
-
+def _audit(stack: Stack) -> tuple[set[Any], dict[Any, tuple[int, int]], pl.DataFrame]:
+    """(values sent but never stored, values stored more often than sent, the stored rows)."""
     option_ids = {c for c, spec in stack.sim.scenario.contracts.items() if spec.sec_type in OPTION_TYPES}
     field_of = {"portfolio": "market_value", "position": "position", "pnl_single": "daily_pnl"}
     column_of = {"portfolio": "market_value", "position": "position", "pnl_single": "ib_daily_pnl"}
@@ -521,11 +506,36 @@ def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
     stored: Counter[tuple[str, str, int, float | None]] = Counter()
     for r in rows.iter_rows(named=True):
         stored[_audit_key(r["source"], r["account"], int(r["con_id"]), r[column_of[r["source"]]])] += 1
+    duplicated = {k: (n, sent[k]) for k, n in stored.items() if n > sent[k]}
+    return set(sent) - set(stored), duplicated, rows
+
+
+def test_every_sent_update_is_in_delta_exactly_once(stack: Stack) -> None:
+    """Stop sending, let the sensor drain, drop the connection, then audit position_updates against the simulator's
+    record.
+
+    The streamer drops a PnL report identical to the last one it emitted for the position (after hours most are),
+    so the audit is: no loss (every distinct value the simulator sent for a position is stored), no duplicate
+    (no value stored more often than it was sent; no spool offset twice).
+    """
+    # The stack runs at a pinned moment in market hours, so values change every second. Values still in a socket
+    # when it drops are gone (IB does not replay them; the simulator's abort discards its unsent buffer like a
+    # dropped line does), so first stop the market (simulated time all but frozen, nothing new is sent) and wait
+    # until everything sent is stored: under load the client can be seconds behind, and a fixed sleep then cut
+    # values that were still on their way. A value the streamer received and lost never arrives: this wait fails.
+    stack.sim.clock.set_speed(1e-6)
+    with contextlib.suppress(TimeoutError):  # the audit after the drop names what never arrived
+        wait_until(lambda: not _audit(stack)[0], timeout_s=120, interval_s=2, what="every sent value stored")
+    stack.sim.refuse_connections(600)
+    stack.sim.disconnect_all()
+    wait_until(lambda: stack.sim.active_client_ids() == [], timeout_s=30, interval_s=0.5, what="the disconnect")
+    quiet_at = time.time()
+    stack.gql.wait_for_sensor_ticks(SENSOR, count=2, timeout_s=120, after=quiet_at + 1, allow_failures=True)
+
+    lost, duplicated, rows = _audit(stack)
     assert rows.height > 0
     assert not rows.select(pl.struct("stream_id", "spool_offset").is_duplicated().any()).item()
-    lost = set(sent) - set(stored)
     assert not lost, f"{len(lost)} sent values never stored, e.g. {sorted(lost, key=str)[:5]}"
-    duplicated = {k: (n, sent[k]) for k, n in stored.items() if n > sent[k]}
     assert not duplicated, f"stored more often than sent (stored, sent): {list(duplicated.items())[:5]}"
     assert stack.sim.max_concurrent_connections(CLIENT_ID) == 1
 
