@@ -41,7 +41,9 @@ def _load(path: Any) -> dict[str, Any]:
 def test_launcher_variant_is_the_postgres_instance_plus_a_launcher(variant: str) -> None:
     config = _load(VARIANTS[variant])
     launcher = config.pop("run_launcher")
-    assert config == _load(POSTGRES_INSTANCE_YAML)
+    postgres = _load(POSTGRES_INSTANCE_YAML)
+    assert postgres.pop("run_launcher")["class"] == "LocalWorkerRunLauncher"  # the process launcher, health-checked
+    assert config == postgres
     assert launcher["module"] == f"dagster_{variant}"
     # Run workers get no IB settings: they never connect.
     assert "V6_IB" not in yaml.safe_dump(launcher)
