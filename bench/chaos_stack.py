@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 import psutil
+import yaml
 
 from bench.chaos_common import CLIENT_ID, FAKE_SECRETS, non_loopback_listeners, secret_hits, wait_for
 from v6_assets.devserver import (
@@ -92,12 +93,25 @@ def _ingested_after(lake: Lake, moment: datetime) -> bool:
     return bool(found.item())
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())["run_monitoring"]["start_timeout_seconds"]
+
+
 def _unfinished_runs(gql: Any) -> list[str]:
     try:
         runs = gql.runs(statuses=["STARTED", "STARTING", "CANCELING"], limit=100)
     except Exception as exc:
         return [f"runs not readable: {exc}"]
-    return [str(r["runId"]) for r in runs]
+    return [f"{r['runId']} ({r.get('status')})" for r in runs]
+
+
+def _unfinished_run_logs(gql: Any) -> list[str]:
+    """The last lines of each unfinished run's event log: why it did not end (kept in the scenario's notes)."""
+    try:
+        runs = gql.runs(statuses=["STARTED", "STARTING", "CANCELING"], limit=5)
+        return [f"{r['runId']}: " + " | ".join(gql.run_log_text(r["runId"]).splitlines()[-12:]) for r in runs]
+    except Exception as exc:
+        return [f"run logs not readable: {exc}"]
 
 
 def kill_and_measure(dev: Any, lake: Lake, kind: str) -> tuple[float, float, float, float]:
@@ -173,11 +187,14 @@ def run_stack_kills(workdir: Path, sim_port: int, kinds: tuple[str, ...], kills:
                     if budget_s is not None and t1 - t0 > budget_s:
                         violations.append(f"{kind}: resumed after {t1 - t0:.1f} s (> {RESUME_BUDGET_S:.0f} s)")
             if RUN_WORKER in kinds:
-                # Every run ends (the killed ones as FAILURE): none is left STARTED, blocking the refresh queue.
+                # Every run ends (the killed ones as FAILURE): none is left STARTED, blocking the refresh queue. A
+                # STARTED run whose worker died is failed by run monitoring within seconds (our launcher's pid check);
+                # one killed while STARTING only by dagster.yaml's start timeout.
                 try:
-                    wait_for(lambda: not _unfinished_runs(dev.graphql()), 120, "every run to finish", 1.0)
+                    wait_for(lambda: not _unfinished_runs(dev.graphql()), START_TIMEOUT_S + 60, "every run to end", 1.0)
                 except TimeoutError:
                     violations.append(f"runs left unfinished: {_unfinished_runs(dev.graphql())}")
+                    notes["unfinished_run_logs"] = _unfinished_run_logs(dev.graphql())
             time.sleep(2.0)  # clean streaming after the last fault
             violations.extend(non_loopback_listeners([p.pid for p in dev.processes()]))
         finally:
