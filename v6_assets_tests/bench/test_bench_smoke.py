@@ -100,38 +100,54 @@ def check_report(report: dict[str, Any], names: list[str]) -> None:
         check_record(record)
 
 
-def test_benchmarks_run_tiny_and_write_well_formed_records(tmp_path: Path) -> None:
-    names = ["ingest", "sensor_tick", "analytics", "risk_grid", "table_health", "backfill", "soak", "resubscribe"]
-    report = run_all(tmp_path, names, timeout=600)
-    check_report(report, names)
-    details = report["benchmarks"]
-    # what was measured is what was asked for (the scripts verify row counts themselves; spot-check here)
-    assert details["sensor_tick"]["details"]["1000"]["rows_read"] == [1000]
-    assert details["table_health"]["details"]["rows"] == 500
-    assert details["backfill"]["details"]["materialized_partitions"] == {
-        "eod_positions": 3,
-        "daily_pnl": 3,
-        "exposure": 3,
-        "book_pnl": 3,
-        "position_events": 3,
-        "pnl_explain": 3,
-        "risk_scenarios": 3,
-        "expiry_ladder": 3,
-        "account_eod": 3,
-        "account_pnl": 3,
-    }
-    assert details["ingest"]["details"]["order_violations"] == 0
-    assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
-    # the blast mixes fills (with their commissions) and account values in, and they reach the spool
-    assert all(r["executions"] > 0 and r["account_values"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
-    # every analytics implementation: its own child's peak RSS and every timed repeat
-    for impl in ("ours (polars)", "DuckDB SQL", "pandas"):
-        found = details["analytics"]["details"]["20000"][impl]
-        assert found["peak_rss_bytes"] > 0 and len(found["times_s"]) == 1, found
-    assert details["soak"]["details"]["simulator"]["order_violations"] == 0
-    assert (
-        details["resubscribe"]["details"]["orders"] == 0 and details["resubscribe"]["details"]["resubscriptions"] == 1
-    )
+class TestStreamingBenchmarks:
+    """The streaming side's benchmarks (a class of its own: xdist's loadscope runs it beside the other half)."""
+
+    def test_run_tiny_and_write_well_formed_records(self, tmp_path: Path) -> None:
+        names = ["ingest", "soak", "resubscribe"]
+        report = run_all(tmp_path, names, timeout=600)
+        check_report(report, names)
+        details = report["benchmarks"]
+        assert details["ingest"]["details"]["order_violations"] == 0
+        assert all(r["ceiling_events"] > 0 for r in details["ingest"]["details"]["streamer_runs"])
+        # the blast mixes fills (with their commissions) and account values in, and they reach the spool
+        assert all(
+            r["executions"] > 0 and r["account_values"] > 0 for r in details["ingest"]["details"]["streamer_runs"]
+        )
+        assert details["soak"]["details"]["simulator"]["order_violations"] == 0
+        assert (
+            details["resubscribe"]["details"]["orders"] == 0
+            and details["resubscribe"]["details"]["resubscriptions"] == 1
+        )
+
+
+class TestLakeAndDailyBenchmarks:
+    """The lake and daily-computation benchmarks."""
+
+    def test_run_tiny_and_write_well_formed_records(self, tmp_path: Path) -> None:
+        names = ["sensor_tick", "analytics", "risk_grid", "table_health", "backfill"]
+        report = run_all(tmp_path, names, timeout=600)
+        check_report(report, names)
+        details = report["benchmarks"]
+        # what was measured is what was asked for (the scripts verify row counts themselves; spot-check here)
+        assert details["sensor_tick"]["details"]["1000"]["rows_read"] == [1000]
+        assert details["table_health"]["details"]["rows"] == 500
+        assert details["backfill"]["details"]["materialized_partitions"] == {
+            "eod_positions": 3,
+            "daily_pnl": 3,
+            "exposure": 3,
+            "book_pnl": 3,
+            "position_events": 3,
+            "pnl_explain": 3,
+            "risk_scenarios": 3,
+            "expiry_ladder": 3,
+            "account_eod": 3,
+            "account_pnl": 3,
+        }
+        # every analytics implementation: its own child's peak RSS and every timed repeat
+        for impl in ("ours (polars)", "DuckDB SQL", "pandas"):
+            found = details["analytics"]["details"]["20000"][impl]
+            assert found["peak_rss_bytes"] > 0 and len(found["times_s"]) == 1, found
 
 
 # slow: a second dagster dev just for the latency smoke; make bench runs the real thing.
