@@ -423,6 +423,7 @@ class TestFirstScreen:
             pg.get_by_text(
                 re.compile(r"(ingested \d+ rows|no new updates).* \| last refresh requested")
             ).first.wait_for(state="visible", timeout=60_000)
+            pg.get_by_text("Loading ticks").wait_for(state="hidden", timeout=60_000)  # the tick list, each one's text
             browser.screenshot(pg, "sensor")
             pg.goto(f"{stack.dev.url}/", wait_until="networkidle")
             pg.wait_for_timeout(1500)
